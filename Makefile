@@ -1,0 +1,155 @@
+# authcache — one plain Makefile.
+#
+#   make                 build everything into build/
+#   make test            deps, build, then every unit, integration and short fuzz test (tests/run)
+#   make demo            deps, build, then walk a session through the cache (tests/demo.sh)
+#   make deps            install the Debian packages named in deps.txt that are missing
+#   make fuzz            libFuzzer targets, FUZZ_SECONDS each (default 600)
+#   make bench-shm       the shm table benchmark; writes bench/RESULTS.md
+#   make SANITIZER=address,undefined   (or thread) builds into build/san-<name>/
+#   V=1                  show the commands
+#
+# Files are found by folder: shm/*.c and client/authcache*.c make the client library, daemon/*.c the
+# daemon (daemon/main.c holds main), tests/unit/test_*.c one program each, tests/fuzz/fuzz_*.c one
+# libFuzzer target each, bench/*.c one program each, tests/idp/*.c the test IdP.
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+override CFLAGS += -std=gnu11 -pthread -D_GNU_SOURCE -fno-strict-aliasing \
+	-Wall -Wextra -Wstrict-prototypes -Wmissing-prototypes -Wshadow -Werror \
+	-Ishm -Iclient -Idaemon -MMD -MP
+LDLIBS  := -lssl -lcrypto -lxxhash -lpthread
+
+SANITIZER ?=
+ifeq ($(SANITIZER),)
+BUILD   ?= build
+else
+BUILD   ?= build/san-$(subst $(comma),-,$(SANITIZER))
+override CFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
+override LDFLAGS += -fsanitize=$(SANITIZER)
+endif
+comma := ,
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+SHM_SRC    := $(wildcard shm/*.c)
+CLIENT_SRC := $(filter-out client/cli.c,$(wildcard client/*.c))
+DAEMON_SRC := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
+IDP_SRC    := $(wildcard tests/idp/*.c)
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+BENCH_SRC  := $(wildcard bench/*.c)
+FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+SHM_OBJ    := $(call obj,$(SHM_SRC))
+CLIENT_OBJ := $(call obj,$(CLIENT_SRC))
+DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
+IDP_OBJ    := $(call obj,$(IDP_SRC))
+LIB_OBJ    := $(SHM_OBJ) $(CLIENT_OBJ)
+
+UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+BENCH_BIN  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+FUZZ_BIN   := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+
+DAEMON_LIBS := -luring -ljwt -ljemalloc $(LDLIBS)
+
+ALL := $(BUILD)/libauthcache.a $(BUILD)/libauthcache.so $(UNIT_BIN) $(BENCH_BIN)
+ifneq ($(wildcard daemon/main.c),)
+ALL += $(BUILD)/authcached
+endif
+ifneq ($(wildcard client/cli.c),)
+ALL += $(BUILD)/authcache
+endif
+ifneq ($(IDP_SRC),)
+ALL += $(BUILD)/test-idp
+endif
+
+.PHONY: all test demo deps fuzz fuzz-build bench bench-shm clean format
+all: $(ALL)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -fPIC -c -o $@ $<
+
+$(BUILD)/libauthcache.a: $(LIB_OBJ)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/libauthcache.so: $(LIB_OBJ)
+	$(Q)$(CC) $(LDFLAGS) -shared -Wl,-z,defs -Wl,-soname,libauthcache.so -o $@ $^ $(LDLIBS)
+
+$(BUILD)/libdaemon.a: $(DAEMON_OBJ)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/authcached: $(BUILD)/obj/daemon/main.o $(BUILD)/libdaemon.a $(BUILD)/libauthcache.a
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(DAEMON_LIBS)
+
+$(BUILD)/authcache: $(BUILD)/obj/client/cli.o $(BUILD)/libauthcache.a
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/test-idp: $(IDP_OBJ)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -ljwt $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libdaemon.a $(BUILD)/libauthcache.a
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(DAEMON_LIBS)
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libdaemon.a $(BUILD)/libauthcache.a
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(DAEMON_LIBS)
+
+# libFuzzer targets: clang-14, ASan+UBSan, the module sources compiled in directly.
+FUZZ_CC     ?= clang-14
+FUZZ_CFLAGS := -std=gnu11 -g -O1 -D_GNU_SOURCE -pthread -Ishm -Iclient -Idaemon \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+fuzz-build: $(FUZZ_BIN)
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(SHM_SRC) $(DAEMON_SRC)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZ    $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(SHM_SRC) $(DAEMON_SRC) -luring -ljwt $(LDLIBS)
+
+FUZZ_SECONDS ?= 600
+fuzz: fuzz-build
+	tests/fuzz/run $(FUZZ_SECONDS) $(FUZZ_BIN)
+
+deps:
+	@missing=$$(grep -v '^#' deps.txt | grep . | while read p; do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		if [ "$$(id -u)" != 0 ]; then echo "make deps: need root to install $$missing" >&2; exit 2; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+test: deps
+	$(MAKE) all
+	$(MAKE) SANITIZER=address,undefined all
+	$(MAKE) fuzz-build
+	tests/run
+
+demo: deps all
+	tests/demo.sh
+
+bench-shm: all
+	$(BUILD)/bench/bench_shm | tee build/bench_shm.txt
+	bench/record shm build/bench_shm.txt
+
+bench: all
+	bench/run
+
+clean:
+	rm -rf build
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

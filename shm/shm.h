@@ -1,0 +1,148 @@
+/*
+ * shm.h — the authcache table: a lock-free map from a keyed credential digest to one answer (the
+ * identity headers an IdP returned and their lifetimes), in a shared-memory segment any number of
+ * processes attach to. No I/O beyond opening the segment, no threads, no locks.
+ *
+ * Contracts, for every function here:
+ *  - returns 0 (or a count) on success, -errno on failure; nothing is logged;
+ *  - safe to call from any number of threads and processes at once, readers and writers alike;
+ *  - readers never block and never write to the segment (a read-only handle maps it PROT_READ);
+ *  - every offset and length read from the segment is checked, so arbitrary bytes in it can make a
+ *    call fail or miss, never crash or loop.
+ * Times are wall-clock milliseconds passed in by the caller (tests control the clock).
+ */
+#ifndef AUTHCACHE_SHM_H
+#define AUTHCACHE_SHM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "shm_layout.h"
+
+/* A process's handle on a segment. */
+struct shm {
+    struct shm_hdr_sh *hdr;
+    struct shm_bucket_sh *index;
+    uint8_t *ring;
+    size_t map_size;
+    uint64_t nbuckets, ring_size, capacity;
+    uint64_t generation;
+    int writable;
+    int fd;
+    char name[256];
+    uint64_t mac_[32]; /* HMAC state from the segment's key (shm_key.c) */
+};
+
+struct shm_params {
+    uint64_t capacity;   /* most live answers */
+    uint64_t ring_bytes; /* bytes for records; 0 = capacity * SHM_DEFAULT_BYTES_PER_ENTRY */
+    const uint8_t *key;  /* SHM_KEY_LEN bytes, or NULL for a random key */
+    uint32_t mode;       /* file mode, 0 = 0600 */
+};
+#define SHM_DEFAULT_BYTES_PER_ENTRY 1536u
+
+/* The digest pair that names an answer. */
+struct shm_key {
+    uint8_t digest[SHM_DIGEST_LEN]; /* of credential + scope: equality of answers */
+    uint8_t cred[SHM_CRED_LEN];     /* of the credential alone: purge by session */
+};
+
+/* An answer as stored: on insert the caller fills it; on lookup it is copied out and the three
+ * strings point into the caller's buffer. */
+struct shm_answer {
+    struct shm_key key;
+    int64_t first_seen_ms, confirmed_ms, fresh_until_ms, session_end_ms;
+    const char *host;
+    const char *user;
+    const char *hdrs;
+    uint32_t host_len, user_len, hdrs_len;
+    uint64_t pos; /* log position found at (lookup only) */
+};
+
+/*
+ * Create /dev/shm/<name> anew (replacing any segment of that name: attached processes see it
+ * retired), or with shm_open_or_create keep an existing one whose layout, capacity, ring size and key
+ * match. The handle is read-write. -EINVAL for bad params or name, or -errno from the system.
+ * *created (may be NULL) tells which happened.
+ */
+int shm_create(struct shm *h, const char *name, const struct shm_params *p);
+int shm_open_or_create(struct shm *h, const char *name, const struct shm_params *p, int *created);
+
+/* Attach an existing segment, read-only or read-write. -ENOENT if absent, -EPROTO if its header is
+ * not a layout this code can use (bad magic, version, sizes or offsets). */
+int shm_attach(struct shm *h, const char *name, int writable);
+
+/* Attach a segment given as raw bytes (fuzzing, tests): validates like shm_attach. The handle does not
+ * own the memory; shm_detach only forgets it. */
+int shm_attach_mem(struct shm *h, void *mem, size_t len, int writable);
+
+void shm_detach(struct shm *h);
+
+/* Whether the segment this handle maps was replaced by a newer one (reattach by name). */
+int shm_retired(const struct shm *h);
+
+/* Keyed digests (HMAC-SHA-256 with the segment's key). The credential digest hashes the parts with
+ * their lengths, so ("ab","c") and ("a","bc") differ. shm_key_make computes the whole key;
+ * shm_key_digest only the lookup digest (the hot path does not need the credential digest). */
+void shm_key_digest(const struct shm *h, const struct iovec *parts, int nparts,
+                    uint8_t out[SHM_DIGEST_LEN]);
+void shm_key_cred(const struct shm *h, const void *cred, size_t len, uint8_t out[SHM_CRED_LEN]);
+void shm_key_make(const struct shm *h, const void *cred, size_t cred_len,
+                  const struct iovec *scope, int nscope, struct shm_key *out);
+
+/*
+ * Find the newest answer under digest and copy it into buf (at least SHM_MAX_RECORD bytes); the
+ * answer's strings point into buf. An answer at or past its session end is not returned (and with a
+ * writable handle is deleted). With SHM_LOOKUP_PROMOTE on a writable handle, an answer found near the
+ * tail of the log is copied forward so that used answers outlive unused ones (approximate LRU).
+ * Returns 0, -ENOENT (none, expired, or still torn after a few retries), -EINVAL.
+ */
+#define SHM_LOOKUP_PROMOTE 1
+int shm_lookup(struct shm *h, const uint8_t digest[SHM_DIGEST_LEN], int64_t now_ms,
+               struct shm_answer *out, void *buf, size_t buf_len, int flags);
+
+/* Insert or replace the answer for a->key. Evicts the oldest answers when the log or capacity is
+ * full. -E2BIG if the answer exceeds the SHM_MAX_* limits, -EROFS on a read-only handle. */
+int shm_insert(struct shm *h, const struct shm_answer *a);
+
+/* Remove the answer under digest. Returns the number removed (0 or 1, more after a racing insert). */
+int shm_delete(struct shm *h, const uint8_t digest[SHM_DIGEST_LEN]);
+
+/* Remove every answer of a user / of a credential / all. Return the number removed. */
+int shm_purge_user(struct shm *h, const char *user, size_t len);
+int shm_purge_cred(struct shm *h, const uint8_t cred[SHM_CRED_LEN]);
+int shm_purge_all(struct shm *h);
+
+/* Remove answers past their session end and slots naming dead records, in buckets
+ * [first, first + count) (the daemon sweeps a slice at a time). Returns the number removed. */
+int shm_sweep(struct shm *h, uint64_t first, uint64_t count, int64_t now_ms);
+
+/* Call fn for every live answer (a consistent copy of each; the table may change meanwhile). fn
+ * returns 0 to go on, anything else to stop and have shm_foreach return it. */
+typedef int (*shm_foreach_fn)(const struct shm_answer *a, void *arg);
+int shm_foreach(struct shm *h, int64_t now_ms, shm_foreach_fn fn, void *arg);
+
+struct shm_stats {
+    uint64_t lookups, hits, misses, expired, inserts, replaces, deletes, evictions, purges,
+        retries, promotions;
+    uint64_t size_class[SHM_SIZE_CLASSES];
+    int64_t live;            /* entries, as counted by writers */
+    uint64_t capacity;
+    uint64_t ring_size, ring_used; /* bytes: head - tail */
+    uint64_t segment_bytes;
+    uint64_t generation;
+};
+void shm_stats_get(const struct shm *h, struct shm_stats *st);
+
+/* Full consistency check: header sane, tail <= head, every used slot names a verifiable record that
+ * hashes to its bucket, or a dead one. Fills the report, fixes the live counter when fix != 0 on a
+ * writable handle. Returns 0 if consistent, -EUCLEAN if not. */
+struct shm_check_report {
+    uint64_t slots_used, slots_live, slots_dead, slots_bad, records_walked;
+    int64_t live_counter;
+    char first_problem[160];
+};
+int shm_check(struct shm *h, int fix, struct shm_check_report *r);
+
+#endif

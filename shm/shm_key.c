@@ -1,0 +1,98 @@
+/*
+ * shm_key.c — keyed digests of credentials: HMAC-SHA-256 under the segment's key, truncated to 128
+ * bits for the lookup digest and 64 bits for the credential-only digest. Equality of answers is
+ * equality of these digests; a credential never reaches the segment in any other form.
+ *
+ * The HMAC inner and outer states are computed once per handle (shm_key_init) and copied per call,
+ * so a digest costs the compression of the message plus one block, no allocation. OpenSSL's
+ * low-level SHA-256 is used for that reason (its EVP contexts allocate on copy); it uses the CPU's SHA
+ * extensions where present.
+ */
+#define OPENSSL_SUPPRESS_DEPRECATED 1
+#include <openssl/sha.h>
+#include <string.h>
+
+#include "shm.h"
+#include "shm_int.h"
+
+struct mac_state {
+    SHA256_CTX inner, outer;
+};
+_Static_assert(sizeof(struct mac_state) <= sizeof(((struct shm *)0)->mac_),
+               "HMAC state fits in the handle");
+
+void shm__key_init(struct shm *h, const uint8_t key[SHM_KEY_LEN])
+{
+    struct mac_state *m = (struct mac_state *)h->mac_;
+    uint8_t pad[64];
+
+    memset(pad, 0x36, sizeof(pad));
+    for (unsigned i = 0; i < SHM_KEY_LEN; i++)
+        pad[i] ^= key[i];
+    SHA256_Init(&m->inner);
+    SHA256_Update(&m->inner, pad, sizeof(pad));
+    memset(pad, 0x5c, sizeof(pad));
+    for (unsigned i = 0; i < SHM_KEY_LEN; i++)
+        pad[i] ^= key[i];
+    SHA256_Init(&m->outer);
+    SHA256_Update(&m->outer, pad, sizeof(pad));
+}
+
+static void mac_final(const struct shm *h, SHA256_CTX *inner, uint8_t out[32])
+{
+    const struct mac_state *m = (const struct mac_state *)h->mac_;
+    uint8_t ih[32];
+    SHA256_CTX outer = m->outer;
+
+    SHA256_Final(ih, inner);
+    SHA256_Update(&outer, ih, sizeof(ih));
+    SHA256_Final(out, &outer);
+}
+
+static void mac_part(SHA256_CTX *c, const void *p, size_t len)
+{
+    uint8_t l[4] = {(uint8_t)len, (uint8_t)(len >> 8), (uint8_t)(len >> 16), (uint8_t)(len >> 24)};
+
+    SHA256_Update(c, l, sizeof(l));
+    SHA256_Update(c, p, len);
+}
+
+void shm_key_digest(const struct shm *h, const struct iovec *parts, int nparts,
+                    uint8_t out[SHM_DIGEST_LEN])
+{
+    SHA256_CTX c = ((const struct mac_state *)h->mac_)->inner;
+    uint8_t md[32];
+
+    SHA256_Update(&c, "D", 1);
+    for (int i = 0; i < nparts; i++)
+        mac_part(&c, parts[i].iov_base, parts[i].iov_len);
+    mac_final(h, &c, md);
+    memcpy(out, md, SHM_DIGEST_LEN);
+}
+
+void shm_key_cred(const struct shm *h, const void *cred, size_t len, uint8_t out[SHM_CRED_LEN])
+{
+    SHA256_CTX c = ((const struct mac_state *)h->mac_)->inner;
+    uint8_t md[32];
+
+    SHA256_Update(&c, "C", 1);
+    mac_part(&c, cred, len);
+    mac_final(h, &c, md);
+    memcpy(out, md, SHM_CRED_LEN);
+}
+
+void shm_key_make(const struct shm *h, const void *cred, size_t cred_len,
+                  const struct iovec *scope, int nscope, struct shm_key *out)
+{
+    SHA256_CTX c = ((const struct mac_state *)h->mac_)->inner;
+    uint8_t md[32];
+
+    /* The same bytes shm_key_digest hashes for parts = {cred, scope...}. */
+    SHA256_Update(&c, "D", 1);
+    mac_part(&c, cred, cred_len);
+    for (int i = 0; i < nscope; i++)
+        mac_part(&c, scope[i].iov_base, scope[i].iov_len);
+    mac_final(h, &c, md);
+    memcpy(out->digest, md, SHM_DIGEST_LEN);
+    shm_key_cred(h, cred, cred_len, out->cred);
+}
