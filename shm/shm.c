@@ -115,7 +115,10 @@ static inline uint64_t slot_tag(uint64_t v)
  * ring, or ahead of head). Position 0 is never a record's: the log starts at SHM_REC_ALIGN. */
 static inline uint64_t slot_pos(const struct shm *h, uint64_t v, uint64_t head)
 {
-    uint64_t delta = (((head >> 4) - v) & SHM_SLOT_POS_MASK) << 4;
+    uint64_t delta;
+
+    head &= ~(uint64_t)(SHM_REC_ALIGN - 1); /* only a scribbled head is unaligned */
+    delta = (((head >> 4) - v) & SHM_SLOT_POS_MASK) << 4;
 
     if (delta > h->ring_size || delta > head)
         return 0;
@@ -221,6 +224,10 @@ static int tail_step(struct shm *h, uint64_t t)
     uint8_t digest[SHM_DIGEST_LEN];
     int is_answer = 0;
 
+    if (t % SHM_REC_ALIGN) { /* a scribbled tail: realign it */
+        cas(&h->hdr->tail, t, align16(t));
+        return 0;
+    }
     if (off + REC_HDR <= h->ring_size && load_acq(&r->pos) == t) {
         uint32_t len = __atomic_load_n(&r->len, __ATOMIC_RELAXED);
         uint16_t kind = __atomic_load_n(&r->kind, __ATOMIC_RELAXED);
@@ -294,6 +301,13 @@ static uint64_t reserve(struct shm *h, uint64_t len16)
         uint64_t p = __atomic_fetch_add(&h->hdr->head, len16, __ATOMIC_SEQ_CST);
         uint64_t off = p % h->ring_size;
 
+        if (p % SHM_REC_ALIGN) { /* a scribbled head: realign it, and waste this reservation */
+            uint64_t hd = load_acq(&h->hdr->head);
+            if (hd % SHM_REC_ALIGN)
+                cas(&h->hdr->head, hd, align16(hd));
+            continue;
+        }
+
         make_room(h, p + len16);
         if (off + len16 <= h->ring_size)
             return p;
@@ -305,21 +319,14 @@ static uint64_t reserve(struct shm *h, uint64_t len16)
 
 /* ---- insert, lookup, delete ---- */
 
-int shm_insert(struct shm *h, const struct shm_answer *a)
+/* Append a record for a to the log; returns its position. The record is complete (pos stored last,
+ * release) but named by no slot yet. */
+static uint64_t write_record(struct shm *h, const struct shm_answer *a, uint64_t len)
 {
-    uint64_t len, p, nv, head, tail;
-    struct shm_rec_sh *r;
-    struct slot_ref s;
-    uint8_t *d;
+    uint64_t p = reserve(h, align16(len));
+    struct shm_rec_sh *r = rec_at(h, p);
+    uint8_t *d = (uint8_t *)r + REC_HDR;
 
-    if (!h->writable)
-        return -EROFS;
-    if (a->host_len > SHM_MAX_HOST || a->user_len > SHM_MAX_USER || a->hdrs_len > SHM_MAX_HDRS)
-        return -E2BIG;
-    len = REC_HDR + (uint64_t)a->host_len + a->user_len + a->hdrs_len;
-
-    p = reserve(h, align16(len));
-    r = rec_at(h, p);
     r->len = (uint32_t)len;
     r->kind = SHM_REC_ANSWER;
     r->host_len = (uint16_t)a->host_len;
@@ -332,12 +339,30 @@ int shm_insert(struct shm *h, const struct shm_answer *a)
     r->confirmed_ms = a->confirmed_ms;
     r->fresh_until_ms = a->fresh_until_ms;
     r->session_end_ms = a->session_end_ms;
-    d = (uint8_t *)r + REC_HDR;
     memcpy(d, a->host, a->host_len);
     memcpy(d + a->host_len, a->user, a->user_len);
     memcpy(d + a->host_len + a->user_len, a->hdrs, a->hdrs_len);
     r->check = XXH3_64bits_withSeed((uint8_t *)r + 16, len - 16, p);
     __atomic_store_n(&r->pos, p, __ATOMIC_RELEASE);
+    STAT_ADD(h, size_class[size_class((uint32_t)len)], 1);
+    return p;
+}
+
+static uint64_t answer_len(const struct shm_answer *a)
+{
+    return REC_HDR + (uint64_t)a->host_len + a->user_len + a->hdrs_len;
+}
+
+int shm_insert(struct shm *h, const struct shm_answer *a)
+{
+    uint64_t p, nv, head, tail;
+    struct slot_ref s;
+
+    if (!h->writable)
+        return -EROFS;
+    if (a->host_len > SHM_MAX_HOST || a->user_len > SHM_MAX_USER || a->hdrs_len > SHM_MAX_HDRS)
+        return -E2BIG;
+    p = write_record(h, a, answer_len(a));
 
     s = slot_ref(h, a->key.digest);
     nv = slot_make(s.tag, p);
@@ -399,7 +424,6 @@ int shm_insert(struct shm *h, const struct shm_answer *a)
         STAT_ADD(h, evictions, 1);
         break;
     }
-    STAT_ADD(h, size_class[size_class((uint32_t)len)], 1);
     return 0;
 }
 
@@ -432,9 +456,13 @@ int shm_delete(struct shm *h, const uint8_t digest[SHM_DIGEST_LEN])
     return n;
 }
 
-static void promote(struct shm *h, const struct shm_answer *a)
+/* Copy a found answer to the head of the log, replacing the slot only if it still names the copy we
+ * read: a newer answer stored meanwhile must never be overwritten by this older one. */
+static void promote(struct shm *h, const struct shm_answer *a, uint64_t *slot, uint64_t seen)
 {
-    if (shm_insert(h, a) == 0)
+    uint64_t p = write_record(h, a, answer_len(a));
+
+    if (cas(slot, seen, slot_make(slot_tag(seen), p)))
         STAT_ADD(h, promotions, 1);
 }
 
@@ -448,6 +476,7 @@ int shm_lookup(struct shm *h, const uint8_t digest[SHM_DIGEST_LEN], int64_t now_
     STAT_ADD(h, lookups, 1);
     for (int attempt = 0; attempt < LOOKUP_TRIES; attempt++) {
         uint64_t v[SHM_BUCKET_SLOTS], cand[SHM_BUCKET_SLOTS], head, tail;
+        unsigned cslot[SHM_BUCKET_SLOTS];
         int ncand = 0, torn = 0;
 
         for (unsigned i = 0; i < SHM_BUCKET_SLOTS; i++)
@@ -463,9 +492,11 @@ int shm_lookup(struct shm *h, const uint8_t digest[SHM_DIGEST_LEN], int64_t now_
                 int j = ncand++;
                 while (j > 0 && cand[j - 1] < pos) {
                     cand[j] = cand[j - 1];
+                    cslot[j] = cslot[j - 1];
                     j--;
                 }
                 cand[j] = pos;
+                cslot[j] = i;
             }
         }
         for (int i = 0; i < ncand; i++) {
@@ -486,7 +517,7 @@ int shm_lookup(struct shm *h, const uint8_t digest[SHM_DIGEST_LEN], int64_t now_
             STAT_ADD(h, hits, 1);
             if ((flags & SHM_LOOKUP_PROMOTE) && h->writable && head > tail &&
                 cand[i] - tail < (head - tail) / 8)
-                promote(h, out);
+                promote(h, out, &s.b->slot[cslot[i]], v[cslot[i]]);
             return 0;
         }
         if (!torn)
@@ -528,8 +559,11 @@ static int purge_matching(struct shm *h, int what, const void *arg, size_t arg_l
             } else if (what == MATCH_ALL) {
                 hit = 1;
             } else if (what == MATCH_USER) {
-                hit = r->user_len == arg_len && REC_HDR + r->host_len + arg_len <= len &&
-                      memcmp((uint8_t *)r + REC_HDR + r->host_len, arg, arg_len) == 0;
+                /* Each field read once: the bytes may be scribbled on between two reads. */
+                uint16_t host_len = __atomic_load_n(&r->host_len, __ATOMIC_RELAXED);
+                uint16_t user_len = __atomic_load_n(&r->user_len, __ATOMIC_RELAXED);
+                hit = user_len == arg_len && REC_HDR + host_len + arg_len <= len &&
+                      memcmp((uint8_t *)r + REC_HDR + host_len, arg, arg_len) == 0;
             } else if (what == MATCH_CRED) {
                 hit = memcmp(r->cred, arg, SHM_CRED_LEN) == 0;
             } else {
@@ -692,7 +726,7 @@ int shm_check(struct shm *h, int fix, struct shm_check_report *r)
         }
     }
     /* The log between tail and head must be walkable: records and fillers, or garbage skipped. */
-    for (uint64_t t = tail; t < head && head - tail <= h->ring_size; r->records_walked++) {
+    for (uint64_t t = align16(tail); t < head && head - tail <= h->ring_size; r->records_walked++) {
         const struct shm_rec_sh *rec = rec_at(h, t);
         uint32_t len = rec_len_in_place(h, t, rec);
         t += len ? align16(len) : SHM_REC_ALIGN;

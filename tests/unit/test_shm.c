@@ -27,7 +27,7 @@ static void key_for(struct shm *h, const char *cookie, const char *host, struct 
 static int put(struct shm *h, const char *cookie, const char *host, const char *user,
                size_t hdr_pad, int64_t session_end)
 {
-    static char hdrs[SHM_MAX_HDRS];
+    static char hdrs[SHM_MAX_HDRS + 256];
     struct shm_answer a = {0};
     int n = snprintf(hdrs, sizeof(hdrs), "X-authentik-username: %s\r\nX-Cookie: %s\r\n", user, cookie);
 

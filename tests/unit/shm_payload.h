@@ -1,0 +1,66 @@
+/*
+ * shm_payload.h — self-checking answers for the shm concurrency tests. An answer for (key, version)
+ * carries the key, the version, filler bytes whose length and content derive from both, and an FNV-1a
+ * sum of everything before it, so a torn or mixed-up read is always detected by payload_check().
+ */
+#ifndef AUTHCACHE_SHM_PAYLOAD_H
+#define AUTHCACHE_SHM_PAYLOAD_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "shm.h"
+
+static inline uint64_t payload_fnv(const void *p, size_t n)
+{
+    const uint8_t *s = p;
+    uint64_t h = 0xcbf29ce484222325ull;
+
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* Writes the identity headers for (key, ver) into out (SHM_MAX_HDRS bytes); returns their length. */
+static inline size_t payload_make(const char *key, uint64_t ver, size_t max_fill, char *out)
+{
+    uint64_t x = payload_fnv(key, strlen(key)) ^ (ver * 0x9e3779b97f4a7c15ull);
+    size_t fill = max_fill ? (size_t)(x % max_fill) : 0;
+    int n = snprintf(out, 256, "X-authentik-username: user-%s\r\nX-Key: %s\r\nX-Ver: %llu\r\nX-Fill: ",
+                     key, key, (unsigned long long)ver);
+
+    for (size_t i = 0; i < fill; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        out[n + i] = (char)('a' + x % 26);
+    }
+    n += (int)fill;
+    n += snprintf(out + n, 64, "\r\nX-Sum: %016llx\r\n", (unsigned long long)payload_fnv(out, (size_t)n));
+    return (size_t)n;
+}
+
+/* 0 if hdrs is a whole answer for key (its version in *ver), -1 if torn or for another key. */
+static inline int payload_check(const char *key, const char *hdrs, size_t len, uint64_t *ver)
+{
+    char want[256];
+    unsigned long long v, sum;
+    const char *s;
+    int n;
+
+    if (len < 40 || len >= SHM_MAX_HDRS)
+        return -1;
+    n = snprintf(want, sizeof(want), "X-authentik-username: user-%s\r\nX-Key: %s\r\nX-Ver: ", key, key);
+    if ((size_t)n > len || memcmp(hdrs, want, (size_t)n) != 0)
+        return -1;
+    if (sscanf(hdrs + n, "%llu", &v) != 1)
+        return -1;
+    s = hdrs + len - 27; /* "\r\nX-Sum: " + 16 hex + "\r\n" */
+    if (memcmp(s, "\r\nX-Sum: ", 9) != 0 || sscanf(s + 9, "%16llx", &sum) != 1)
+        return -1;
+    if (sum != payload_fnv(hdrs, (size_t)(s - hdrs)))
+        return -1;
+    *ver = v;
+    return 0;
+}
+
+#endif
