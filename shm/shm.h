@@ -82,12 +82,36 @@ void shm_detach(struct shm *h);
 /* Whether the segment this handle maps was replaced by a newer one (reattach by name). */
 int shm_retired(const struct shm *h);
 
-/* Keyed digests (HMAC-SHA-256 with the segment's key). The credential digest hashes the parts with
- * their lengths, so ("ab","c") and ("a","bc") differ. shm_key_make computes the whole key;
- * shm_key_digest only the lookup digest (the hot path does not need the credential digest). */
+/*
+ * Keyed digests (HMAC-SHA-256 with the segment's key, each part length-prefixed, so ("ab","c") and
+ * ("a","bc") differ). shm_key_digest hashes any parts; shm_key_query is the one scheme every reader
+ * and writer of a segment uses for forward-auth answers (CONTRACT.md: credential, X-Forwarded-Host,
+ * the auth request's path and query, and with key scope "uri" the forwarded method and path).
+ * shm_key_cred is the credential-only digest kept for purge by session.
+ */
+#define SHM_CRED_COOKIE 1        /* the session cookie(s) */
+#define SHM_CRED_AUTHORIZATION 2 /* the Authorization header */
+struct shm_query {
+    int cred_kind; /* SHM_CRED_* */
+    const char *cred;
+    size_t cred_len;
+    const char *host;
+    size_t host_len;
+    const char *auth_path; /* path and query of the forward-auth request itself */
+    size_t auth_path_len;
+    int scope_uri; /* then also: */
+    const char *method;    /* X-Forwarded-Method */
+    size_t method_len;
+    const char *uri_path;  /* path of X-Forwarded-Uri, without the query */
+    size_t uri_path_len;
+};
 void shm_key_digest(const struct shm *h, const struct iovec *parts, int nparts,
                     uint8_t out[SHM_DIGEST_LEN]);
-void shm_key_cred(const struct shm *h, const void *cred, size_t len, uint8_t out[SHM_CRED_LEN]);
+void shm_key_cred(const struct shm *h, int kind, const void *cred, size_t len,
+                  uint8_t out[SHM_CRED_LEN]);
+void shm_key_query(const struct shm *h, const struct shm_query *q, struct shm_key *out,
+                   int with_cred);
+/* A key from a cookie credential and arbitrary scope parts (tests and benchmarks). */
 void shm_key_make(const struct shm *h, const void *cred, size_t cred_len,
                   const struct iovec *scope, int nscope, struct shm_key *out);
 

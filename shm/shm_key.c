@@ -70,15 +70,36 @@ void shm_key_digest(const struct shm *h, const struct iovec *parts, int nparts,
     memcpy(out, md, SHM_DIGEST_LEN);
 }
 
-void shm_key_cred(const struct shm *h, const void *cred, size_t len, uint8_t out[SHM_CRED_LEN])
+void shm_key_cred(const struct shm *h, int kind, const void *cred, size_t len,
+                  uint8_t out[SHM_CRED_LEN])
 {
     SHA256_CTX c = ((const struct mac_state *)h->mac_)->inner;
-    uint8_t md[32];
+    uint8_t k = (uint8_t)kind, md[32];
 
     SHA256_Update(&c, "C", 1);
+    mac_part(&c, &k, 1);
     mac_part(&c, cred, len);
     mac_final(h, &c, md);
     memcpy(out, md, SHM_CRED_LEN);
+}
+
+void shm_key_query(const struct shm *h, const struct shm_query *q, struct shm_key *out, int with_cred)
+{
+    uint8_t k = (uint8_t)q->cred_kind;
+    struct iovec parts[6] = {
+        {&k, 1},
+        {(void *)q->cred, q->cred_len},
+        {(void *)q->host, q->host_len},
+        {(void *)q->auth_path, q->auth_path_len},
+        {(void *)q->method, q->method_len},
+        {(void *)q->uri_path, q->uri_path_len},
+    };
+
+    shm_key_digest(h, parts, q->scope_uri ? 6 : 4, out->digest);
+    if (with_cred)
+        shm_key_cred(h, q->cred_kind, q->cred, q->cred_len, out->cred);
+    else
+        memset(out->cred, 0, SHM_CRED_LEN);
 }
 
 void shm_key_make(const struct shm *h, const void *cred, size_t cred_len,
@@ -94,5 +115,5 @@ void shm_key_make(const struct shm *h, const void *cred, size_t cred_len,
         mac_part(&c, scope[i].iov_base, scope[i].iov_len);
     mac_final(h, &c, md);
     memcpy(out->digest, md, SHM_DIGEST_LEN);
-    shm_key_cred(h, cred, cred_len, out->cred);
+    shm_key_cred(h, SHM_CRED_COOKIE, cred, cred_len, out->cred);
 }
