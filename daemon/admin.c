@@ -1,0 +1,452 @@
+/*
+ * admin.c — the admin listener (CONTRACT.md): /healthz, /readyz, /metrics (Prometheus text),
+ * /v1/stats (JSON), POST /v1/purge. Off the hot path on purpose: one thread, blocking sockets, one
+ * request per connection with short timeouts, so nothing here can slow a forward-auth answer.
+ *
+ * Write calls (purge) need the bearer token of --admin-token-file, or, without one, a loopback peer.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "http.h"
+#include "log.h"
+
+struct admin {
+    struct daemon *d;
+    int fd, port;
+    int stop;
+    pthread_t thread;
+};
+
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+
+static void bprintf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void bprintf(struct buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    for (;;) {
+        size_t room = b->cap - b->len;
+        va_start(ap, fmt);
+        n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if ((size_t)n < room) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap * 2 : 8192;
+        while (cap < b->len + (size_t)n + 1)
+            cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (!np)
+            return;
+        b->p = np;
+        b->cap = cap;
+    }
+}
+
+/* The sum over workers of one metrics field. */
+#define SUM(d, field)                                                                              \
+    ({                                                                                             \
+        uint64_t s_ = 0;                                                                           \
+        for (unsigned i_ = 0; i_ < (d)->nworkers; i_++)                                           \
+            s_ += __atomic_load_n(&(d)->metrics[i_].field, __ATOMIC_RELAXED);                      \
+        s_;                                                                                        \
+    })
+
+static void metrics_text(struct daemon *d, struct buf *b)
+{
+    struct shm_stats st;
+    uint64_t cum = 0, n;
+
+    shm_stats_get(&d->shm, &st);
+    bprintf(b, "# HELP authcache_requests_total Forward-auth answers by result (X-Authcache).\n"
+               "# TYPE authcache_requests_total counter\n");
+    for (int r = 0; r < RES_COUNT; r++)
+        bprintf(b, "authcache_requests_total{result=\"%s\"} %llu\n", result_names[r],
+                (unsigned long long)SUM(d, results[r]));
+    bprintf(b, "# HELP authcache_responses_total Forward-auth answers by status class.\n"
+               "# TYPE authcache_responses_total counter\n");
+    for (int c = 1; c <= 5; c++)
+        bprintf(b, "authcache_responses_total{code=\"%dxx\"} %llu\n", c,
+                (unsigned long long)SUM(d, status[c]));
+    bprintf(b, "# HELP authcache_idp_requests_total Requests sent to the identity provider.\n"
+               "# TYPE authcache_idp_requests_total counter\n"
+               "authcache_idp_requests_total %llu\n"
+               "# HELP authcache_idp_failures_total IdP calls unreachable, timed out, 5xx or garbled.\n"
+               "# TYPE authcache_idp_failures_total counter\n"
+               "authcache_idp_failures_total %llu\n"
+               "# HELP authcache_idp_coalesced_total Requests that waited on another's IdP call.\n"
+               "# TYPE authcache_idp_coalesced_total counter\n"
+               "authcache_idp_coalesced_total %llu\n"
+               "# HELP authcache_idp_background_total Refresh-ahead revalidations and breaker probes.\n"
+               "# TYPE authcache_idp_background_total counter\n"
+               "authcache_idp_background_total %llu\n",
+            (unsigned long long)SUM(d, idp_calls), (unsigned long long)SUM(d, idp_failures),
+            (unsigned long long)SUM(d, idp_coalesced), (unsigned long long)SUM(d, idp_background));
+    bprintf(b, "# HELP authcache_idp_latency_seconds IdP call latency.\n"
+               "# TYPE authcache_idp_latency_seconds histogram\n");
+    for (int i = 0; i < METRICS_LAT_BUCKETS; i++) {
+        cum += SUM(d, idp_lat[i]);
+        if (i < METRICS_LAT_BUCKETS - 1)
+            bprintf(b, "authcache_idp_latency_seconds_bucket{le=\"%g\"} %llu\n",
+                    metrics_lat_bounds_ms[i] / 1000, (unsigned long long)cum);
+        else
+            bprintf(b, "authcache_idp_latency_seconds_bucket{le=\"+Inf\"} %llu\n",
+                    (unsigned long long)cum);
+    }
+    n = SUM(d, idp_lat_sum_us);
+    bprintf(b, "authcache_idp_latency_seconds_sum %.6f\nauthcache_idp_latency_seconds_count %llu\n",
+            (double)n / 1e6, (unsigned long long)cum);
+    bprintf(b,
+            "# HELP authcache_idp_circuit_open 1 while the IdP circuit breaker is open.\n"
+            "# TYPE authcache_idp_circuit_open gauge\n"
+            "authcache_idp_circuit_open %d\n"
+            "# HELP authcache_idp_circuit_opened_total Times the circuit breaker opened.\n"
+            "# TYPE authcache_idp_circuit_opened_total counter\n"
+            "authcache_idp_circuit_opened_total %llu\n",
+            __atomic_load_n(&d->breaker.open, __ATOMIC_RELAXED),
+            (unsigned long long)__atomic_load_n(&d->breaker.opened_total, __ATOMIC_RELAXED));
+    bprintf(b,
+            "# HELP authcache_entries Answers held in the segment.\n"
+            "# TYPE authcache_entries gauge\nauthcache_entries %lld\n"
+            "# HELP authcache_capacity Most answers held.\n"
+            "# TYPE authcache_capacity gauge\nauthcache_capacity %llu\n"
+            "# HELP authcache_evictions_total Answers evicted (least recently used first).\n"
+            "# TYPE authcache_evictions_total counter\nauthcache_evictions_total %llu\n"
+            "# HELP authcache_purges_total Answers removed by purges (sign-out, admin).\n"
+            "# TYPE authcache_purges_total counter\nauthcache_purges_total %llu\n"
+            "# HELP authcache_expired_total Answers dropped at their session end.\n"
+            "# TYPE authcache_expired_total counter\nauthcache_expired_total %llu\n"
+            "# HELP authcache_inserts_total Answers stored (new keys).\n"
+            "# TYPE authcache_inserts_total counter\nauthcache_inserts_total %llu\n"
+            "# HELP authcache_segment_bytes Size of the shared-memory segment.\n"
+            "# TYPE authcache_segment_bytes gauge\nauthcache_segment_bytes %llu\n",
+            (long long)st.live, (unsigned long long)st.capacity,
+            (unsigned long long)st.evictions, (unsigned long long)st.purges,
+            (unsigned long long)st.expired, (unsigned long long)st.inserts,
+            (unsigned long long)st.segment_bytes);
+    bprintf(b,
+            "# HELP authcache_connections_open Forward-auth client connections open.\n"
+            "# TYPE authcache_connections_open gauge\nauthcache_connections_open %lld\n"
+            "# HELP authcache_connections_accepted_total Client connections accepted.\n"
+            "# TYPE authcache_connections_accepted_total counter\n"
+            "authcache_connections_accepted_total %llu\n"
+            "# HELP authcache_connections_rejected_total Connections closed at once: over the limit.\n"
+            "# TYPE authcache_connections_rejected_total counter\n"
+            "authcache_connections_rejected_total %llu\n"
+            "# HELP authcache_connections_timed_out_total Connections closed by header or idle timeout.\n"
+            "# TYPE authcache_connections_timed_out_total counter\n"
+            "authcache_connections_timed_out_total %llu\n",
+            (long long)SUM(d, conns_open), (unsigned long long)SUM(d, conns_accepted),
+            (unsigned long long)SUM(d, conns_rejected), (unsigned long long)SUM(d, conns_timed_out));
+    bprintf(b, "# HELP authcache_bus_connected 1 while connected to the purge bus (--bus).\n"
+               "# TYPE authcache_bus_connected gauge\nauthcache_bus_connected 0\n"
+               "# HELP authcache_ready 1 while serving.\n# TYPE authcache_ready gauge\n"
+               "authcache_ready %d\n",
+            __atomic_load_n(&d->ready, __ATOMIC_RELAXED));
+}
+
+static void stats_json(struct daemon *d, struct buf *b)
+{
+    struct shm_stats st;
+    uint64_t lat = 0;
+
+    shm_stats_get(&d->shm, &st);
+    bprintf(b, "{\"requests\":{");
+    for (int r = 0; r < RES_COUNT; r++)
+        bprintf(b, "%s\"%s\":%llu", r ? "," : "", result_names[r],
+                (unsigned long long)SUM(d, results[r]));
+    bprintf(b, "},\"responses\":{");
+    for (int c = 1; c <= 5; c++)
+        bprintf(b, "%s\"%dxx\":%llu", c > 1 ? "," : "", c, (unsigned long long)SUM(d, status[c]));
+    for (int i = 0; i < METRICS_LAT_BUCKETS; i++)
+        lat += SUM(d, idp_lat[i]);
+    bprintf(b,
+            "},\"idp\":{\"requests\":%llu,\"failures\":%llu,\"coalesced\":%llu,\"background\":%llu,"
+            "\"latency_count\":%llu,\"latency_sum_seconds\":%.6f,\"circuit_open\":%s,"
+            "\"circuit_opened\":%llu},",
+            (unsigned long long)SUM(d, idp_calls), (unsigned long long)SUM(d, idp_failures),
+            (unsigned long long)SUM(d, idp_coalesced), (unsigned long long)SUM(d, idp_background),
+            (unsigned long long)lat, (double)SUM(d, idp_lat_sum_us) / 1e6,
+            __atomic_load_n(&d->breaker.open, __ATOMIC_RELAXED) ? "true" : "false",
+            (unsigned long long)__atomic_load_n(&d->breaker.opened_total, __ATOMIC_RELAXED));
+    bprintf(b,
+            "\"cache\":{\"entries\":%lld,\"capacity\":%llu,\"lookups\":%llu,\"hits\":%llu,"
+            "\"misses\":%llu,\"inserts\":%llu,\"replaces\":%llu,\"evictions\":%llu,\"purges\":%llu,"
+            "\"expired\":%llu,\"retries\":%llu,\"promotions\":%llu,\"segment_bytes\":%llu,"
+            "\"ring_bytes\":%llu,\"ring_used\":%llu,\"generation\":\"%016llx\"},",
+            (long long)st.live, (unsigned long long)st.capacity, (unsigned long long)st.lookups,
+            (unsigned long long)st.hits, (unsigned long long)st.misses,
+            (unsigned long long)st.inserts, (unsigned long long)st.replaces,
+            (unsigned long long)st.evictions, (unsigned long long)st.purges,
+            (unsigned long long)st.expired, (unsigned long long)st.retries,
+            (unsigned long long)st.promotions, (unsigned long long)st.segment_bytes,
+            (unsigned long long)st.ring_size, (unsigned long long)st.ring_used,
+            (unsigned long long)st.generation);
+    bprintf(b,
+            "\"connections\":{\"open\":%lld,\"accepted\":%llu,\"rejected\":%llu,\"timed_out\":%llu},"
+            "\"bus\":{\"enabled\":%s,\"connected\":false},\"workers\":%u,\"ready\":%s,"
+            "\"uptime_seconds\":%lld}\n",
+            (long long)SUM(d, conns_open), (unsigned long long)SUM(d, conns_accepted),
+            (unsigned long long)SUM(d, conns_rejected), (unsigned long long)SUM(d, conns_timed_out),
+            d->cfg->bus.enabled ? "true" : "false", d->nworkers,
+            __atomic_load_n(&d->ready, __ATOMIC_RELAXED) ? "true" : "false",
+            (long long)((daemon_now_ms() - d->started_ms) / 1000));
+}
+
+static void reply(int fd, int status, const char *reason, const char *type, const char *body,
+                  size_t len)
+{
+    char head[256];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+                     status, reason, type, len);
+    struct iovec iov[2] = {{head, (size_t)n}, {(void *)body, len}};
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+
+    if (sendmsg(fd, &mh, MSG_NOSIGNAL) < 0) {
+        /* the client left; nothing to do */
+    }
+}
+
+static void reply_text(int fd, int status, const char *reason, const char *text)
+{
+    reply(fd, status, reason, "text/plain; charset=utf-8", text, strlen(text));
+}
+
+/* Percent-decode a query value into out (NUL-terminated). -1 on a bad escape or overflow. */
+static int query_value(const char *q, size_t qlen, const char *key, char *out, size_t cap)
+{
+    size_t klen = strlen(key);
+    const char *p = q, *end = q + qlen;
+
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *e = amp ? amp : end;
+        if ((size_t)(e - p) > klen && memcmp(p, key, klen) == 0 && p[klen] == '=') {
+            size_t n = 0;
+            for (const char *s = p + klen + 1; s < e; s++) {
+                char c = *s;
+                if (c == '%') {
+                    int hi, lo;
+                    if (e - s < 3 || sscanf(s + 1, "%1x%1x", (unsigned *)&hi, (unsigned *)&lo) != 2)
+                        return -1;
+                    c = (char)(hi * 16 + lo);
+                    s += 2;
+                } else if (c == '+') {
+                    c = ' ';
+                }
+                if (n + 1 >= cap)
+                    return -1;
+                out[n++] = c;
+            }
+            out[n] = 0;
+            return (int)n;
+        }
+        p = e + 1;
+    }
+    return -2; /* absent */
+}
+
+static int peer_is_loopback(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+        return 0;
+    if (ss.ss_family == AF_INET)
+        return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss.ss_family == AF_INET6) {
+        const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) ||
+               (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return 0;
+}
+
+/* Constant-time comparison of the presented bearer token. */
+static int token_ok(const struct config *cfg, const struct http_req *req)
+{
+    const struct http_hdr *h = http_hdr_find(req->hdrs, req->nhdrs, "Authorization");
+    unsigned char diff = 0;
+
+    if (!h || h->value_len != 7 + cfg->admin_token_len || strncasecmp(h->value, "Bearer ", 7) != 0)
+        return 0;
+    for (size_t i = 0; i < cfg->admin_token_len; i++)
+        diff |= (unsigned char)(h->value[7 + i] ^ cfg->admin_token[i]);
+    return diff == 0;
+}
+
+static void purge(struct admin *a, int fd, const struct http_req *req, struct http_span query)
+{
+    struct daemon *d = a->d;
+    char val[4096], body[64];
+    int n, rc;
+
+    if (d->cfg->admin_token_len ? !token_ok(d->cfg, req) : !peer_is_loopback(fd)) {
+        reply_text(fd, 403, "Forbidden",
+                   d->cfg->admin_token_len ? "admin token required\n"
+                                           : "admin writes are accepted from loopback only\n");
+        return;
+    }
+    if ((n = query_value(query.p, query.len, "user", val, sizeof(val))) >= 0 && n > 0)
+        rc = daemon_purge(d, val, (size_t)n, NULL, 0, "admin");
+    else if ((n = query_value(query.p, query.len, "session", val, sizeof(val))) >= 0 && n > 0)
+        rc = daemon_purge(d, NULL, 0, val, (size_t)n, "admin");
+    else if ((n = query_value(query.p, query.len, "all", val, sizeof(val))) >= 0 &&
+             (strcmp(val, "1") == 0 || strcmp(val, "true") == 0))
+        rc = daemon_purge(d, NULL, 0, NULL, 0, "admin");
+    else {
+        reply_text(fd, 400, "Bad Request", "purge needs ?user=NAME, ?session=VALUE or ?all=1\n");
+        return;
+    }
+    if (rc < 0) {
+        reply_text(fd, 500, "Internal Server Error", "purge failed\n");
+        return;
+    }
+    n = snprintf(body, sizeof(body), "{\"purged\":%d}\n", rc);
+    reply(fd, 200, "OK", "application/json", body, (size_t)n);
+}
+
+static void serve(struct admin *a, int fd)
+{
+    char in[16384];
+    size_t len = 0;
+    struct http_hdr hdrs[64];
+    struct http_req req = {.hdrs = hdrs, .hdrs_cap = 64};
+    struct http_span path, query;
+    struct timeval tv = {2, 0};
+    int rc = HTTP_PARTIAL;
+
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    while (rc == HTTP_PARTIAL && len < sizeof(in)) {
+        ssize_t n = recv(fd, in + len, sizeof(in) - len, 0);
+        if (n <= 0)
+            return;
+        len += (size_t)n;
+        req.nhdrs = 0;
+        rc = http_parse_request(in, len, sizeof(in), &req);
+    }
+    if (rc < 0) {
+        reply_text(fd, rc == HTTP_TOO_LARGE ? 431 : 400, "Bad Request", "bad request\n");
+        return;
+    }
+    http_target_split(req.target, req.target_len, &path, &query);
+#define PATH(s_) (path.len == strlen(s_) && memcmp(path.p, s_, path.len) == 0)
+#define IS(m_, s_) (req.method_len == strlen(m_) && memcmp(req.method, m_, req.method_len) == 0 && PATH(s_))
+    if (IS("GET", "/healthz") || IS("HEAD", "/healthz")) {
+        reply_text(fd, 200, "OK", "ok\n");
+    } else if (IS("GET", "/readyz") || IS("HEAD", "/readyz")) {
+        if (__atomic_load_n(&a->d->draining, __ATOMIC_RELAXED))
+            reply_text(fd, 503, "Service Unavailable", "draining\n");
+        else if (!__atomic_load_n(&a->d->ready, __ATOMIC_RELAXED))
+            reply_text(fd, 503, "Service Unavailable", "starting\n");
+        else
+            reply_text(fd, 200, "OK", "ready\n");
+    } else if (IS("GET", "/metrics")) {
+        struct buf b = {0};
+        metrics_text(a->d, &b);
+        reply(fd, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", b.p ? b.p : "", b.len);
+        free(b.p);
+    } else if (IS("GET", "/v1/stats")) {
+        struct buf b = {0};
+        stats_json(a->d, &b);
+        reply(fd, 200, "OK", "application/json", b.p ? b.p : "", b.len);
+        free(b.p);
+    } else if (IS("POST", "/v1/purge")) {
+        purge(a, fd, &req, query);
+    } else if (PATH("/healthz") || PATH("/readyz") || PATH("/metrics") || PATH("/v1/stats") ||
+               PATH("/v1/purge")) {
+        reply_text(fd, 405, "Method Not Allowed", "method not allowed\n");
+    } else {
+        reply_text(fd, 404, "Not Found", "not found\n");
+    }
+#undef IS
+#undef PATH
+}
+
+static void *admin_main(void *arg)
+{
+    struct admin *a = arg;
+    struct pollfd pfd = {.fd = a->fd, .events = POLLIN};
+
+    while (!__atomic_load_n(&a->stop, __ATOMIC_RELAXED)) {
+        int fd;
+        if (poll(&pfd, 1, 200) <= 0)
+            continue;
+        fd = accept4(a->fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+            continue;
+        serve(a, fd);
+        close(fd);
+    }
+    return NULL;
+}
+
+struct admin *admin_start(struct daemon *d, char *err, size_t errlen)
+{
+    struct admin *a = calloc(1, sizeof(*a));
+    const struct config_addr *addr = &d->cfg->admin;
+    struct sockaddr_storage got;
+    socklen_t gl = sizeof(got);
+    int one = 1;
+
+    if (!a) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    a->d = d;
+    a->fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (a->fd < 0 || setsockopt(a->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(a->fd, (const struct sockaddr *)&addr->sa, addr->len) < 0 || listen(a->fd, 64) < 0) {
+        snprintf(err, errlen, "--admin %s: %s", addr->text, strerror(errno));
+        if (a->fd >= 0)
+            close(a->fd);
+        free(a);
+        return NULL;
+    }
+    getsockname(a->fd, (struct sockaddr *)&got, &gl);
+    a->port = ntohs(got.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&got)->sin6_port
+                                              : ((struct sockaddr_in *)&got)->sin_port);
+    if (pthread_create(&a->thread, NULL, admin_main, a) != 0) {
+        snprintf(err, errlen, "--admin: cannot start its thread");
+        close(a->fd);
+        free(a);
+        return NULL;
+    }
+    return a;
+}
+
+int admin_port(const struct admin *a)
+{
+    return a->port;
+}
+
+void admin_stop(struct admin *a)
+{
+    if (!a)
+        return;
+    __atomic_store_n(&a->stop, 1, __ATOMIC_RELAXED);
+    pthread_join(a->thread, NULL);
+    close(a->fd);
+    free(a);
+}

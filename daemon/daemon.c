@@ -1,0 +1,236 @@
+/*
+ * daemon.c — process-wide pieces shared by the workers: the IdP circuit breaker, the single-flight
+ * table, purges, and the names of results.
+ *
+ * Single flight: a table of striped buckets, each a mutex and a short array of in-flight keys with
+ * their waiters. Only misses and revalidations touch it, so a mutex per stripe is cheap and keeps it
+ * obviously right; the hit path never does.
+ *
+ * Circuit breaker: one mutex-free struct of atomics; state changes are rare (a failure, a recovery)
+ * and every reader tolerates a slightly stale view.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "daemon.h"
+#include "log.h"
+
+const char *const result_names[RES_COUNT] = {
+    "hit", "stale", "miss", "revalidated", "bypass", "signout", "unavailable", "rejected",
+};
+
+const double metrics_lat_bounds_ms[METRICS_LAT_BUCKETS - 1] = {
+    0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000,
+};
+
+int64_t daemon_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- circuit breaker ---- */
+
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELEASE)
+
+int breaker_allow(struct breaker *b, int64_t now_ms)
+{
+    (void)now_ms;
+    return !LOAD(b->open);
+}
+
+int breaker_take_probe(struct breaker *b, int64_t now_ms)
+{
+    int zero = 0;
+
+    if (!LOAD(b->open) || now_ms < LOAD(b->retry_at_ms))
+        return 0;
+    return __atomic_compare_exchange_n(&b->probing, &zero, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+}
+
+void breaker_success(struct breaker *b)
+{
+    STORE(b->failures, 0);
+    STORE(b->probing, 0);
+    if (LOAD(b->open)) {
+        STORE(b->backoff_ms, 0);
+        STORE(b->open, 0);
+        log_info("idp_recovered", "identity provider answers again; circuit closed");
+    }
+}
+
+void breaker_failure(struct breaker *b, int64_t now_ms, const char *cause)
+{
+    int n = __atomic_add_fetch(&b->failures, 1, __ATOMIC_ACQ_REL);
+
+    if (LOAD(b->open)) { /* a failed probe: wait longer */
+        int64_t bo = LOAD(b->backoff_ms) * 2;
+        if (bo > BREAKER_MAX_BACKOFF_MS)
+            bo = BREAKER_MAX_BACKOFF_MS;
+        STORE(b->backoff_ms, bo);
+        STORE(b->retry_at_ms, now_ms + bo);
+        STORE(b->probing, 0);
+        return;
+    }
+    if (n >= BREAKER_THRESHOLD) {
+        STORE(b->backoff_ms, (int64_t)BREAKER_MIN_BACKOFF_MS);
+        STORE(b->retry_at_ms, now_ms + BREAKER_MIN_BACKOFF_MS);
+        STORE(b->open, 1);
+        __atomic_add_fetch(&b->opened_total, 1, __ATOMIC_RELAXED);
+        log_warn("idp_down", "identity provider failing (%s) %d times in a row; circuit open, "
+                 "answering from the cache", cause, n);
+    }
+}
+
+/* ---- single flight ---- */
+
+#define FLIGHT_STRIPES 256
+
+struct flight {
+    uint8_t digest[SHM_DIGEST_LEN];
+    struct flight_waiter *w;
+    size_t nw, capw;
+};
+
+struct stripe {
+    pthread_mutex_t mu;
+    struct flight *f;
+    size_t n, cap;
+    char pad_[64];
+};
+
+struct flights {
+    struct stripe s[FLIGHT_STRIPES];
+};
+
+struct flights *flights_new(void)
+{
+    struct flights *f = calloc(1, sizeof(*f));
+
+    if (!f)
+        return NULL;
+    for (int i = 0; i < FLIGHT_STRIPES; i++)
+        pthread_mutex_init(&f->s[i].mu, NULL);
+    return f;
+}
+
+void flights_free(struct flights *f)
+{
+    if (!f)
+        return;
+    for (int i = 0; i < FLIGHT_STRIPES; i++) {
+        for (size_t j = 0; j < f->s[i].n; j++)
+            free(f->s[i].f[j].w);
+        free(f->s[i].f);
+        pthread_mutex_destroy(&f->s[i].mu);
+    }
+    free(f);
+}
+
+static struct stripe *stripe_of(struct flights *f, const uint8_t digest[SHM_DIGEST_LEN])
+{
+    return &f->s[digest[0]];
+}
+
+static struct flight *find(struct stripe *s, const uint8_t digest[SHM_DIGEST_LEN])
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (memcmp(s->f[i].digest, digest, SHM_DIGEST_LEN) == 0)
+            return &s->f[i];
+    return NULL;
+}
+
+int flight_begin(struct flights *f, const uint8_t digest[SHM_DIGEST_LEN],
+                 const struct flight_waiter *w)
+{
+    struct stripe *s = stripe_of(f, digest);
+    struct flight *fl;
+    int rc = 1;
+
+    pthread_mutex_lock(&s->mu);
+    if ((fl = find(s, digest))) {
+        rc = 0;
+        if (w) {
+            if (fl->nw == fl->capw) {
+                size_t cap = fl->capw ? fl->capw * 2 : 8;
+                struct flight_waiter *nw = realloc(fl->w, cap * sizeof(*nw));
+                if (!nw) {
+                    rc = -ENOMEM;
+                    goto out;
+                }
+                fl->w = nw;
+                fl->capw = cap;
+            }
+            fl->w[fl->nw++] = *w;
+        }
+        goto out;
+    }
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 4;
+        struct flight *nf = realloc(s->f, cap * sizeof(*nf));
+        if (!nf) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        s->f = nf;
+        s->cap = cap;
+    }
+    fl = &s->f[s->n++];
+    memset(fl, 0, sizeof(*fl));
+    memcpy(fl->digest, digest, SHM_DIGEST_LEN);
+out:
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+size_t flight_end(struct flights *f, const uint8_t digest[SHM_DIGEST_LEN],
+                  struct flight_waiter **out)
+{
+    struct stripe *s = stripe_of(f, digest);
+    struct flight *fl;
+    size_t n = 0;
+
+    *out = NULL;
+    pthread_mutex_lock(&s->mu);
+    if ((fl = find(s, digest))) {
+        *out = fl->w;
+        n = fl->nw;
+        *fl = s->f[--s->n];
+    }
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+/* ---- purges ---- */
+
+int daemon_purge(struct daemon *d, const char *user, size_t user_len, const char *session,
+                 size_t session_len, const char *why)
+{
+    int n;
+
+    if (user) {
+        n = shm_purge_user(&d->shm, user, user_len);
+    } else if (session) {
+        uint8_t c[SHM_CRED_LEN];
+        int m;
+        shm_key_cred(&d->shm, SHM_CRED_COOKIE, session, session_len, c);
+        n = shm_purge_cred(&d->shm, c);
+        shm_key_cred(&d->shm, SHM_CRED_AUTHORIZATION, session, session_len, c);
+        if ((m = shm_purge_cred(&d->shm, c)) > 0)
+            n = (n > 0 ? n : 0) + m;
+    } else {
+        n = shm_purge_all(&d->shm);
+    }
+    if (n >= 0)
+        __atomic_add_fetch(&d->purged_total, (uint64_t)n, __ATOMIC_RELAXED);
+    if (user)
+        log_info("purge", "purged %d answers of user \"%.*s\" (%s)", n, (int)user_len, user, why);
+    else
+        log_info("purge", "purged %d answers%s (%s)", n, session ? " of one session" : ", all", why);
+    return n;
+}

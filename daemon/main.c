@@ -1,0 +1,140 @@
+/*
+ * main.c — authcached: parse the configuration, open (or keep) the segment, start the workers and
+ * the admin listener, then wait for SIGTERM/SIGINT and drain: stop accepting, finish in-flight
+ * requests, exit 0. The segment stays for the next start.
+ *
+ * Exit status: 0 after a clean stop, 2 for a bad flag or an address that cannot be bound (one line
+ * naming the flag), 1 for anything else that stops the start.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "config.h"
+#include "daemon.h"
+#include "log.h"
+#include "worker.h"
+
+extern char **environ;
+
+static unsigned raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return 65536;
+    return rl.rlim_cur > (1u << 20) ? (1u << 20) : (unsigned)rl.rlim_cur;
+}
+
+int main(int argc, char **argv)
+{
+    static struct config cfg;
+    static struct daemon d;
+    char err[512];
+    struct admin *admin;
+    struct shm_params sp = {0};
+    sigset_t sigs;
+    unsigned nofile, per_worker;
+    int created, rc, sig;
+
+    rc = config_parse(&cfg, argc, argv, environ, err, sizeof(err));
+    if (rc < 0) {
+        fprintf(stderr, "authcached: %s\n", err);
+        return 2;
+    }
+    if (cfg.info != CONFIG_RUN) {
+        config_print_info(&cfg, stdout);
+        return 0;
+    }
+    log_init(cfg.log_level, cfg.log_format);
+    if (cfg.upstream.tls) {
+        fprintf(stderr, "authcached: --upstream: https is not supported yet; use http:// to a "
+                        "local outpost or a TLS sidecar\n");
+        return 2;
+    }
+
+    /* Signals go to this thread only (sigwait below); workers never see them. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    nofile = raise_nofile();
+    d.cfg = &cfg;
+    d.started_ms = daemon_now_ms();
+    d.nworkers = cfg.workers;
+    sp.capacity = cfg.capacity;
+    sp.key = cfg.have_hash_key ? cfg.hash_key : NULL;
+    rc = shm_open_or_create(&d.shm, cfg.shm_name, &sp, &created);
+    if (rc < 0) {
+        fprintf(stderr, "authcached: --shm %s: cannot open /dev/shm/%s: %s\n", cfg.shm_name,
+                cfg.shm_name, strerror(-rc));
+        return 1;
+    }
+    log_info("segment", "%s /dev/shm/%s: capacity %llu answers, %llu MiB", created ? "created" : "reusing",
+             cfg.shm_name, (unsigned long long)d.shm.capacity,
+             (unsigned long long)(d.shm.map_size >> 20));
+
+    d.metrics = aligned_alloc(64, sizeof(*d.metrics) * cfg.workers);
+    d.workers = calloc(cfg.workers, sizeof(*d.workers));
+    d.flights = flights_new();
+    if (!d.metrics || !d.workers || !d.flights) {
+        fprintf(stderr, "authcached: out of memory\n");
+        return 1;
+    }
+    memset(d.metrics, 0, sizeof(*d.metrics) * cfg.workers);
+    per_worker = (nofile > 256 ? nofile - 128 : 128) / (cfg.workers + 1);
+    for (unsigned i = 0; i < cfg.workers; i++) {
+        d.workers[i] = worker_new(&d, i, per_worker, err, sizeof(err));
+        if (!d.workers[i]) {
+            fprintf(stderr, "authcached: %s\n", err);
+            return strncmp(err, "--", 2) == 0 ? 2 : 1;
+        }
+    }
+    admin = admin_start(&d, err, sizeof(err));
+    if (!admin) {
+        fprintf(stderr, "authcached: %s\n", err);
+        return 2;
+    }
+    for (unsigned i = 0; i < cfg.workers; i++) {
+        if ((rc = worker_start(d.workers[i])) < 0) {
+            fprintf(stderr, "authcached: cannot start worker %u: %s\n", i, strerror(-rc));
+            return 1;
+        }
+    }
+    __atomic_store_n(&d.ready, 1, __ATOMIC_RELEASE);
+    log_info("listening", "forward-auth on %s (port %d), admin on %s (port %d), %u workers, "
+             "upstream %s:%u, %u connections per worker",
+             cfg.listen.text, worker_port(d.workers[0]), cfg.admin.text, admin_port(admin),
+             cfg.workers, cfg.upstream.host, cfg.upstream.port, per_worker);
+
+    sigwait(&sigs, &sig);
+    log_info("draining", "%s: no new connections; finishing requests in flight",
+             sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    __atomic_store_n(&d.ready, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&d.draining, 1, __ATOMIC_RELEASE);
+    for (unsigned i = 0; i < cfg.workers; i++)
+        worker_wake(d.workers[i]);
+    for (unsigned i = 0; i < cfg.workers; i++)
+        worker_join(d.workers[i]);
+    admin_stop(admin);
+    for (unsigned i = 0; i < cfg.workers; i++)
+        worker_free(d.workers[i]);
+    flights_free(d.flights);
+    free(d.workers);
+    free(d.metrics);
+    shm_detach(&d.shm);
+    config_free(&cfg);
+    log_info("stopped", "clean stop");
+    return 0;
+}

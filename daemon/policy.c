@@ -1,0 +1,411 @@
+/*
+ * policy.c — the meaning of a forward-auth request and the bytes of every answer (policy.h).
+ *
+ * The cache key follows CONTRACT.md: the credential is the session cookie's value, or the
+ * name=value pairs of every matching cookie in name order (oauth2-proxy splits large sessions), or
+ * else the Authorization header; the scope is X-Forwarded-Host (falling back to Host), the
+ * forward-auth request's own target, and with --key-scope uri the forwarded method and path. Other
+ * cookies never reach the key. Anything that is not clearly a credential-bearing check is a bypass:
+ * the safe side is always "ask the IdP and store nothing".
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jwtexp.h"
+#include "policy.h"
+
+static struct http_span hdr_value(const struct http_req *req, const char *name)
+{
+    const struct http_hdr *h = http_hdr_find(req->hdrs, req->nhdrs, name);
+
+    return h ? (struct http_span){h->value, h->value_len} : (struct http_span){NULL, 0};
+}
+
+/* Whether path lies under prefix: equal, or continuing with '/' or '?' (or prefix ends in '/'). */
+static int path_under(struct http_span path, const char *prefix)
+{
+    size_t n = strlen(prefix);
+
+    if (n == 0 || path.len < n || memcmp(path.p, prefix, n) != 0)
+        return 0;
+    return path.len == n || prefix[n - 1] == '/' || path.p[n] == '/';
+}
+
+struct cookie_ref {
+    struct http_span name, value;
+};
+
+static int cookie_cmp(const void *a, const void *b)
+{
+    const struct cookie_ref *x = a, *y = b;
+    size_t n = x->name.len < y->name.len ? x->name.len : y->name.len;
+    int c = memcmp(x->name.p, y->name.p, n);
+
+    return c ? c : (x->name.len > y->name.len) - (x->name.len < y->name.len);
+}
+
+/* The session credential from the Cookie headers: 1 found (into out), 0 none, -1 unusable. */
+static int cookie_cred(const struct config *cfg, const struct http_req *req, struct policy_req *out)
+{
+    struct cookie_ref c[POLICY_MAX_COOKIES];
+    size_t n = 0, len = 0;
+
+    for (size_t i = 0; i < req->nhdrs; i++) {
+        const struct http_hdr *h = &req->hdrs[i];
+        const char *pos = h->value;
+        struct http_span name, value;
+
+        if (!http_name_eq(h->name, h->name_len, "Cookie"))
+            continue;
+        while (http_cookie_next(&pos, h->value + h->value_len, &name, &value)) {
+            if (value.len == 0 || !config_patterns_match(&cfg->session_cookies, name.p, name.len))
+                continue;
+            if (n == POLICY_MAX_COOKIES)
+                return -1;
+            c[n].name = name;
+            c[n].value = value;
+            n++;
+        }
+    }
+    if (n == 0)
+        return 0;
+    if (n == 1) {
+        out->q.cred = c[0].value.p;
+        out->q.cred_len = c[0].value.len;
+        return 1;
+    }
+    qsort(c, n, sizeof(c[0]), cookie_cmp);
+    for (size_t i = 0; i < n; i++) {
+        size_t need = (i ? 2 : 0) + c[i].name.len + 1 + c[i].value.len;
+        if (len + need > sizeof(out->cred_buf))
+            return -1;
+        if (i) {
+            memcpy(out->cred_buf + len, "; ", 2);
+            len += 2;
+        }
+        memcpy(out->cred_buf + len, c[i].name.p, c[i].name.len);
+        len += c[i].name.len;
+        out->cred_buf[len++] = '=';
+        memcpy(out->cred_buf + len, c[i].value.p, c[i].value.len);
+        len += c[i].value.len;
+    }
+    out->q.cred = out->cred_buf;
+    out->q.cred_len = len;
+    return 1;
+}
+
+void policy_classify(const struct config *cfg, const struct http_req *req, struct policy_req *out)
+{
+    struct http_span host, uri, upath, uquery, authz;
+    int rc;
+
+    memset(&out->q, 0, sizeof(out->q));
+    out->kind = POLICY_BYPASS;
+    out->has_cred = 0;
+    uri = hdr_value(req, "X-Forwarded-Uri");
+    if (!uri.p)
+        uri = hdr_value(req, "X-Original-URI");
+    out->uri = uri;
+    http_target_split(uri.p ? uri.p : "", uri.len, &upath, &uquery);
+
+    rc = cookie_cred(cfg, req, out);
+    if (rc == 1) {
+        out->q.cred_kind = SHM_CRED_COOKIE;
+        out->has_cred = 1;
+    } else if (rc == 0 && (authz = hdr_value(req, "Authorization")).len > 0) {
+        out->q.cred_kind = SHM_CRED_AUTHORIZATION;
+        out->q.cred = authz.p;
+        out->q.cred_len = authz.len;
+        out->has_cred = 1;
+    }
+
+    if (cfg->signout_path[0] && path_under(upath, cfg->signout_path)) {
+        out->kind = POLICY_SIGNOUT;
+    } else if (uquery.p && http_query_has(uquery.p, uquery.len, "X-authentik-auth-callback", "true")) {
+        out->kind = POLICY_LOGIN_FLOW;
+        return;
+    } else if (uquery.p && http_query_has(uquery.p, uquery.len, "X-authentik-logout", "true")) {
+        out->kind = POLICY_LOGOUT;
+    } else if (out->has_cred) {
+        out->kind = POLICY_CACHEABLE;
+    } else {
+        return;
+    }
+    if (!out->has_cred)
+        return;
+
+    host = hdr_value(req, "X-Forwarded-Host");
+    if (!host.p)
+        host = hdr_value(req, "Host");
+    out->q.host = host.p ? host.p : "";
+    out->q.host_len = host.len;
+    out->q.auth_path = req->target; /* path and query, as sent */
+    out->q.auth_path_len = req->target_len;
+    if (cfg->key_scope == CONFIG_SCOPE_URI) {
+        struct http_span m = hdr_value(req, "X-Forwarded-Method");
+        out->q.scope_uri = 1;
+        out->q.method = m.p ? m.p : "";
+        out->q.method_len = m.len;
+        out->q.uri_path = upath.p ? upath.p : "";
+        out->q.uri_path_len = upath.len;
+    }
+}
+
+/* ---- the request to the IdP ---- */
+
+struct out {
+    char *p;
+    size_t len, cap;
+    int full;
+};
+
+static void put(struct out *o, const void *s, size_t n)
+{
+    if (o->full || o->len + n > o->cap) {
+        o->full = 1;
+        return;
+    }
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+}
+
+static void puts_(struct out *o, const char *s)
+{
+    put(o, s, strlen(s));
+}
+
+static void put_hdr(struct out *o, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    put(o, name, nlen);
+    put(o, ": ", 2);
+    put(o, value, vlen);
+    put(o, "\r\n", 2);
+}
+
+static void put_num(struct out *o, long long v)
+{
+    char b[24];
+    int n = snprintf(b, sizeof(b), "%lld", v);
+
+    put(o, b, (size_t)n);
+}
+
+/* Hop-by-hop by name or because a Connection header lists it. */
+static int hop_by_hop(const struct http_hdr *hdrs, size_t n, const struct http_hdr *h)
+{
+    if (http_is_hop_by_hop(h->name, h->name_len))
+        return 1;
+    for (size_t i = 0; i < n; i++)
+        if (http_name_eq(hdrs[i].name, hdrs[i].name_len, "Connection") &&
+            http_connection_lists(hdrs[i].value, hdrs[i].value_len, h->name, h->name_len))
+            return 1;
+    return 0;
+}
+
+size_t policy_upstream_request(const struct config *cfg, const struct http_req *req,
+                               const char *uri_override, char *buf, size_t cap)
+{
+    struct out o = {buf, 0, cap, 0};
+
+    put(&o, req->method, req->method_len);
+    put(&o, " ", 1);
+    puts_(&o, cfg->upstream.base_path);
+    put(&o, req->target, req->target_len);
+    puts_(&o, " HTTP/1.1\r\nHost: ");
+    puts_(&o, cfg->upstream.host_header);
+    puts_(&o, "\r\n");
+    for (size_t i = 0; i < req->nhdrs; i++) {
+        const struct http_hdr *h = &req->hdrs[i];
+        if (hop_by_hop(req->hdrs, req->nhdrs, h) || http_name_eq(h->name, h->name_len, "Host") ||
+            http_name_eq(h->name, h->name_len, "Content-Length") ||
+            http_name_eq(h->name, h->name_len, "Expect"))
+            continue;
+        if (uri_override && (http_name_eq(h->name, h->name_len, "X-Forwarded-Uri") ||
+                             http_name_eq(h->name, h->name_len, "X-Original-URI")))
+            continue;
+        put_hdr(&o, h->name, h->name_len, h->value, h->value_len);
+    }
+    if (uri_override)
+        put_hdr(&o, "X-Forwarded-Uri", 15, uri_override, strlen(uri_override));
+    puts_(&o, "\r\n");
+    return o.full ? 0 : o.len;
+}
+
+/* ---- the IdP's answer ---- */
+
+int policy_identity(const struct config *cfg, const struct http_resp *resp, char *buf, size_t cap,
+                    struct policy_identity *id)
+{
+    struct out o = {buf, 0, cap, 0};
+
+    memset(id, 0, sizeof(*id));
+    for (size_t i = 0; i < resp->nhdrs; i++) {
+        const struct http_hdr *h = &resp->hdrs[i];
+        int64_t exp_s;
+
+        if (!config_patterns_match(&cfg->identity_headers, h->name, h->name_len) ||
+            hop_by_hop(resp->hdrs, resp->nhdrs, h) ||
+            http_name_eq(h->name, h->name_len, "Set-Cookie") ||
+            http_name_eq(h->name, h->name_len, "Content-Length") ||
+            http_name_eq(h->name, h->name_len, "X-Authcache"))
+            continue;
+        put_hdr(&o, h->name, h->name_len, h->value, h->value_len);
+        if (id->user.len == 0 && http_name_eq(h->name, h->name_len, cfg->user_header) &&
+            h->value_len > 0)
+            id->user = (struct http_span){h->value, h->value_len};
+        if (memchr(h->value, '.', h->value_len) &&
+            jwtexp_from_header_value(h->value, h->value_len, &exp_s) == 0) {
+            int64_t ms = exp_s * 1000;
+            if (id->jwt_exp_ms == 0 || ms < id->jwt_exp_ms)
+                id->jwt_exp_ms = ms;
+        }
+    }
+    if (o.full)
+        return -E2BIG;
+    id->hdrs_len = o.len;
+    return 0;
+}
+
+void policy_lifetimes(const struct config *cfg, int64_t now_ms, int64_t first_seen_ms,
+                      int64_t jwt_exp_ms, struct shm_answer *a)
+{
+    a->first_seen_ms = first_seen_ms;
+    a->confirmed_ms = now_ms;
+    a->fresh_until_ms = now_ms + cfg->fresh_ttl_ms;
+    a->session_end_ms = first_seen_ms + cfg->session_ttl_ms;
+    if (jwt_exp_ms > 0 && jwt_exp_ms < a->session_end_ms)
+        a->session_end_ms = jwt_exp_ms;
+    if (a->fresh_until_ms > a->session_end_ms)
+        a->fresh_until_ms = a->session_end_ms;
+}
+
+int policy_stale_ok(const struct config *cfg, const struct shm_answer *a, int64_t now_ms)
+{
+    return now_ms < a->session_end_ms && now_ms < a->confirmed_ms + cfg->outage_grace_ms;
+}
+
+/* ---- answers ---- */
+
+static void status_line(struct out *o, int status, const char *reason)
+{
+    puts_(o, "HTTP/1.1 ");
+    put_num(o, status);
+    put(o, " ", 1);
+    puts_(o, reason);
+    puts_(o, "\r\n");
+}
+
+static void conn_headers(struct out *o, const struct policy_conn *c)
+{
+    if (!c->keep_alive)
+        puts_(o, "Connection: close\r\n");
+    else if (c->http10)
+        puts_(o, "Connection: keep-alive\r\n");
+}
+
+size_t policy_answer_identity(const struct policy_conn *c, const char *hdrs, size_t hdrs_len,
+                              const char *result, char *buf, size_t cap)
+{
+    struct out o = {buf, 0, cap, 0};
+
+    puts_(&o, "HTTP/1.1 200 OK\r\n");
+    put(&o, hdrs, hdrs_len);
+    puts_(&o, "X-Authcache: ");
+    puts_(&o, result);
+    puts_(&o, "\r\nContent-Length: 0\r\n");
+    conn_headers(&o, c);
+    puts_(&o, "\r\n");
+    return o.full ? 0 : o.len;
+}
+
+size_t policy_answer_passthrough(const struct policy_conn *c, const struct http_resp *resp,
+                                 const char *body, size_t body_len, const char *result, char *buf,
+                                 size_t cap)
+{
+    struct out o = {buf, 0, cap, 0};
+    int cache_control = 0;
+
+    puts_(&o, "HTTP/1.1 ");
+    put_num(&o, resp->status);
+    put(&o, " ", 1);
+    put(&o, resp->reason, resp->reason_len);
+    puts_(&o, "\r\n");
+    for (size_t i = 0; i < resp->nhdrs; i++) {
+        const struct http_hdr *h = &resp->hdrs[i];
+        if (hop_by_hop(resp->hdrs, resp->nhdrs, h) ||
+            http_name_eq(h->name, h->name_len, "Content-Length") ||
+            http_name_eq(h->name, h->name_len, "X-Authcache"))
+            continue;
+        cache_control |= http_name_eq(h->name, h->name_len, "Cache-Control");
+        put_hdr(&o, h->name, h->name_len, h->value, h->value_len);
+    }
+    if (!cache_control && (resp->status < 200 || resp->status > 299))
+        puts_(&o, "Cache-Control: no-store\r\n");
+    puts_(&o, "X-Authcache: ");
+    puts_(&o, result);
+    puts_(&o, "\r\nContent-Length: ");
+    put_num(&o, (long long)body_len);
+    puts_(&o, "\r\n");
+    conn_headers(&o, c);
+    puts_(&o, "\r\n");
+    put(&o, body, body_len);
+    return o.full ? 0 : o.len;
+}
+
+size_t policy_answer_unavailable(const struct policy_conn *c, const char *cause, int retry_after_s,
+                                 char *buf, size_t cap)
+{
+    struct out o = {buf, 0, cap, 0};
+    char body[256];
+    int n = snprintf(body, sizeof(body), "authcache: identity provider unavailable: %s\n", cause);
+
+    if (n < 0 || (size_t)n >= sizeof(body))
+        n = (int)sizeof(body) - 1;
+    status_line(&o, 503, "Service Unavailable");
+    puts_(&o, "Retry-After: ");
+    put_num(&o, retry_after_s);
+    puts_(&o, "\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\n"
+              "X-Authcache: unavailable\r\nContent-Length: ");
+    put_num(&o, n);
+    puts_(&o, "\r\n");
+    conn_headers(&o, c);
+    puts_(&o, "\r\n");
+    put(&o, body, (size_t)n);
+    return o.full ? 0 : o.len;
+}
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    default: return "Status";
+    }
+}
+
+size_t policy_answer_status(const struct policy_conn *c, int status, const char *text, char *buf,
+                            size_t cap)
+{
+    struct out o = {buf, 0, cap, 0};
+    size_t n = strlen(text);
+
+    status_line(&o, status, reason(status));
+    puts_(&o, "Content-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: ");
+    put_num(&o, (long long)n + 1);
+    puts_(&o, "\r\n");
+    conn_headers(&o, c);
+    puts_(&o, "\r\n");
+    put(&o, text, n);
+    put(&o, "\n", 1);
+    return o.full ? 0 : o.len;
+}

@@ -1,0 +1,94 @@
+/*
+ * policy.h — what a forward-auth request means and what bytes answer it, with no I/O: classify a
+ * parsed request (credential, key scope, sign-out and login-flow markers), build the request to the
+ * IdP, pick the identity headers out of the IdP's answer, and write every answer authcached sends.
+ * The worker (worker.c) does the I/O and the timing; everything here is a pure function of its
+ * arguments, so it is unit-tested directly (tests/unit/test_policy.c).
+ */
+#ifndef AUTHCACHE_POLICY_H
+#define AUTHCACHE_POLICY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "http.h"
+#include "shm.h"
+
+#define POLICY_CRED_MAX 8192 /* a credential built from split cookies; longer: not cached */
+#define POLICY_MAX_COOKIES 16
+
+enum policy_kind {
+    POLICY_CACHEABLE = 0, /* a credential: answer from the cache or ask the IdP and store */
+    POLICY_BYPASS,        /* no credential: always the IdP, never stored */
+    POLICY_LOGIN_FLOW,    /* authentik's auth callback: always the IdP, never stored */
+    POLICY_LOGOUT,        /* authentik's logout marker: purge, then the IdP */
+    POLICY_SIGNOUT,       /* X-Forwarded-Uri under --signout-path: purge, answer 200 */
+};
+
+/* A classified request. Spans point into the request buffer or into cred_buf. */
+struct policy_req {
+    enum policy_kind kind;
+    int has_cred;
+    struct shm_query q;   /* the key's parts (valid when has_cred) */
+    struct http_span uri; /* X-Forwarded-Uri (or X-Original-URI) as sent */
+    char cred_buf[POLICY_CRED_MAX];
+};
+
+/* Classify req (already parsed). Never fails: anything unusual becomes POLICY_BYPASS. */
+void policy_classify(const struct config *cfg, const struct http_req *req, struct policy_req *out);
+
+/*
+ * The request to send the IdP: req's method, the upstream base path + req's target, req's headers
+ * less hop-by-hop ones, Host, Content-Length and Transfer-Encoding, then Host: the upstream's. With
+ * uri_override, X-Forwarded-Uri is replaced by it (learning a user on sign-out). No body.
+ * Returns the length written, or 0 if cap is too small.
+ */
+size_t policy_upstream_request(const struct config *cfg, const struct http_req *req,
+                               const char *uri_override, char *out, size_t cap);
+
+/* What an IdP 2xx carries: the identity headers as "Name: value\r\n" lines (only names matching
+ * --identity-header, never Set-Cookie or hop-by-hop), the user, and the earliest JWT exp. */
+struct policy_identity {
+    size_t hdrs_len;
+    struct http_span user; /* points into the response; len 0 if absent */
+    int64_t jwt_exp_ms;    /* 0 if no JWT with an exp */
+};
+/* Returns 0, or -E2BIG if the headers exceed cap. */
+int policy_identity(const struct config *cfg, const struct http_resp *resp, char *out, size_t cap,
+                    struct policy_identity *id);
+
+/* The lifetimes of an answer stored at now: fresh_until and session_end (first_seen + session-ttl,
+ * cut short by the JWT's exp). */
+void policy_lifetimes(const struct config *cfg, int64_t now_ms, int64_t first_seen_ms,
+                      int64_t jwt_exp_ms, struct shm_answer *a);
+
+/* Whether a held answer may be served at now while the IdP is failing. */
+int policy_stale_ok(const struct config *cfg, const struct shm_answer *a, int64_t now_ms);
+
+/*
+ * Answers. Each writes a whole HTTP/1.1 response into out and returns its length, or 0 if cap is
+ * too small. keep_alive 0 adds "Connection: close"; http10 answers a 1.0 client (keep-alive then
+ * needs saying).
+ */
+struct policy_conn {
+    int keep_alive;
+    int http10;
+};
+/* 200 with the stored identity headers and X-Authcache: result. */
+size_t policy_answer_identity(const struct policy_conn *c, const char *hdrs, size_t hdrs_len,
+                              const char *result, char *out, size_t cap);
+/* The IdP's answer passed on: status, headers (less hop-by-hop, framing recomputed), body, plus
+ * Cache-Control: no-store when the IdP sent none and the status is not 2xx. */
+size_t policy_answer_passthrough(const struct policy_conn *c, const struct http_resp *resp,
+                                 const char *body, size_t body_len, const char *result, char *out,
+                                 size_t cap);
+/* 503 with Retry-After and a one-line text/plain body naming the cause. */
+size_t policy_answer_unavailable(const struct policy_conn *c, const char *cause, int retry_after_s,
+                                 char *out, size_t cap);
+/* A bare status (400, 404, 408, 431, 500 ...) with a one-line body; always Connection: close
+ * when close is set. */
+size_t policy_answer_status(const struct policy_conn *c, int status, const char *text, char *out,
+                            size_t cap);
+
+#endif

@@ -1,0 +1,30 @@
+/*
+ * worker.h — one io_uring event loop on its own thread: its own SO_REUSEPORT listener, its client
+ * connections, its keep-alive pool of IdP connections. Workers share only the segment, the daemon's
+ * breaker and single-flight table, and messages posted with worker_post.
+ */
+#ifndef AUTHCACHE_WORKER_H
+#define AUTHCACHE_WORKER_H
+
+#include <stddef.h>
+
+#include "daemon.h"
+
+struct worker;
+
+/* Make a worker: ring, listener bound to cfg->listen, buffers. On failure returns NULL with a
+ * one-line reason in err. */
+struct worker *worker_new(struct daemon *d, unsigned id, unsigned max_conns, char *err,
+                          size_t errlen);
+int worker_start(struct worker *w); /* its thread; 0 or -errno */
+void worker_wake(struct worker *w); /* look at d->draining and the message queue now */
+void worker_join(struct worker *w);
+void worker_free(struct worker *w);
+
+/* Hand a single-flight outcome to the waiter's worker (any thread). */
+void worker_post(struct worker *w, const struct flight_waiter *fw, enum flight_outcome o);
+
+/* The port the listener got (for --listen with port 0). */
+int worker_port(const struct worker *w);
+
+#endif
