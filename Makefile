@@ -69,6 +69,7 @@ ALL += $(BUILD)/test-idp
 endif
 
 .PHONY: all test demo deps fuzz fuzz-build bench bench-shm clean format
+.SECONDARY:
 all: $(ALL)
 
 $(BUILD)/obj/%.o: %.c

@@ -456,6 +456,14 @@ int shm_delete(struct shm *h, const uint8_t digest[SHM_DIGEST_LEN])
     return n;
 }
 
+/* Eviction is near (the log or the capacity three-quarters full): only then is promotion worth a
+ * copy. */
+static int under_pressure(const struct shm *h, uint64_t used)
+{
+    return used > h->ring_size / 4 * 3 ||
+           __atomic_load_n(&h->hdr->live, __ATOMIC_RELAXED) > (int64_t)(h->capacity / 4 * 3);
+}
+
 /* Copy a found answer to the head of the log, replacing the slot only if it still names the copy we
  * read: a newer answer stored meanwhile must never be overwritten by this older one. */
 static void promote(struct shm *h, const struct shm_answer *a, uint64_t *slot, uint64_t seen)
@@ -516,7 +524,7 @@ int shm_lookup(struct shm *h, const uint8_t digest[SHM_DIGEST_LEN], int64_t now_
             }
             STAT_ADD(h, hits, 1);
             if ((flags & SHM_LOOKUP_PROMOTE) && h->writable && head > tail &&
-                cand[i] - tail < (head - tail) / 8)
+                cand[i] - tail < (head - tail) / 8 && under_pressure(h, head - tail))
                 promote(h, out, &s.b->slot[cslot[i]], v[cslot[i]]);
             return 0;
         }

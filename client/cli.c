@@ -1,0 +1,463 @@
+/*
+ * cli.c — `authcache`, the operator's CLI (CONTRACT.md): stats, get, dump and top read the segment
+ * directly through the client library; purge goes through the daemon's admin listener, so every
+ * node's bus and logs see it. Never prints a credential: dump shows digests, get redacts tokens.
+ *
+ * Exit: 0 ok, 1 nothing found (get) or the daemon refused (purge), 2 bad arguments, missing segment
+ * or unreachable admin listener — with one line on stderr saying what is wrong.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "authcache.h"
+
+static const char *usage_text =
+    "usage: authcache [--shm NAME] [--admin HOST:PORT] [--admin-token-file FILE] COMMAND\n"
+    "commands:\n"
+    "  stats [--json]                          the segment's figures\n"
+    "  get (--cookie VALUE | --authorization VALUE) --host HOST\n"
+    "                                          the answer held for that credential and host\n"
+    "  dump [--json]                           every answer: digest, user, host, ages\n"
+    "  purge (--user NAME | --session VALUE | --all)   through the admin listener\n"
+    "  top [--iterations N]                    live view, refreshed each second\n"
+    "environment: AUTHCACHED_SHM, AUTHCACHED_ADMIN, AUTHCACHED_ADMIN_TOKEN_FILE\n";
+
+static void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+static void die(int code, const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("authcache: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(code);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* "12s", "3m05s", "2h10m", "4d3h" */
+static const char *dur(int64_t ms, char *b, size_t n)
+{
+    int64_t s = (ms < 0 ? -ms : ms) / 1000;
+
+    if (s < 60)
+        snprintf(b, n, "%llds", (long long)s);
+    else if (s < 3600)
+        snprintf(b, n, "%lldm%02llds", (long long)s / 60, (long long)s % 60);
+    else if (s < 86400)
+        snprintf(b, n, "%lldh%02lldm", (long long)s / 3600, (long long)(s % 3600) / 60);
+    else
+        snprintf(b, n, "%lldd%lldh", (long long)s / 86400, (long long)(s % 86400) / 3600);
+    return b;
+}
+
+static struct authcache *open_segment(const char *name)
+{
+    struct authcache *c;
+    int rc = authcache_open(name, &c);
+
+    if (rc == -ENOENT)
+        die(2, "no segment /dev/shm/%s: is authcached running with --shm %s?", name, name);
+    if (rc == -EPROTO)
+        die(2, "/dev/shm/%s is not an authcache segment of this version", name);
+    if (rc < 0)
+        die(2, "cannot open /dev/shm/%s: %s", name, strerror(-rc));
+    return c;
+}
+
+/* JSON string body (no quotes) of s[0, n). */
+static void json_str(FILE *f, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\')
+            fprintf(f, "\\%c", ch);
+        else if (ch < 0x20 || ch == 0x7f)
+            fprintf(f, "\\u%04x", ch);
+        else
+            fputc(ch, f);
+    }
+}
+
+/* ---- stats ---- */
+
+static void print_stats(const struct authcache_stats *s, const char *name, int json)
+{
+    if (json) {
+        printf("{\"segment\":\"/dev/shm/%s\",\"entries\":%lld,\"capacity\":%llu,\"lookups\":%llu,"
+               "\"hits\":%llu,\"misses\":%llu,\"inserts\":%llu,\"replaces\":%llu,"
+               "\"evictions\":%llu,\"purges\":%llu,\"expired\":%llu,\"retries\":%llu,"
+               "\"promotions\":%llu,\"segment_bytes\":%llu,\"ring_bytes\":%llu,\"ring_used\":%llu,"
+               "\"generation\":\"%016llx\",\"size_classes\":[",
+               name, (long long)s->entries, (unsigned long long)s->capacity,
+               (unsigned long long)s->lookups, (unsigned long long)s->hits,
+               (unsigned long long)s->misses, (unsigned long long)s->inserts,
+               (unsigned long long)s->replaces, (unsigned long long)s->evictions,
+               (unsigned long long)s->purges, (unsigned long long)s->expired,
+               (unsigned long long)s->retries, (unsigned long long)s->promotions,
+               (unsigned long long)s->segment_bytes, (unsigned long long)s->ring_bytes,
+               (unsigned long long)s->ring_used, (unsigned long long)s->generation);
+        for (int i = 0; i < 8; i++)
+            printf("%s%llu", i ? "," : "", (unsigned long long)s->size_class[i]);
+        printf("]}\n");
+        return;
+    }
+    uint64_t l = s->hits + s->misses;
+    printf("segment     /dev/shm/%s  %llu MiB  generation %016llx\n", name,
+           (unsigned long long)(s->segment_bytes >> 20), (unsigned long long)s->generation);
+    printf("entries     %lld of %llu\n", (long long)s->entries, (unsigned long long)s->capacity);
+    printf("lookups     %llu  hits %llu (%.1f%%)  misses %llu\n", (unsigned long long)s->lookups,
+           (unsigned long long)s->hits, l ? 100.0 * (double)s->hits / (double)l : 0.0,
+           (unsigned long long)s->misses);
+    printf("writes      inserts %llu  replaces %llu  promotions %llu\n",
+           (unsigned long long)s->inserts, (unsigned long long)s->replaces,
+           (unsigned long long)s->promotions);
+    printf("removals    evictions %llu  purges %llu  expired %llu\n",
+           (unsigned long long)s->evictions, (unsigned long long)s->purges,
+           (unsigned long long)s->expired);
+    printf("log         %llu of %llu MiB in use  reader retries %llu\n",
+           (unsigned long long)(s->ring_used >> 20), (unsigned long long)(s->ring_bytes >> 20),
+           (unsigned long long)s->retries);
+    printf("sizes       <=256B %llu  512B %llu  1K %llu  2K %llu  4K %llu  8K %llu  16K %llu  more %llu\n",
+           (unsigned long long)s->size_class[0], (unsigned long long)s->size_class[1],
+           (unsigned long long)s->size_class[2], (unsigned long long)s->size_class[3],
+           (unsigned long long)s->size_class[4], (unsigned long long)s->size_class[5],
+           (unsigned long long)s->size_class[6], (unsigned long long)s->size_class[7]);
+}
+
+/* ---- get ---- */
+
+/* A header value that grants access by itself: shown by length only. */
+static int secret_value(const char *name, size_t nlen, const char *v, size_t vlen)
+{
+    int dots = 0;
+
+    if (nlen == 13 && strncasecmp(name, "Authorization", 13) == 0)
+        return 1;
+    for (size_t i = 0; i < vlen; i++)
+        dots += v[i] == '.';
+    return dots >= 2 && vlen > 40 && !memchr(v, ' ', vlen);
+}
+
+static void print_headers(const char *h, size_t len)
+{
+    const char *p = h, *end = h + len;
+
+    while (p < end) {
+        const char *eol = memchr(p, '\r', (size_t)(end - p));
+        const char *colon;
+        if (!eol)
+            eol = end;
+        colon = memchr(p, ':', (size_t)(eol - p));
+        if (colon) {
+            const char *v = colon + 1;
+            while (v < eol && *v == ' ')
+                v++;
+            if (secret_value(p, (size_t)(colon - p), v, (size_t)(eol - v)))
+                printf("  %.*s: <redacted, %zu bytes>\n", (int)(colon - p), p, (size_t)(eol - v));
+            else
+                printf("  %.*s\n", (int)(eol - p), p);
+        }
+        p = eol + 2;
+    }
+}
+
+static int cmd_get(struct authcache *c, const char *cookie, const char *authz, const char *host)
+{
+    struct authcache_answer a;
+    int64_t now = now_ms();
+    char b1[32], b2[32], b3[32];
+
+    if (authcache_find(c, cookie, cookie ? strlen(cookie) : 0, authz, authz ? strlen(authz) : 0,
+                       host, strlen(host), &a) != 0) {
+        fprintf(stderr, "authcache: no answer held for that credential on %s\n", host);
+        return 1;
+    }
+    printf("user        %.*s\n", (int)a.user_len, a.user);
+    printf("host        %.*s\n", (int)a.host_len, a.host);
+    if (now < a.fresh_until_ms)
+        printf("freshness   fresh for %s more (confirmed %s ago)\n", dur(a.fresh_until_ms - now, b1, 32),
+               dur(now - a.confirmed_ms, b2, 32));
+    else
+        printf("freshness   stale: revalidated with the IdP on the next request (confirmed %s ago)\n",
+               dur(now - a.confirmed_ms, b2, 32));
+    printf("session     ends in %s (first seen %s ago)\n", dur(a.session_end_ms - now, b3, 32),
+           dur(now - a.first_seen_ms, b1, 32));
+    printf("headers\n");
+    print_headers(a.headers, a.headers_len);
+    return 0;
+}
+
+/* ---- dump ---- */
+
+static int dump_fn(const struct authcache_answer *a, void *arg)
+{
+    int json = *(int *)arg;
+    int64_t now = now_ms();
+    char b1[32], b2[32], b3[32], b4[32];
+
+    if (json) {
+        printf("{\"digest\":\"%02x%02x%02x%02x%02x%02x\",\"user\":\"", a->digest[0], a->digest[1],
+               a->digest[2], a->digest[3], a->digest[4], a->digest[5]);
+        json_str(stdout, a->user, a->user_len);
+        printf("\",\"host\":\"");
+        json_str(stdout, a->host, a->host_len);
+        printf("\",\"first_seen_ms\":%lld,\"confirmed_ms\":%lld,\"fresh_until_ms\":%lld,"
+               "\"session_end_ms\":%lld,\"fresh\":%s,\"headers_bytes\":%zu}\n",
+               (long long)a->first_seen_ms, (long long)a->confirmed_ms, (long long)a->fresh_until_ms,
+               (long long)a->session_end_ms, now < a->fresh_until_ms ? "true" : "false",
+               a->headers_len);
+    } else {
+        printf("%02x%02x%02x%02x%02x%02x  %-20.*s %-28.*s age %-7s confirmed %-7s %s %-7s session %s\n",
+               a->digest[0], a->digest[1], a->digest[2], a->digest[3], a->digest[4], a->digest[5],
+               (int)a->user_len, a->user, (int)a->host_len, a->host, dur(now - a->first_seen_ms, b1, 32),
+               dur(now - a->confirmed_ms, b2, 32), now < a->fresh_until_ms ? "fresh" : "stale",
+               dur(a->fresh_until_ms - now, b3, 32), dur(a->session_end_ms - now, b4, 32));
+    }
+    return 0;
+}
+
+/* ---- purge, through the admin listener ---- */
+
+static void pct(char *out, size_t cap, const char *s)
+{
+    size_t n = 0;
+
+    for (; *s && n + 4 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '_' || ch == '.' || ch == '~')
+            out[n++] = (char)ch;
+        else
+            n += (size_t)snprintf(out + n, cap - n, "%%%02X", ch);
+    }
+    out[n] = 0;
+}
+
+static int admin_connect(const char *admin)
+{
+    char host[256], *colon;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res, *ai;
+    int fd = -1;
+
+    snprintf(host, sizeof(host), "%s", admin);
+    colon = strrchr(host, ':');
+    if (!colon || colon == host || !colon[1])
+        die(2, "--admin %s: expected HOST:PORT", admin);
+    *colon = 0;
+    char *h = host;
+    if (h[0] == '[' && colon[-1] == ']') {
+        h++;
+        colon[-1] = 0;
+    }
+    if (getaddrinfo(h, colon + 1, &hints, &res) != 0)
+        die(2, "--admin %s: cannot resolve", admin);
+    for (ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+            break;
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        die(2, "cannot reach the admin listener at %s: %s", admin, strerror(errno));
+    return fd;
+}
+
+static int cmd_purge(const char *admin, const char *token_file, const char *user,
+                     const char *session, int all)
+{
+    char q[8192], req[10240], resp[4096], token[1100] = "";
+    size_t len = 0;
+    ssize_t n;
+    int fd, status = 0;
+
+    if (token_file) {
+        FILE *f = fopen(token_file, "r");
+        if (!f || !fgets(token, sizeof(token), f))
+            die(2, "--admin-token-file %s: cannot read it", token_file);
+        fclose(f);
+        token[strcspn(token, "\r\n")] = 0;
+    }
+    if (user) {
+        char e[8000];
+        pct(e, sizeof(e), user);
+        snprintf(q, sizeof(q), "user=%s", e);
+    } else if (session) {
+        char e[8000];
+        pct(e, sizeof(e), session);
+        snprintf(q, sizeof(q), "session=%s", e);
+    } else if (all) {
+        snprintf(q, sizeof(q), "all=1");
+    }
+    int rl = snprintf(req, sizeof(req),
+                      "POST /v1/purge?%s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\n%s%s%s"
+                      "Connection: close\r\n\r\n",
+                      q, admin, token[0] ? "Authorization: Bearer " : "", token, token[0] ? "\r\n" : "");
+    fd = admin_connect(admin);
+    if (write(fd, req, (size_t)rl) != rl)
+        die(2, "cannot send to the admin listener at %s", admin);
+    while (len < sizeof(resp) - 1 && (n = read(fd, resp + len, sizeof(resp) - 1 - len)) > 0)
+        len += (size_t)n;
+    close(fd);
+    resp[len] = 0;
+    if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1)
+        die(2, "no HTTP answer from the admin listener at %s", admin);
+    char *body = strstr(resp, "\r\n\r\n");
+    body = body ? body + 4 : resp + len;
+    if (status != 200) {
+        fprintf(stderr, "authcache: purge refused (%d): %s", status, body);
+        return 1;
+    }
+    fputs(body, stdout);
+    return 0;
+}
+
+/* ---- top ---- */
+
+static volatile sig_atomic_t stop_top;
+static void on_int(int sig)
+{
+    (void)sig;
+    stop_top = 1;
+}
+
+static int cmd_top(struct authcache *c, const char *name, long iterations)
+{
+    struct authcache_stats prev, cur;
+    int tty = isatty(1);
+
+    signal(SIGINT, on_int);
+    authcache_stats(c, &prev);
+    for (long i = 0; !stop_top && (iterations <= 0 || i < iterations); i++) {
+        sleep(1);
+        authcache_stats(c, &cur);
+        uint64_t l = cur.lookups - prev.lookups, h = cur.hits - prev.hits, m = cur.misses - prev.misses;
+        if (tty)
+            printf("\033[H\033[2J");
+        printf("authcache top — /dev/shm/%s — every 1s, Ctrl-C to quit\n\n", name);
+        printf("entries   %lld of %llu   log %llu of %llu MiB\n", (long long)cur.entries,
+               (unsigned long long)cur.capacity, (unsigned long long)(cur.ring_used >> 20),
+               (unsigned long long)(cur.ring_bytes >> 20));
+        printf("lookups/s %llu   hits/s %llu   misses/s %llu   hit ratio %.1f%%\n",
+               (unsigned long long)l, (unsigned long long)h, (unsigned long long)m,
+               h + m ? 100.0 * (double)h / (double)(h + m) : 0.0);
+        printf("inserts/s %llu   replaces/s %llu   evictions/s %llu   purges/s %llu   expired/s %llu\n\n",
+               (unsigned long long)(cur.inserts - prev.inserts),
+               (unsigned long long)(cur.replaces - prev.replaces),
+               (unsigned long long)(cur.evictions - prev.evictions),
+               (unsigned long long)(cur.purges - prev.purges),
+               (unsigned long long)(cur.expired - prev.expired));
+        fflush(stdout);
+        prev = cur;
+    }
+    return 0;
+}
+
+/* ---- arguments ---- */
+
+static const char *need(int argc, char **argv, int *i)
+{
+    if (*i + 1 >= argc)
+        die(2, "%s needs a value", argv[*i]);
+    return argv[++*i];
+}
+
+int main(int argc, char **argv)
+{
+    const char *shm = getenv("AUTHCACHED_SHM"), *admin = getenv("AUTHCACHED_ADMIN");
+    const char *token_file = getenv("AUTHCACHED_ADMIN_TOKEN_FILE");
+    const char *cmd = NULL, *cookie = NULL, *authz = NULL, *host = NULL, *user = NULL,
+               *session = NULL;
+    int json = 0, all = 0, i;
+    long iterations = 0;
+
+    if (!shm)
+        shm = "authcache";
+    if (!admin)
+        admin = "127.0.0.1:9301";
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(usage_text, stdout);
+            return 0;
+        } else if (!strcmp(a, "--shm")) {
+            shm = need(argc, argv, &i);
+        } else if (!strcmp(a, "--admin")) {
+            admin = need(argc, argv, &i);
+        } else if (!strcmp(a, "--admin-token-file")) {
+            token_file = need(argc, argv, &i);
+        } else if (!cmd && a[0] != '-') {
+            cmd = a;
+        } else if (cmd && !strcmp(a, "--json")) {
+            json = 1;
+        } else if (cmd && !strcmp(a, "--cookie")) {
+            cookie = need(argc, argv, &i);
+        } else if (cmd && !strcmp(a, "--authorization")) {
+            authz = need(argc, argv, &i);
+        } else if (cmd && !strcmp(a, "--host")) {
+            host = need(argc, argv, &i);
+        } else if (cmd && !strcmp(a, "--user")) {
+            user = need(argc, argv, &i);
+        } else if (cmd && !strcmp(a, "--session")) {
+            session = need(argc, argv, &i);
+        } else if (cmd && !strcmp(a, "--all")) {
+            all = 1;
+        } else if (cmd && !strcmp(a, "--iterations")) {
+            char *end;
+            iterations = strtol(need(argc, argv, &i), &end, 10);
+            if (*end || iterations < 1)
+                die(2, "--iterations: expected a positive number");
+        } else {
+            die(2, "unknown argument %s (see authcache --help)", a);
+        }
+    }
+    if (!cmd)
+        die(2, "no command given (stats, get, dump, purge, top; see authcache --help)");
+
+    if (!strcmp(cmd, "purge")) {
+        if ((user != NULL) + (session != NULL) + all != 1)
+            die(2, "purge needs exactly one of --user NAME, --session VALUE, --all");
+        if ((user && !*user) || (session && !*session))
+            die(2, "purge: an empty value purges nothing");
+        return cmd_purge(admin, token_file, user, session, all);
+    }
+    if (strcmp(cmd, "stats") && strcmp(cmd, "get") && strcmp(cmd, "dump") && strcmp(cmd, "top"))
+        die(2, "unknown command %s (stats, get, dump, purge, top)", cmd);
+    if (!strcmp(cmd, "get") && (!host || (cookie != NULL) == (authz != NULL)))
+        die(2, "get needs --host HOST and one of --cookie VALUE, --authorization VALUE");
+
+    struct authcache *c = open_segment(shm);
+    int rc = 0;
+    if (!strcmp(cmd, "stats")) {
+        struct authcache_stats s;
+        authcache_stats(c, &s);
+        print_stats(&s, shm, json);
+    } else if (!strcmp(cmd, "get")) {
+        rc = cmd_get(c, cookie, authz, host);
+    } else if (!strcmp(cmd, "dump")) {
+        authcache_foreach(c, dump_fn, &json);
+    } else {
+        rc = cmd_top(c, shm, iterations);
+    }
+    authcache_close(c);
+    return rc;
+}
