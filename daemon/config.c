@@ -96,8 +96,9 @@ static const struct opt opts[OPT_COUNT] = {
     [OPT_SIGNOUT_PATH] = {"signout-path", "PATH", "X-Forwarded-Uri under this path signs out"},
     [OPT_FRESH_TTL] = {"fresh-ttl", "DUR", "serve without asking the IdP this long (default 30s)"},
     [OPT_SESSION_TTL] = {"session-ttl", "DUR", "session lifetime from first sight (default 24h)"},
-    [OPT_OUTAGE_GRACE] = {"outage-grace", "DUR", "serve stale this long while the IdP is down "
-                                                 "(default 15m)"},
+    [OPT_OUTAGE_GRACE] = {"outage-grace", "DUR",
+                          "serve stale this long while the IdP is down "
+                          "(default 15m)"},
     [OPT_UPSTREAM_TIMEOUT] = {"upstream-timeout", "DUR", "longest wait for the IdP (default 2s)"},
     [OPT_SHM] = {"shm", "NAME", "shared-memory segment /dev/shm/NAME (default authcache)"},
     [OPT_CAPACITY] = {"capacity", "N", "most answers kept (default 65536)"},
@@ -134,7 +135,8 @@ static void env_name(enum opt_id id, char *out, size_t cap)
     size_t n = snprintf(out, cap, ENV_PREFIX "%s", opts[id].name);
 
     for (size_t i = sizeof(ENV_PREFIX) - 1; i < n && i < cap; i++)
-        out[i] = out[i] == '-' ? '_' : (char)(out[i] >= 'a' && out[i] <= 'z' ? out[i] - 32 : out[i]);
+        out[i] =
+            out[i] == '-' ? '_' : (char)(out[i] >= 'a' && out[i] <= 'z' ? out[i] - 32 : out[i]);
 }
 
 /* Write "--flag[ (AUTHCACHED_FLAG)]: <problem>" to the error buffer; returns -1. */
@@ -783,9 +785,15 @@ static long read_secret(struct ctx *c, const char *path, char *buf, size_t max)
 {
     struct stat st;
     size_t len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    int fd;
 
     set_shown(c, path);
+    /* stat first: a device is never even opened (opening some has effects). */
+    if (stat(path, &st) < 0)
+        return fail(c, "cannot open %s: %s", c->shown, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return fail(c, "%s is not a regular file", c->shown);
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0)
         return fail(c, "cannot open %s: %s", c->shown, strerror(errno));
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
@@ -923,8 +931,8 @@ int config_parse(struct config *cfg, int argc, char **argv, char **envp, char *e
         nlen = eq ? (size_t)(eq - name) : strlen(name);
         id = opt_by_name(name, nlen);
         if (id < 0) {
-            fail_plain(err, errlen, "unknown flag --%.*s (see --help)", (int)(nlen > 64 ? 64 : nlen),
-                       name);
+            fail_plain(err, errlen, "unknown flag --%.*s (see --help)",
+                       (int)(nlen > 64 ? 64 : nlen), name);
             goto out;
         }
         args[nargs].id = (enum opt_id)id;
@@ -949,7 +957,8 @@ int config_parse(struct config *cfg, int argc, char **argv, char **envp, char *e
             preset_from_env = 1;
         }
     if (preset_value && preset_of(preset_value, &preset) < 0) {
-        struct ctx c = {.err = err, .errlen = errlen, .id = OPT_PRESET, .from_env = preset_from_env};
+        struct ctx c = {
+            .err = err, .errlen = errlen, .id = OPT_PRESET, .from_env = preset_from_env};
 
         set_shown(&c, preset_value);
         fail(&c, "%s is not a preset (authentik, oauth2-proxy or authelia)", c.shown);
@@ -1000,9 +1009,10 @@ int config_parse(struct config *cfg, int argc, char **argv, char **envp, char *e
     }
     if (!config_patterns_match(&cfg->identity_headers, cfg->user_header,
                                strlen(cfg->user_header))) {
-        fail_plain(err, errlen,
-                   "--user-header: \"%s\" matches no --identity-header, so it would never be stored",
-                   cfg->user_header);
+        fail_plain(
+            err, errlen,
+            "--user-header: \"%s\" matches no --identity-header, so it would never be stored",
+            cfg->user_header);
         goto out;
     }
     if (load_files(cfg, from_env, err, errlen) < 0)
@@ -1051,10 +1061,10 @@ void config_print_info(const struct config *cfg, FILE *out)
         snprintf(left, sizeof(left), "--%s %s", opts[i].name, opts[i].arg);
         fprintf(out, "  %-30s %s\n", left, opts[i].help);
     }
-    fprintf(out, "  %-30s %s\n  %-30s %s\n\n", "--help", "this text", "--version",
-            "the version");
-    fprintf(out,
-            "Every flag can be set as AUTHCACHED_<NAME> (--fresh-ttl: AUTHCACHED_FRESH_TTL); a flag\n"
-            "wins. In the environment a repeatable flag takes a comma list. Durations: 250ms, 30s,\n"
-            "5m, 24h, 1h30m. Errors exit 2.\n");
+    fprintf(out, "  %-30s %s\n  %-30s %s\n\n", "--help", "this text", "--version", "the version");
+    fprintf(
+        out,
+        "Every flag can be set as AUTHCACHED_<NAME> (--fresh-ttl: AUTHCACHED_FRESH_TTL); a flag\n"
+        "wins. In the environment a repeatable flag takes a comma list. Durations: 250ms, 30s,\n"
+        "5m, 24h, 1h30m. Errors exit 2.\n");
 }

@@ -19,22 +19,26 @@
 
 #include "log.h"
 
-#define CONFIG_MAX_PATTERNS 32    /* per list: --session-cookie, --identity-header */
-#define CONFIG_NAME_MAX 128       /* a cookie or header name (pattern) */
-#define CONFIG_PATH_MAX 1024      /* --signout-path, the upstream base path */
-#define CONFIG_HOST_MAX 255       /* a DNS name or address literal */
+#define CONFIG_MAX_PATTERNS 32 /* per list: --session-cookie, --identity-header */
+#define CONFIG_NAME_MAX 128    /* a cookie or header name (pattern) */
+#define CONFIG_PATH_MAX 1024   /* --signout-path, the upstream base path */
+#define CONFIG_HOST_MAX 255    /* a DNS name or address literal */
 #define CONFIG_SHM_NAME_MAX 200
-#define CONFIG_CHANNEL_MAX 128    /* redis channel */
-#define CONFIG_TOKEN_MAX 1023     /* admin bearer token */
-#define CONFIG_KEY_FILE_MIN 16    /* bytes of secret in --hash-key-file */
+#define CONFIG_CHANNEL_MAX 128 /* redis channel */
+#define CONFIG_TOKEN_MAX 1023  /* admin bearer token */
+#define CONFIG_KEY_FILE_MIN 16 /* bytes of secret in --hash-key-file */
 #define CONFIG_KEY_FILE_MAX 4096
-#define CONFIG_HASH_KEY_LEN 32    /* = SHM_KEY_LEN */
+#define CONFIG_HASH_KEY_LEN 32 /* = SHM_KEY_LEN */
 #define CONFIG_CAPACITY_MIN 16
 #define CONFIG_CAPACITY_MAX (UINT64_C(1) << 28)
 #define CONFIG_WORKERS_MAX 256
 #define CONFIG_DURATION_MAX_MS (INT64_C(876000) * 3600 * 1000) /* 876000h, 100 years */
 
-enum config_preset { CONFIG_PRESET_AUTHENTIK = 0, CONFIG_PRESET_OAUTH2_PROXY, CONFIG_PRESET_AUTHELIA };
+enum config_preset {
+    CONFIG_PRESET_AUTHENTIK = 0,
+    CONFIG_PRESET_OAUTH2_PROXY,
+    CONFIG_PRESET_AUTHELIA
+};
 enum config_key_scope { CONFIG_SCOPE_HOST = 0, CONFIG_SCOPE_URI };
 /* What config_parse found besides a configuration to run. */
 enum config_info { CONFIG_RUN = 0, CONFIG_HELP, CONFIG_VERSION };
@@ -60,17 +64,17 @@ struct config_patterns {
 };
 
 struct config_upstream {
-    int tls;                           /* https */
-    char host[CONFIG_HOST_MAX + 1];    /* to connect to: a name, IPv4 or IPv6 (no brackets) */
-    uint16_t port;                     /* as given, or 80 / 443 */
+    int tls;                               /* https */
+    char host[CONFIG_HOST_MAX + 1];        /* to connect to: a name, IPv4 or IPv6 (no brackets) */
+    uint16_t port;                         /* as given, or 80 / 443 */
     char host_header[CONFIG_HOST_MAX + 9]; /* Host to send: host (IPv6 in brackets)[:port] */
-    char base_path[CONFIG_PATH_MAX];   /* "" or "/prefix", never ending in '/' */
+    char base_path[CONFIG_PATH_MAX];       /* "" or "/prefix", never ending in '/' */
 };
 
 struct config_bus {
     int enabled;
-    char host[CONFIG_HOST_MAX + 1]; /* no brackets */
-    uint16_t port;                  /* default 6379 */
+    char host[CONFIG_HOST_MAX + 1];       /* no brackets */
+    uint16_t port;                        /* default 6379 */
     char channel[CONFIG_CHANNEL_MAX + 1]; /* default "authcache" */
 };
 
@@ -83,10 +87,10 @@ struct config {
     char user_header[CONFIG_NAME_MAX + 1];   /* always matches identity_headers */
     enum config_key_scope key_scope;
     char signout_path[CONFIG_PATH_MAX]; /* "" = no sign-out path */
-    int64_t fresh_ttl_ms;        /* >= 0 (0: always revalidate) */
-    int64_t session_ttl_ms;      /* > 0 */
-    int64_t outage_grace_ms;     /* >= 0 */
-    int64_t upstream_timeout_ms; /* > 0 */
+    int64_t fresh_ttl_ms;               /* >= 0 (0: always revalidate) */
+    int64_t session_ttl_ms;             /* > 0 */
+    int64_t outage_grace_ms;            /* >= 0 */
+    int64_t upstream_timeout_ms;        /* > 0 */
     char shm_name[CONFIG_SHM_NAME_MAX + 1];
     uint64_t capacity;
     unsigned workers;
@@ -95,7 +99,7 @@ struct config {
     uint8_t hash_key[CONFIG_HASH_KEY_LEN]; /* SHA-256 of a label and the file's secret */
     char bus_url[CONFIG_PATH_MAX];         /* "" = none */
     struct config_bus bus;
-    char admin_token_file[PATH_MAX];      /* "" = none */
+    char admin_token_file[PATH_MAX];        /* "" = none */
     char admin_token[CONFIG_TOKEN_MAX + 1]; /* "" when no file */
     size_t admin_token_len;
     enum log_level log_level;

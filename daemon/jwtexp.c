@@ -1,10 +1,11 @@
 /*
  * jwtexp.c — read the exp claim of a compact JWS without verifying it.
  *
- * Why not libjwt: Debian 12's libjwt 1.10.2 does decode without verifying (jwt_decode(&j, tok, NULL,
- * 0) returns 0 for HS256 and RS256 tokens and checks no signature), but for this purpose it refuses
- * too much and reads too little:
- *  - its header check rejects any "typ" other than "JWT", so RFC 9068 access tokens ("at+jwt") fail;
+ * Why not libjwt: Debian 12's libjwt 1.10.2 does decode without verifying (jwt_decode(&j, tok,
+ * NULL, 0) returns 0 for HS256 and RS256 tokens and checks no signature), but for this purpose it
+ * refuses too much and reads too little:
+ *  - its header check rejects any "typ" other than "JWT", so RFC 9068 access tokens ("at+jwt")
+ * fail;
  *  - it knows only HS/RS/ES 256-512 and "none", so PS256 or EdDSA tokens fail;
  *  - jwt_get_grant_int() returns 0 with errno 0 for a fractional exp (1.5e9), which is legal JSON;
  *  - it needs a NUL-terminated copy and allocates (strdup, jansson) on every call.
@@ -115,10 +116,16 @@ static int json_string(struct json *j)
                 return -1;
             c = *j->p++;
             switch (c) {
-            case '"': case '\\': case '/':
+            case '"':
+            case '\\':
+            case '/':
                 ch = c;
                 break;
-            case 'b': case 'f': case 'n': case 'r': case 't':
+            case 'b':
+            case 'f':
+            case 'n':
+            case 'r':
+            case 't':
                 ch = 1; /* a control character: not part of "exp" */
                 break;
             case 'u': {
@@ -198,7 +205,8 @@ static int json_literal(struct json *j, const char *lit)
 static int json_value(struct json *j, int depth);
 
 /* An object or array starting at j->p. For the top-level object (exp != NULL) each member named
- * "exp" is recorded: exp->p at its value if that is a number, else exp->p = NULL and exp->bad = 1. */
+ * "exp" is recorded: exp->p at its value if that is a number, else exp->p = NULL and exp->bad = 1.
+ */
 struct exp_seen {
     unsigned char *num; /* start of the last exp's number, or NULL */
     int found, bad;

@@ -7,8 +7,8 @@
  *
  * Named jwtexp, not jwt: <jwt.h> is libjwt's header, and -Idaemon must not shadow it.
  *
- * Nothing is allocated, nothing is logged, no state is kept: safe from any thread, and for arbitrary
- * bytes (fuzzed). Only tok[0, len) is read.
+ * Nothing is allocated, nothing is logged, no state is kept: safe from any thread, and for
+ * arbitrary bytes (fuzzed). Only tok[0, len) is read.
  */
 #ifndef AUTHCACHE_JWTEXP_H
 #define AUTHCACHE_JWTEXP_H
@@ -16,8 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define JWTEXP_MAX_TOKEN 16384                 /* longer tokens are refused: -EINVAL */
-#define JWTEXP_MAX_S INT64_C(253402300799)     /* 9999-12-31T23:59:59Z: exp is clamped to this */
+#define JWTEXP_MAX_TOKEN 16384             /* longer tokens are refused: -EINVAL */
+#define JWTEXP_MAX_S INT64_C(253402300799) /* 9999-12-31T23:59:59Z: exp is clamped to this */
 
 /*
  * tok[0, len) is a compact JWS, "header.payload.signature", each part base64url without padding

@@ -135,7 +135,10 @@ static void put_json(struct line *l, const char *s, size_t n)
             put(l, e, 2);
             i++;
         } else if (c < 0x20) {
-            const char *short_esc = c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t" : NULL;
+            const char *short_esc = c == '\n'   ? "\\n"
+                                    : c == '\r' ? "\\r"
+                                    : c == '\t' ? "\\t"
+                                                : NULL;
 
             if (short_esc)
                 put(l, short_esc, 2);

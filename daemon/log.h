@@ -23,7 +23,7 @@
 enum log_level { LOG_LEVEL_DEBUG = 0, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR };
 enum log_format { LOG_FORMAT_TEXT = 0, LOG_FORMAT_JSON };
 
-#define LOG_LINE_MAX 4096     /* a longer line is cut, and ends in "..." */
+#define LOG_LINE_MAX 4096      /* a longer line is cut, and ends in "..." */
 #define LOG_DIGEST_HEX_SIZE 17 /* 16 hex digits and a NUL */
 
 /* Set the least level written and the format. Call once at start, before threads; until then the
