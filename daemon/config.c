@@ -979,11 +979,10 @@ int config_parse(struct config *cfg, int argc, char **argv, char **envp, char *e
             if (strlen(name) == (size_t)(eq - *e) && memcmp(name, *e, (size_t)(eq - *e)) == 0)
                 id = i;
         }
-        if (id < 0) {
-            fail_plain(err, errlen, "unknown environment variable %.*s (no such flag)",
-                       (int)((eq - *e) > 64 ? 64 : (eq - *e)), *e);
-            goto out;
-        }
+        /* Not ours: Kubernetes injects AUTHCACHED_PORT, AUTHCACHED_SERVICE_HOST ... for a
+         * Service named authcached, and those must not stop the daemon. */
+        if (id < 0)
+            continue;
         if (on_cmdline[id])
             continue; /* the flag wins */
         struct ctx c = {.err = err, .errlen = errlen, .id = (enum opt_id)id, .from_env = 1};

@@ -119,8 +119,8 @@ struct config {
  *     --fresh-ttl (AUTHCACHED_FRESH_TTL): "30" is not a duration (use 250ms, 30s, 5m, 24h)
  *     unknown flag --frobnicate
  * The contents of the key and token files never appear in it. Never prints, never exits; the only
- * side effects are reading those two files. An unknown AUTHCACHED_* variable is an error, like an
- * unknown flag. After -1, *cfg is unspecified but holds no secret and needs no config_free.
+ * side effects are reading those two files. An AUTHCACHED_* variable that names no flag is ignored
+ * (Kubernetes injects AUTHCACHED_PORT and the like for a Service of that name). After -1, *cfg is unspecified but holds no secret and needs no config_free.
  */
 int config_parse(struct config *cfg, int argc, char **argv, char **envp, char *err, size_t errlen);
 
