@@ -23,7 +23,7 @@
 struct admin {
     struct daemon *d;
     int fd, port;
-    int stop;
+    int stop, running;
     pthread_t thread;
 };
 
@@ -402,7 +402,7 @@ static void *admin_main(void *arg)
     return NULL;
 }
 
-struct admin *admin_start(struct daemon *d, char *err, size_t errlen)
+struct admin *admin_bind(struct daemon *d, char *err, size_t errlen)
 {
     struct admin *a = calloc(1, sizeof(*a));
     const struct config_addr *addr = &d->cfg->admin;
@@ -427,13 +427,15 @@ struct admin *admin_start(struct daemon *d, char *err, size_t errlen)
     getsockname(a->fd, (struct sockaddr *)&got, &gl);
     a->port = ntohs(got.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&got)->sin6_port
                                               : ((struct sockaddr_in *)&got)->sin_port);
-    if (pthread_create(&a->thread, NULL, admin_main, a) != 0) {
-        snprintf(err, errlen, "--admin: cannot start its thread");
-        close(a->fd);
-        free(a);
-        return NULL;
-    }
     return a;
+}
+
+int admin_run(struct admin *a)
+{
+    int rc = pthread_create(&a->thread, NULL, admin_main, a);
+
+    a->running = rc == 0;
+    return -rc;
 }
 
 int admin_port(const struct admin *a)
@@ -446,7 +448,8 @@ void admin_stop(struct admin *a)
     if (!a)
         return;
     __atomic_store_n(&a->stop, 1, __ATOMIC_RELAXED);
-    pthread_join(a->thread, NULL);
+    if (a->running)
+        pthread_join(a->thread, NULL);
     close(a->fd);
     free(a);
 }

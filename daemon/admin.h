@@ -8,8 +8,11 @@
 
 struct admin;
 
-/* Bind cfg->admin and serve it on a thread. NULL with a one-line reason naming --admin on failure. */
-struct admin *admin_start(struct daemon *d, char *err, size_t errlen);
+/* Bind cfg->admin (before the segment is opened, so a start that cannot listen changes nothing).
+ * NULL with a one-line reason naming --admin on failure. */
+struct admin *admin_bind(struct daemon *d, char *err, size_t errlen);
+/* Serve it on its own thread, once d->shm is open. 0 or -errno. */
+int admin_run(struct admin *a);
 int admin_port(const struct admin *a);
 void admin_stop(struct admin *a);
 

@@ -73,18 +73,6 @@ int main(int argc, char **argv)
     d.cfg = &cfg;
     d.started_ms = daemon_now_ms();
     d.nworkers = cfg.workers;
-    sp.capacity = cfg.capacity;
-    sp.key = cfg.have_hash_key ? cfg.hash_key : NULL;
-    rc = shm_open_or_create(&d.shm, cfg.shm_name, &sp, &created);
-    if (rc < 0) {
-        fprintf(stderr, "authcached: --shm %s: cannot open /dev/shm/%s: %s\n", cfg.shm_name,
-                cfg.shm_name, strerror(-rc));
-        return 1;
-    }
-    log_info("segment", "%s /dev/shm/%s: capacity %llu answers, %llu MiB", created ? "created" : "reusing",
-             cfg.shm_name, (unsigned long long)d.shm.capacity,
-             (unsigned long long)(d.shm.map_size >> 20));
-
     d.metrics = aligned_alloc(64, sizeof(*d.metrics) * cfg.workers);
     d.workers = calloc(cfg.workers, sizeof(*d.workers));
     d.flights = flights_new();
@@ -93,6 +81,7 @@ int main(int argc, char **argv)
         return 1;
     }
     memset(d.metrics, 0, sizeof(*d.metrics) * cfg.workers);
+    /* The listeners first: a start that cannot listen leaves the segment alone. */
     per_worker = (nofile > 256 ? nofile - 128 : 128) / (cfg.workers + 1);
     for (unsigned i = 0; i < cfg.workers; i++) {
         d.workers[i] = worker_new(&d, i, per_worker, err, sizeof(err));
@@ -101,11 +90,26 @@ int main(int argc, char **argv)
             return strncmp(err, "--", 2) == 0 ? 2 : 1;
         }
     }
-    admin = admin_start(&d, err, sizeof(err));
+    admin = admin_bind(&d, err, sizeof(err));
     if (!admin) {
         fprintf(stderr, "authcached: %s\n", err);
         return 2;
     }
+    sp.capacity = cfg.capacity;
+    sp.key = cfg.have_hash_key ? cfg.hash_key : NULL;
+    rc = shm_open_or_create(&d.shm, cfg.shm_name, &sp, &created);
+    if (rc < 0) {
+        fprintf(stderr, "authcached: --shm %s: cannot open /dev/shm/%s: %s\n", cfg.shm_name,
+                cfg.shm_name, strerror(-rc));
+        return 1;
+    }
+    if ((rc = admin_run(admin)) < 0) {
+        fprintf(stderr, "authcached: --admin: cannot start its thread: %s\n", strerror(-rc));
+        return 1;
+    }
+    log_info("segment", "%s /dev/shm/%s: capacity %llu answers, %llu MiB", created ? "created" : "reusing",
+             cfg.shm_name, (unsigned long long)d.shm.capacity,
+             (unsigned long long)(d.shm.map_size >> 20));
     for (unsigned i = 0; i < cfg.workers; i++) {
         if ((rc = worker_start(d.workers[i])) < 0) {
             fprintf(stderr, "authcached: cannot start worker %u: %s\n", i, strerror(-rc));

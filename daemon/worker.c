@@ -93,6 +93,7 @@ struct conn {
     uint32_t gen;
     uint8_t in_use, closing, recv_armed, sending, waiting, close_after_send, dirty, eof;
     uint8_t rearm;          /* multishot receive ended (no buffers): arm again */
+    uint8_t in_process;     /* conn_process is running on it (a request answered at once) */
     uint8_t chunk_skip;     /* discarding a chunked request body */
     int64_t body_skip;      /* bytes of a request body still to discard */
     struct http_chunked chunked;
@@ -383,9 +384,11 @@ static void conn_close(struct worker *w, struct conn *c)
         conn_release(w, c);
 }
 
+/* Release a closing connection once no operation refers to it (not twice: conn_close may have
+ * released it already, leaving closing set on a slot that is back on the free list). */
 static void conn_maybe_release(struct worker *w, struct conn *c)
 {
-    if (c->closing && !c->recv_armed && !c->sending)
+    if (c->in_use && c->closing && !c->recv_armed && !c->sending)
         conn_release(w, c);
 }
 
@@ -416,6 +419,7 @@ static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
     c->in_use = 1;
     c->closing = c->sending = c->waiting = c->close_after_send = c->dirty = c->eof = 0;
     c->chunk_skip = 0;
+    c->in_process = 0;
     c->body_skip = 0;
     c->p = NULL;
     c->deadline_ms = w->now_ms + IDLE_TIMEOUT_MS;
@@ -517,14 +521,14 @@ static struct pending *pending_new(struct worker *w, struct conn *c, const struc
         p->pc.keep_alive = req->keep_alive && !w->draining;
         p->pc.http10 = req->minor_version == 0;
     }
-    if (pr->has_cred) {
+    if (pr->has_cred && pr->q.host) { /* no key parts for the login flow (policy_classify) */
         p->host_len = (uint32_t)(pr->q.host_len < SHM_MAX_HOST ? pr->q.host_len : SHM_MAX_HOST);
         memcpy(p->host, pr->q.host, p->host_len);
     }
     return p;
 }
 
-/* The connection p belongs to, if it is still open. */
+/* The connection p belongs to, if it is still open. While draining, its answer closes it. */
 static struct conn *pending_conn(struct worker *w, struct pending *p)
 {
     struct conn *c;
@@ -532,7 +536,11 @@ static struct conn *pending_conn(struct worker *w, struct pending *p)
     if (p->background || p->orphan || p->conn_slot >= w->max_conns)
         return NULL;
     c = &w->conns[p->conn_slot];
-    return c->in_use && !c->closing && c->gen == p->conn_gen ? c : NULL;
+    if (!c->in_use || c->closing || c->gen != p->conn_gen)
+        return NULL;
+    if (w->draining)
+        p->pc.keep_alive = 0;
+    return c;
 }
 
 /* The connection's pending request is answered: go on with its pipelined input. */
@@ -550,7 +558,7 @@ static void conn_resume(struct worker *w, struct conn *c)
     }
     if (c->eof)
         c->close_after_send = 1;
-    if (c->in_len > 0)
+    if (c->in_len > 0 && !c->in_process) /* else the running conn_process goes on by itself */
         conn_process(w, c);
 }
 
@@ -622,10 +630,12 @@ static void outcome(struct worker *w, uint32_t slot, uint32_t gen, enum flight_o
 
     if (!c || !c->in_use || c->closing || c->gen != gen || !c->waiting || !(p = c->p))
         return;
+    if (w->draining)
+        p->pc.keep_alive = 0;
     w->now_ms = daemon_now_ms();
+    /* The stored answer is at least as new as this request, fresh or not (--fresh-ttl 0). */
     if (o == FLIGHT_STORED &&
-        shm_lookup(&w->d->shm, p->key.digest, w->now_ms, &a, w->lbuf, sizeof(w->lbuf), 0) == 0 &&
-        w->now_ms < a.fresh_until_ms) {
+        shm_lookup(&w->d->shm, p->key.digest, w->now_ms, &a, w->lbuf, sizeof(w->lbuf), 0) == 0) {
         answer_identity(w, c, &p->pc, a.hdrs, a.hdrs_len, p->result);
     } else if (o == FLIGHT_FAILED) {
         serve_failed(w, c, p, "identity provider failing");
@@ -767,6 +777,7 @@ static void conn_process(struct worker *w, struct conn *c)
     size_t off = 0;
 
     w->now_ms = daemon_now_ms();
+    c->in_process = 1;
     while (off < c->in_len && !c->waiting && !c->closing && !c->close_after_send &&
            c->out_len < OUT_HIGH_WATER) {
         char *data = c->in + off;
@@ -828,6 +839,7 @@ static void conn_process(struct worker *w, struct conn *c)
         if (!c->waiting)
             c->deadline_ms = w->now_ms + IDLE_TIMEOUT_MS;
     }
+    c->in_process = 0;
     if (c->closing)
         return;
     if (off > 0) {
@@ -867,6 +879,11 @@ static void up_submit_send(struct worker *w, struct up *u)
     io_uring_sqe_set_data64(sqe, UD(OP_UP_SEND, (uint32_t)(u - w->ups), u->gen));
 }
 
+static void idp_failed(struct worker *w, struct up *u, const char *cause);
+static void idp_answered(struct worker *w, struct up *u);
+
+/* Receive more of the answer; one over UP_MAX_RESPONSE fails the call at once (callers return
+ * right after calling this). */
 static void up_submit_recv(struct worker *w, struct up *u)
 {
     struct io_uring_sqe *sqe;
@@ -875,8 +892,8 @@ static void up_submit_recv(struct worker *w, struct up *u)
         uint32_t cap = u->cap ? u->cap * 2 : 8192;
         char *n;
         if (cap > UP_MAX_RESPONSE || !(n = realloc(u->buf, cap))) {
-            u->state = UP_READING;
-            return; /* the caller sees no progress; the timeout ends it */
+            idp_failed(w, u, cap > UP_MAX_RESPONSE ? "answer too large" : "out of memory");
+            return;
         }
         u->buf = n;
         u->cap = cap;
@@ -911,9 +928,6 @@ static int up_connect(struct worker *w, struct up *u)
     io_uring_sqe_set_data64(sqe, UD(OP_UP_CONNECT, (uint32_t)(u - w->ups), u->gen));
     return 0;
 }
-
-static void idp_failed(struct worker *w, struct up *u, const char *cause);
-static void idp_answered(struct worker *w, struct up *u);
 
 static void up_start(struct worker *w, struct pending *p, enum up_owner owner)
 {
@@ -1442,19 +1456,41 @@ static void *worker_main(void *arg)
 
 /* ---- setup ---- */
 
-static int make_listener(const struct config_addr *a, int *port, char *err, size_t errlen)
+/* Bind the forward-auth listener with SO_REUSEPORT. The first worker (port_of_first < 0) first
+ * binds the address without SO_REUSEPORT, so that an address another process listens on (which
+ * SO_REUSEPORT would silently share) is refused; the others bind the port the first one got (which
+ * matters for port 0). */
+static int make_listener(const struct config_addr *a, int port_of_first, int *port, char *err,
+                         size_t errlen)
 {
     int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-    struct sockaddr_storage got;
+    struct sockaddr_storage sa = a->sa, got;
     socklen_t gl = sizeof(got);
+    in_port_t *sp = sa.ss_family == AF_INET6 ? &((struct sockaddr_in6 *)&sa)->sin6_port
+                                             : &((struct sockaddr_in *)&sa)->sin_port;
 
     if (fd < 0) {
         snprintf(err, errlen, "--listen %s: socket: %s", a->text, strerror(errno));
         return -1;
     }
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (port_of_first >= 0) {
+        *sp = htons((uint16_t)port_of_first);
+    } else if (*sp != 0) {
+        if (bind(fd, (const struct sockaddr *)&sa, a->len) < 0) {
+            snprintf(err, errlen, "--listen %s: %s", a->text, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        close(fd); /* the probe: now the real one */
+        if ((fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
+            snprintf(err, errlen, "--listen %s: socket: %s", a->text, strerror(errno));
+            return -1;
+        }
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    }
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    if (bind(fd, (const struct sockaddr *)&a->sa, a->len) < 0 || listen(fd, 4096) < 0) {
+    if (bind(fd, (const struct sockaddr *)&sa, a->len) < 0 || listen(fd, 4096) < 0) {
         snprintf(err, errlen, "--listen %s: %s", a->text, strerror(errno));
         close(fd);
         return -1;
@@ -1552,7 +1588,8 @@ struct worker *worker_new(struct daemon *d, unsigned id, unsigned max_conns, cha
                               io_uring_buf_ring_mask(NBUF), (int)i);
     io_uring_buf_ring_advance(w->br, NBUF);
 
-    if ((w->listen_fd = make_listener(&d->cfg->listen, &w->port, err, errlen)) < 0)
+    if ((w->listen_fd = make_listener(&d->cfg->listen, id > 0 ? d->workers[0]->port : -1, &w->port,
+                                      err, errlen)) < 0)
         goto fail;
     if (resolve_upstream(w, err, errlen) < 0)
         goto fail;
