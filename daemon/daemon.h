@@ -97,7 +97,6 @@ struct daemon {
     int draining; /* SIGTERM seen */
     int64_t started_ms;
     uint64_t purged_total;
-    const char *cause_last; /* last IdP failure cause, for logs and /v1/stats */
 };
 
 /* Purge by user, session credential value, or everything (user == NULL && session == NULL).

@@ -18,6 +18,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "log.h"
+#include "tls.h"
 #include "worker.h"
 
 extern char **environ;
@@ -56,9 +57,8 @@ int main(int argc, char **argv)
         return 0;
     }
     log_init(cfg.log_level, cfg.log_format);
-    if (cfg.upstream.tls) {
-        fprintf(stderr, "authcached: --upstream: https is not supported yet; use http:// to a "
-                        "local outpost or a TLS sidecar\n");
+    if (cfg.upstream.tls && tls_global_init(err, sizeof(err)) < 0) {
+        fprintf(stderr, "authcached: %s\n", err);
         return 2;
     }
 

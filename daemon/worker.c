@@ -36,6 +36,7 @@
 #include "http.h"
 #include "log.h"
 #include "policy.h"
+#include "tls.h"
 #include "worker.h"
 
 #define RING_ENTRIES 1024
@@ -126,7 +127,15 @@ struct up {
     struct http_chunked chunked;
     int64_t started_ms, deadline_ms, idle_since_ms;
     uint32_t next_idle;
+    /* https upstreams: ciphertext goes through tx (to send) and rx (received) */
+    struct tls_conn *tls;
+    int hs_done;
+    char *tx, *rx;
+    uint32_t tx_len, tx_off;
 };
+
+#define TLS_TX_CAP (64u << 10)
+#define TLS_RX_CAP (16u << 10)
 
 struct wmsg {
     uint32_t slot, gen;
@@ -860,10 +869,19 @@ static struct up *up_alloc(struct worker *w)
     return NULL;
 }
 
+static void up_tls_reset(struct up *u)
+{
+    tls_free(u->tls);
+    u->tls = NULL;
+    u->hs_done = 0;
+    u->tx_len = u->tx_off = 0;
+}
+
 static void up_close(struct up *u)
 {
     if (u->fd >= 0)
         close(u->fd);
+    up_tls_reset(u);
     u->fd = -1;
     u->state = UP_FREE;
     u->gen++;
@@ -904,12 +922,80 @@ static void up_submit_recv(struct worker *w, struct up *u)
     io_uring_sqe_set_data64(sqe, UD(OP_UP_RECV, (uint32_t)(u - w->ups), u->gen));
 }
 
+/* ---- TLS: the same calls, with ciphertext in between ---- */
+
+static void up_submit_recv_tls(struct worker *w, struct up *u)
+{
+    struct io_uring_sqe *sqe = sqe_get(w);
+
+    u->state = UP_READING;
+    io_uring_prep_recv(sqe, u->fd, u->rx, TLS_RX_CAP, 0);
+    io_uring_sqe_set_data64(sqe, UD(OP_UP_RECV, (uint32_t)(u - w->ups), u->gen));
+}
+
+/* Send what TLS has to send, else wait for the peer. */
+static void up_tls_flush(struct worker *w, struct up *u)
+{
+    if (u->tx_off >= u->tx_len) {
+        u->tx_off = 0;
+        u->tx_len = (uint32_t)tls_take(u->tls, u->tx, TLS_TX_CAP);
+    }
+    if (u->tx_len > u->tx_off) {
+        struct io_uring_sqe *sqe = sqe_get(w);
+        u->state = UP_SENDING;
+        io_uring_prep_send(sqe, u->fd, u->tx + u->tx_off, u->tx_len - u->tx_off, MSG_NOSIGNAL);
+        io_uring_sqe_set_data64(sqe, UD(OP_UP_SEND, (uint32_t)(u - w->ups), u->gen));
+    } else {
+        up_submit_recv_tls(w, u);
+    }
+}
+
+/* Handshake done: encrypt the request and send it. */
+static void up_tls_send_request(struct worker *w, struct up *u)
+{
+    if (tls_write(u->tls, u->req, u->req_len) < 0) {
+        idp_failed(w, u, tls_error(u->tls));
+        return;
+    }
+    up_tls_flush(w, u);
+}
+
+static void up_tls_handshake(struct worker *w, struct up *u)
+{
+    int rc = tls_handshake(u->tls);
+
+    if (rc < 0) {
+        log_warn("idp_tls", "TLS with the identity provider failed: %s", tls_error(u->tls));
+        idp_failed(w, u, "TLS handshake failed");
+    } else if (rc == 1) {
+        u->hs_done = 1;
+        up_tls_send_request(w, u);
+    } else {
+        up_tls_flush(w, u);
+    }
+}
+
 static void up_begin_io(struct worker *w, struct up *u)
 {
     u->len = u->hdr_len = u->raw_pos = u->body_len = 0;
     u->hdr_done = 0;
     u->req_off = 0;
-    up_submit_send(w, u);
+    if (!w->cfg->upstream.tls) {
+        up_submit_send(w, u);
+        return;
+    }
+    if (!u->tls) {
+        if ((!u->tx && !(u->tx = malloc(TLS_TX_CAP))) || (!u->rx && !(u->rx = malloc(TLS_RX_CAP))) ||
+            !(u->tls = tls_new(w->cfg->upstream.host))) {
+            idp_failed(w, u, "out of memory for TLS");
+            return;
+        }
+    }
+    u->tx_len = u->tx_off = 0;
+    if (u->hs_done)
+        up_tls_send_request(w, u);
+    else
+        up_tls_handshake(w, u);
 }
 
 static int up_connect(struct worker *w, struct up *u)
@@ -977,6 +1063,7 @@ static int up_retry_fresh(struct worker *w, struct up *u)
     if (!u->reused || u->retried || u->len > 0 || u->timed_out)
         return 0;
     close(u->fd);
+    up_tls_reset(u);
     u->fd = -1;
     u->gen++;
     u->retried = 1;
@@ -999,6 +1086,11 @@ static void on_up_send(struct worker *w, struct up *u, int res)
     if (res <= 0) {
         if (!up_retry_fresh(w, u))
             idp_failed(w, u, u->timed_out ? "timed out" : "connection reset while sending");
+        return;
+    }
+    if (u->tls) {
+        u->tx_off += (uint32_t)res;
+        up_tls_flush(w, u);
         return;
     }
     u->req_off += (size_t)res;
@@ -1055,23 +1147,79 @@ static int up_parse(struct up *u, int eof)
     }
 }
 
+/* Ciphertext arrived: advance the handshake, or decrypt into u->buf. Returns the plaintext byte
+ * count for on_up_recv (0 with *eof at the peer's close), or -1 when it handled the call itself. */
+static int up_tls_received(struct worker *w, struct up *u, int res, int *eof)
+{
+    if (res > 0 && tls_feed(u->tls, u->rx, (size_t)res) < 0) {
+        idp_failed(w, u, "out of memory for TLS");
+        return -1;
+    }
+    if (!u->hs_done) {
+        if (res == 0) {
+            idp_failed(w, u, u->timed_out ? "timed out" : "connection closed during the TLS handshake");
+            return -1;
+        }
+        up_tls_handshake(w, u);
+        return -1;
+    }
+    size_t got = 0;
+    for (;;) {
+        if (u->len + got == u->cap) {
+            uint32_t cap = u->cap ? u->cap * 2 : 8192;
+            char *n;
+            if (cap > UP_MAX_RESPONSE || !(n = realloc(u->buf, cap))) {
+                idp_failed(w, u, cap > UP_MAX_RESPONSE ? "answer too large" : "out of memory");
+                return -1;
+            }
+            u->buf = n;
+            u->cap = cap;
+        }
+        ssize_t n = tls_read(u->tls, u->buf + u->len + got, u->cap - u->len - got);
+        if (n > 0) {
+            got += (size_t)n;
+            continue;
+        }
+        if (n == -2 || res == 0)
+            *eof = 1;
+        else if (n < 0) {
+            idp_failed(w, u, tls_error(u->tls));
+            return -1;
+        }
+        break;
+    }
+    return (int)got;
+}
+
 static void on_up_recv(struct worker *w, struct up *u, int res)
 {
-    int rc;
+    int rc, eof = 0;
 
+    if (u->tls && res >= 0) {
+        int n = up_tls_received(w, u, res, &eof);
+        if (n < 0)
+            return;
+        if (n == 0 && !eof) { /* a TLS record not yet whole, or a session ticket */
+            up_tls_flush(w, u);
+            return;
+        }
+        res = eof && n == 0 ? 0 : n;
+    }
     if (res < 0 || (res == 0 && !u->hdr_done && u->len == 0)) {
         if (!up_retry_fresh(w, u))
             idp_failed(w, u, u->timed_out ? "timed out" : "connection closed without an answer");
         return;
     }
     u->len += (uint32_t)res;
-    rc = up_parse(u, res == 0);
+    rc = up_parse(u, res == 0 || eof);
     if (rc < 0) {
         idp_failed(w, u, u->timed_out ? "timed out" : "garbled answer");
     } else if (rc == 1) {
         idp_answered(w, u);
-    } else if (res == 0) {
+    } else if (res == 0 || eof) {
         idp_failed(w, u, "connection closed mid-answer");
+    } else if (u->tls) {
+        up_tls_flush(w, u);
     } else {
         up_submit_recv(w, u);
     }
@@ -1110,6 +1258,21 @@ static void up_finish(struct worker *w, struct up *u, int reusable)
     }
 }
 
+/* The breaker's probe asks what last failed (its method-less target, no credentials): an IdP that
+ * fails only its auth endpoints must not look healthy because "/" answers. */
+static void probe_from(struct worker *w, const struct pending *p)
+{
+    const char *sp1 = memchr(p->upreq, ' ', p->upreq_len), *sp2;
+
+    if (!sp1 || !(sp2 = memchr(sp1 + 1, ' ', p->upreq_len - (size_t)(sp1 + 1 - p->upreq))))
+        return;
+    int n = snprintf(w->probe_req, sizeof(w->probe_req),
+                     "GET %.*s HTTP/1.1\r\nHost: %s\r\nUser-Agent: authcached-probe\r\n\r\n",
+                     (int)(sp2 - sp1 - 1), sp1 + 1, w->cfg->upstream.host_header);
+    if (n > 0 && (size_t)n < sizeof(w->probe_req))
+        w->probe_len = (size_t)n;
+}
+
 static void idp_failed(struct worker *w, struct up *u, const char *cause)
 {
     struct pending *p = u->p;
@@ -1121,9 +1284,9 @@ static void idp_failed(struct worker *w, struct up *u, const char *cause)
     M_ADD(w->m, idp_failures, 1);
     if (!__atomic_load_n(&w->d->breaker.open, __ATOMIC_RELAXED))
         log_warn("idp_error", "identity provider call failed: %s", cause);
-    w->d->cause_last = cause;
     breaker_failure(&w->d->breaker, w->now_ms, cause);
     if (p) {
+        probe_from(w, p);
         deliver(w, p, FLIGHT_FAILED);
         if ((c = pending_conn(w, p))) {
             serve_failed(w, c, p, cause);
@@ -1163,9 +1326,9 @@ static void idp_answered(struct worker *w, struct up *u)
         M_ADD(w->m, idp_failures, 1);
         if (!__atomic_load_n(&w->d->breaker.open, __ATOMIC_RELAXED))
             log_warn("idp_error", "identity provider %s", cause);
-        w->d->cause_last = r.status == 500 ? "answered 500" : "answered 5xx";
         breaker_failure(&w->d->breaker, w->now_ms, cause);
         if (p) {
+            probe_from(w, p);
             deliver(w, p, FLIGHT_FAILED);
             if ((c = pending_conn(w, p))) {
                 serve_failed(w, c, p, cause);
@@ -1282,7 +1445,7 @@ static void on_tick(struct worker *w)
         shm_sweep(&w->d->shm, w->sweep_next, slice, w->now_ms);
         w->sweep_next = w->sweep_next + slice >= nb ? 0 : w->sweep_next + slice;
     }
-    if (w->id == 0 && breaker_take_probe(&w->d->breaker, w->now_ms)) {
+    if (breaker_take_probe(&w->d->breaker, w->now_ms)) { /* one worker wins it */
         M_ADD(w->m, idp_background, 1);
         up_start(w, NULL, OWN_PROBE);
     }
@@ -1651,6 +1814,9 @@ void worker_free(struct worker *w)
             if (w->ups[i].p && (w->ups[i].p->orphan || w->ups[i].p->background))
                 pending_free(w->ups[i].p);
             free(w->ups[i].buf);
+            free(w->ups[i].tx);
+            free(w->ups[i].rx);
+            tls_free(w->ups[i].tls);
         }
     if (w->ring.ring_fd > 0)
         io_uring_queue_exit(&w->ring);
