@@ -116,6 +116,9 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    if (cfg.bus.enabled)
+        log_warn("bus", "--bus %s: purge propagation across nodes is not in this build yet; "
+                 "purges stay on this node", cfg.bus_url);
     __atomic_store_n(&d.ready, 1, __ATOMIC_RELEASE);
     log_info("listening", "forward-auth on %s (port %d), admin on %s (port %d), %u workers, "
              "upstream %s:%u, %u connections per worker",
