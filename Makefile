@@ -140,7 +140,7 @@ test: deps
 demo: deps all
 	tests/demo.sh
 
-bench-shm: all
+bench-shm: $(BUILD)/bench/bench_shm
 	$(BUILD)/bench/bench_shm | tee build/bench_shm.txt
 	bench/record shm build/bench_shm.txt
 

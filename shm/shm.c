@@ -507,6 +507,14 @@ int shm_lookup(struct shm *h, const uint8_t digest[SHM_DIGEST_LEN], int64_t now_
                 cslot[j] = i;
             }
         }
+        /* The record's first lines, fetched while its header is checked: typical answers are
+         * under 1 KiB, and these misses then overlap instead of following one another. */
+        if (ncand > 0) {
+            const uint8_t *r0 = (const uint8_t *)rec_at(h, cand[0]);
+            size_t room = h->ring_size - cand[0] % h->ring_size;
+            for (size_t o = 64; o < 1024 && o < room; o += 64)
+                __builtin_prefetch(r0 + o);
+        }
         for (int i = 0; i < ncand; i++) {
             int rc = rec_copy(h, cand[i], buf, buf_len);
             if (rc == COPY_TORN)
@@ -733,11 +741,14 @@ int shm_check(struct shm *h, int fix, struct shm_check_report *r)
             r->slots_live++;
         }
     }
-    /* The log between tail and head must be walkable: records and fillers, or garbage skipped. */
-    for (uint64_t t = align16(tail); t < head && head - tail <= h->ring_size; r->records_walked++) {
-        const struct shm_rec_sh *rec = rec_at(h, t);
-        uint32_t len = rec_len_in_place(h, t, rec);
-        t += len ? align16(len) : SHM_REC_ALIGN;
+    /* The log between tail and head must be walkable: records and fillers, or garbage skipped.
+     * Walked by distance from tail, so positions near 2^64 (a scribbled head) cannot wrap. */
+    if (tail <= head && head - tail <= h->ring_size) {
+        for (uint64_t d = (0 - tail) % SHM_REC_ALIGN; d < head - tail; r->records_walked++) {
+            uint64_t t = tail + d;
+            uint32_t len = rec_len_in_place(h, t, rec_at(h, t));
+            d += len ? align16(len) : SHM_REC_ALIGN;
+        }
     }
     r->live_counter = __atomic_load_n(&h->hdr->live, __ATOMIC_RELAXED);
     if (fix && h->writable)
@@ -922,8 +933,12 @@ int shm_create(struct shm *h, const char *name, const struct shm_params *p)
     fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         return -errno;
-    if (fchmod(fd, p->mode ? p->mode : 0600) < 0 || ftruncate(fd, (off_t)g.total) < 0) {
-        rc = -errno;
+    /* fallocate, not just ftruncate: the pages are reserved now, so a /dev/shm too small for the
+     * segment is -ENOSPC here instead of SIGBUS at some later insert, and no insert pays for a page
+     * fault. */
+    if (fchmod(fd, p->mode ? p->mode : 0600) < 0 || ftruncate(fd, (off_t)g.total) < 0 ||
+        (rc = posix_fallocate(fd, 0, (off_t)g.total)) != 0) {
+        rc = rc > 0 ? -rc : -errno;
         goto fail;
     }
     mem = mmap(NULL, g.total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);

@@ -397,6 +397,25 @@ static void test_foreach_and_check(void)
     shm_detach(&h);
 }
 
+/* Found by fuzz_shm: a scribbled head near 2^64 made shm_check's walk wrap around and run ~2^60
+ * steps. It must return at once. */
+static void test_check_wrap(void)
+{
+    struct shm h;
+    struct shm_check_report rep;
+
+    make(&h, 64, 0);
+    h.hdr->head = UINT64_MAX;
+    h.hdr->tail = UINT64_MAX - 3;
+    shm_check(&h, 0, &rep);
+    h.hdr->head = UINT64_MAX - 5;
+    h.hdr->tail = UINT64_MAX - 3 * SHM_MAX_RECORD;
+    shm_check(&h, 0, &rep);
+    CHECK(rep.records_walked <= 3 * SHM_MAX_RECORD / SHM_REC_ALIGN, "walked %llu steps",
+          (unsigned long long)rep.records_walked);
+    shm_detach(&h);
+}
+
 int main(void)
 {
     snprintf(seg, sizeof(seg), "authcache-test-%d", (int)getpid());
@@ -409,6 +428,7 @@ int main(void)
     test_attach_validation();
     test_reuse_and_retire();
     test_foreach_and_check();
+    test_check_wrap();
     char path[128];
     snprintf(path, sizeof(path), "/dev/shm/%s", seg);
     unlink(path);
