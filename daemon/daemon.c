@@ -132,6 +132,22 @@ void flights_free(struct flights *f)
     free(f);
 }
 
+/* Room for one more of n elements in *p (capacity *cap, doubling from first). 0 or -ENOMEM. */
+static int grow(void **p, size_t *cap, size_t n, size_t elem, size_t first)
+{
+    size_t c;
+    void *np;
+
+    if (n < *cap)
+        return 0;
+    c = *cap ? *cap * 2 : first;
+    if (!(np = realloc(*p, c * elem)))
+        return -ENOMEM;
+    *p = np;
+    *cap = c;
+    return 0;
+}
+
 static struct stripe *stripe_of(struct flights *f, const uint8_t digest[SHM_DIGEST_LEN])
 {
     return &f->s[digest[0]];
@@ -156,29 +172,17 @@ int flight_begin(struct flights *f, const uint8_t digest[SHM_DIGEST_LEN],
     if ((fl = find(s, digest))) {
         rc = 0;
         if (w) {
-            if (fl->nw == fl->capw) {
-                size_t cap = fl->capw ? fl->capw * 2 : 8;
-                struct flight_waiter *nw = realloc(fl->w, cap * sizeof(*nw));
-                if (!nw) {
-                    rc = -ENOMEM;
-                    goto out;
-                }
-                fl->w = nw;
-                fl->capw = cap;
+            if (grow((void **)&fl->w, &fl->capw, fl->nw, sizeof(*fl->w), 8) < 0) {
+                rc = -ENOMEM;
+                goto out;
             }
             fl->w[fl->nw++] = *w;
         }
         goto out;
     }
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 4;
-        struct flight *nf = realloc(s->f, cap * sizeof(*nf));
-        if (!nf) {
-            rc = -ENOMEM;
-            goto out;
-        }
-        s->f = nf;
-        s->cap = cap;
+    if (grow((void **)&s->f, &s->cap, s->n, sizeof(*s->f), 4) < 0) {
+        rc = -ENOMEM;
+        goto out;
     }
     fl = &s->f[s->n++];
     memset(fl, 0, sizeof(*fl));

@@ -1273,14 +1273,14 @@ static void probe_from(struct worker *w, const struct pending *p)
         w->probe_len = (size_t)n;
 }
 
-static void idp_failed(struct worker *w, struct up *u, const char *cause)
+/* The IdP failed this call (unreachable, timed out, 5xx, garbage): count it, tell the breaker and
+ * the flight's waiters, and answer the connection with a held answer or 503. reusable: the
+ * connection itself is fine (a well-formed 5xx). */
+static void idp_failure(struct worker *w, struct up *u, const char *cause, int reusable)
 {
     struct pending *p = u->p;
     struct conn *c;
 
-    w->now_ms = daemon_now_ms();
-    if (u->fd >= 0)
-        up_latency(w, u);
     M_ADD(w->m, idp_failures, 1);
     if (!__atomic_load_n(&w->d->breaker.open, __ATOMIC_RELAXED))
         log_warn("idp_error", "identity provider call failed: %s", cause);
@@ -1291,18 +1291,26 @@ static void idp_failed(struct worker *w, struct up *u, const char *cause)
         if ((c = pending_conn(w, p))) {
             serve_failed(w, c, p, cause);
             p->in_up = 0;
-            up_finish(w, u, 0);
+            up_finish(w, u, reusable);
             conn_resume(w, c);
             return;
         }
     }
     if (u->state != UP_FREE || u->fd >= 0)
-        up_finish(w, u, 0);
-    else if (p) {
+        up_finish(w, u, reusable);
+    else if (p) { /* never got a connection (up_start's stand-in) */
         p->in_up = 0;
         if (p->orphan || p->background)
             pending_free(p);
     }
+}
+
+static void idp_failed(struct worker *w, struct up *u, const char *cause)
+{
+    w->now_ms = daemon_now_ms();
+    if (u->fd >= 0)
+        up_latency(w, u);
+    idp_failure(w, u, cause, 0);
 }
 
 static void idp_answered(struct worker *w, struct up *u)
@@ -1323,22 +1331,7 @@ static void idp_answered(struct worker *w, struct up *u)
     if (r.status >= 500) {
         char cause[64];
         snprintf(cause, sizeof(cause), "answered %d", r.status);
-        M_ADD(w->m, idp_failures, 1);
-        if (!__atomic_load_n(&w->d->breaker.open, __ATOMIC_RELAXED))
-            log_warn("idp_error", "identity provider %s", cause);
-        breaker_failure(&w->d->breaker, w->now_ms, cause);
-        if (p) {
-            probe_from(w, p);
-            deliver(w, p, FLIGHT_FAILED);
-            if ((c = pending_conn(w, p))) {
-                serve_failed(w, c, p, cause);
-                p->in_up = 0;
-                up_finish(w, u, reusable);
-                conn_resume(w, c);
-                return;
-            }
-        }
-        up_finish(w, u, reusable);
+        idp_failure(w, u, cause, reusable);
         return;
     }
     breaker_success(&w->d->breaker);

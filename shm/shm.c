@@ -130,6 +130,16 @@ static inline struct shm_rec_sh *rec_at(const struct shm *h, uint64_t pos)
     return (struct shm_rec_sh *)(h->ring + pos % h->ring_size);
 }
 
+/* The bucket's slots (acquire), then head and tail: a slot seen here names a position below head. */
+static inline void bucket_snapshot(const struct shm *h, const struct shm_bucket_sh *b,
+                                   uint64_t v[SHM_BUCKET_SLOTS], uint64_t *head, uint64_t *tail)
+{
+    for (unsigned i = 0; i < SHM_BUCKET_SLOTS; i++)
+        v[i] = load_acq(&b->slot[i]);
+    *head = load_acq(&h->hdr->head);
+    *tail = load_acq(&h->hdr->tail);
+}
+
 /* A record header checked in place: its own position, a length that fits where it lies. Returns the
  * length, or 0. The caller must still verify what it copies (a lapped writer could be rewriting). */
 static uint32_t rec_len_in_place(const struct shm *h, uint64_t pos, const struct shm_rec_sh *r)
@@ -371,10 +381,7 @@ int shm_insert(struct shm *h, const struct shm_answer *a)
         int match = -1, free_slot = -1, oldest = -1;
         uint64_t oldest_pos = UINT64_MAX;
 
-        for (unsigned i = 0; i < SHM_BUCKET_SLOTS; i++)
-            v[i] = load_acq(&s.b->slot[i]);
-        head = load_acq(&h->hdr->head);
-        tail = load_acq(&h->hdr->tail);
+        bucket_snapshot(h, s.b, v, &head, &tail);
         for (unsigned i = 0; i < SHM_BUCKET_SLOTS; i++) {
             uint64_t pos;
             if (v[i] == 0) {
@@ -487,10 +494,7 @@ int shm_lookup(struct shm *h, const uint8_t digest[SHM_DIGEST_LEN], int64_t now_
         unsigned cslot[SHM_BUCKET_SLOTS];
         int ncand = 0, torn = 0;
 
-        for (unsigned i = 0; i < SHM_BUCKET_SLOTS; i++)
-            v[i] = load_acq(&s.b->slot[i]);
-        head = load_acq(&h->hdr->head);
-        tail = load_acq(&h->hdr->tail);
+        bucket_snapshot(h, s.b, v, &head, &tail);
         for (unsigned i = 0; i < SHM_BUCKET_SLOTS; i++) {
             uint64_t pos;
             if (slot_tag(v[i]) != s.tag || v[i] == 0)
