@@ -66,6 +66,7 @@ int main(int argc, char **argv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -125,7 +126,10 @@ int main(int argc, char **argv)
              cfg.listen.text, worker_port(d.workers[0]), cfg.admin.text, admin_port(admin),
              cfg.workers, cfg.upstream.host, cfg.upstream.port, per_worker);
 
-    sigwait(&sigs, &sig);
+    /* SIGHUP (a terminal closing, or an operator used to "reload") must not kill a daemon every
+     * request depends on: there is nothing to reload, so it is logged and ignored. */
+    while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP)
+        log_info("sighup", "SIGHUP ignored: nothing to reload (restart to change flags)");
     log_info("draining", "%s: no new connections; finishing requests in flight",
              sig == SIGTERM ? "SIGTERM" : "SIGINT");
     __atomic_store_n(&d.ready, 0, __ATOMIC_RELEASE);

@@ -96,19 +96,82 @@ static int cookie_cred(const struct config *cfg, const struct http_req *req, str
     return 1;
 }
 
+/* The value of a header that must be unambiguous: 0 absent, 1 found, -1 present twice with
+ * different values (then nothing may be cached on it). */
+static int hdr_unique(const struct http_req *req, const char *name, struct http_span *out)
+{
+    int found = 0;
+
+    *out = (struct http_span){NULL, 0};
+    for (size_t i = 0; i < req->nhdrs; i++) {
+        const struct http_hdr *h = &req->hdrs[i];
+        if (!http_name_eq(h->name, h->name_len, name))
+            continue;
+        if (found && (h->value_len != out->len || memcmp(h->value, out->p, out->len) != 0))
+            return -1;
+        *out = (struct http_span){h->value, h->value_len};
+        found = 1;
+    }
+    return found;
+}
+
+/* The first of several headers that carry the same fact (proxies spell them differently). */
+static int hdr_first_of(const struct http_req *req, const char *const *names, struct http_span *out)
+{
+    for (; *names; names++) {
+        int rc = hdr_unique(req, *names, out);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Split an absolute URL (X-Original-URL: "https://app.test/a?b") into authority and target. */
+static int split_url(struct http_span url, struct http_span *host, struct http_span *target)
+{
+    const char *p = url.p, *end = url.p + url.len, *s = NULL;
+
+    for (const char *q = p; q + 2 < end; q++)
+        if (q[0] == ':' && q[1] == '/' && q[2] == '/') {
+            s = q + 3;
+            break;
+        }
+    if (!s)
+        return -1;
+    const char *slash = memchr(s, '/', (size_t)(end - s));
+    const char *at = memchr(s, '@', (size_t)((slash ? slash : end) - s));
+    if (at)
+        s = at + 1;
+    *host = (struct http_span){s, (size_t)((slash ? slash : end) - s)};
+    *target = slash ? (struct http_span){slash, (size_t)(end - slash)} : (struct http_span){"/", 1};
+    return 0;
+}
+
 void policy_classify(const struct config *cfg, const struct http_req *req, struct policy_req *out)
 {
-    struct http_span host, uri, upath, uquery, authz;
-    int rc;
+    static const char *const uri_names[] = {"X-Forwarded-Uri", "X-Original-URI", NULL};
+    static const char *const method_names[] = {"X-Forwarded-Method", "X-Original-Method", NULL};
+    struct http_span host = {0}, uri, url, url_host = {0}, upath, uquery, method, authz;
+    int rc, ambiguous = 0, have_uri, have_method;
 
     memset(&out->q, 0, sizeof(out->q));
     out->kind = POLICY_BYPASS;
     out->has_cred = 0;
-    uri = hdr_value(req, "X-Forwarded-Uri");
-    if (!uri.p)
-        uri = hdr_value(req, "X-Original-URI");
+    /* Where the client was going: X-Forwarded-Uri (Traefik, Caddy), X-Original-URI or an absolute
+     * X-Original-URL (nginx snippets of authentik and Authelia). */
+    have_uri = hdr_first_of(req, uri_names, &uri);
+    if (have_uri == 0) {
+        rc = hdr_unique(req, "X-Original-URL", &url);
+        if (rc == 1 && split_url(url, &url_host, &uri) == 0)
+            have_uri = 1;
+        else if (rc != 0)
+            have_uri = -1;
+    }
+    ambiguous |= have_uri < 0;
+    if (have_uri <= 0)
+        uri = (struct http_span){"", 0};
     out->uri = uri;
-    http_target_split(uri.p ? uri.p : "", uri.len, &upath, &uquery);
+    http_target_split(uri.p, uri.len, &upath, &uquery);
 
     rc = cookie_cred(cfg, req, out);
     if (rc == 1) {
@@ -136,21 +199,30 @@ void policy_classify(const struct config *cfg, const struct http_req *req, struc
     if (!out->has_cred)
         return;
 
-    host = hdr_value(req, "X-Forwarded-Host");
-    if (!host.p)
-        host = hdr_value(req, "Host");
+    /* The application: X-Forwarded-Host, else the host of X-Original-URL, else Host. */
+    rc = hdr_unique(req, "X-Forwarded-Host", &host);
+    ambiguous |= rc < 0;
+    if (rc == 0 && url_host.p)
+        host = url_host;
+    else if (rc == 0)
+        ambiguous |= hdr_unique(req, "Host", &host) < 0;
     out->q.host = host.p ? host.p : "";
     out->q.host_len = host.len;
     out->q.auth_path = req->target; /* path and query, as sent */
     out->q.auth_path_len = req->target_len;
     if (cfg->key_scope == CONFIG_SCOPE_URI) {
-        struct http_span m = hdr_value(req, "X-Forwarded-Method");
+        have_method = hdr_first_of(req, method_names, &method);
+        /* Rules by path and method need both: without them nothing is cached. */
+        ambiguous |= have_method <= 0 || have_uri <= 0;
         out->q.scope_uri = 1;
-        out->q.method = m.p ? m.p : "";
-        out->q.method_len = m.len;
+        out->q.method = method.p ? method.p : "";
+        out->q.method_len = method.len;
         out->q.uri_path = upath.p ? upath.p : "";
         out->q.uri_path_len = upath.len;
     }
+    /* Headers that could name two different things: ask the IdP, store nothing. */
+    if (ambiguous && out->kind == POLICY_CACHEABLE)
+        out->kind = POLICY_BYPASS;
 }
 
 /* ---- the request to the IdP ---- */

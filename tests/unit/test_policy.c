@@ -1,0 +1,243 @@
+/*
+ * test_policy.c — what a forward-auth request means (credential, key scope, sign-out and login
+ * markers, header fallbacks, ambiguity), the request sent to the IdP, the identity picked from its
+ * answer, lifetimes, and the bytes of each answer.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "check.h"
+#include "policy.h"
+
+static struct http_hdr hdrs[64];
+static struct policy_req pr;
+
+static struct config *cfg_of(const char *preset, const char *scope)
+{
+    static struct config cfg;
+    char *argv[] = {"authcached", "--upstream", "http://idp.internal:9000/base", "--preset",
+                    (char *)preset, scope ? "--key-scope" : NULL, (char *)scope, NULL};
+    char err[256];
+    char *envp[] = {NULL};
+
+    if (config_parse(&cfg, scope ? 7 : 5, argv, envp, err, sizeof(err)) != 0) {
+        fprintf(stderr, "config_parse: %s\n", err);
+        exit(1);
+    }
+    return &cfg;
+}
+
+/* Parse a request given as header lines; the buffer must outlive the result. */
+static struct http_req parse(const char *raw)
+{
+    struct http_req req = {.hdrs = hdrs, .hdrs_cap = 64};
+    int rc = http_parse_request(raw, strlen(raw), 65536, &req);
+
+    if (rc <= 0) {
+        fprintf(stderr, "test request did not parse (%d): %s\n", rc, raw);
+        exit(1);
+    }
+    return req;
+}
+
+#define SPAN_IS(p, len, want) CHECK_MEM(p, len, want, strlen(want))
+
+static void test_credentials(void)
+{
+    struct config *cfg = cfg_of("authentik", NULL);
+    struct http_req r;
+
+    r = parse("GET /outpost.goauthentik.io/auth/traefik HTTP/1.1\r\nHost: 127.0.0.1:9300\r\n"
+              "Cookie: foo=1; authentik_proxy_3f2a1b0c=SESSION; bar=2\r\n"
+              "X-Forwarded-Host: app1.test\r\nX-Forwarded-Uri: /x?y=1\r\n\r\n");
+    policy_classify(cfg, &r, &pr);
+    CHECK_INT(pr.kind, POLICY_CACHEABLE);
+    CHECK_INT(pr.q.cred_kind, SHM_CRED_COOKIE);
+    SPAN_IS(pr.q.cred, pr.q.cred_len, "SESSION");
+    SPAN_IS(pr.q.host, pr.q.host_len, "app1.test");
+    SPAN_IS(pr.q.auth_path, pr.q.auth_path_len, "/outpost.goauthentik.io/auth/traefik");
+    CHECK_INT(pr.q.scope_uri, 0);
+
+    /* Empty session cookie: no credential; Authorization is then the credential. */
+    r = parse("GET /a HTTP/1.1\r\nCookie: authentik_proxy_x=\r\nAuthorization: Basic dTpw\r\n"
+              "X-Forwarded-Host: app1.test\r\n\r\n");
+    policy_classify(cfg, &r, &pr);
+    CHECK_INT(pr.kind, POLICY_CACHEABLE);
+    CHECK_INT(pr.q.cred_kind, SHM_CRED_AUTHORIZATION);
+    SPAN_IS(pr.q.cred, pr.q.cred_len, "Basic dTpw");
+
+    /* Only unrelated cookies: bypass. */
+    r = parse("GET /a HTTP/1.1\r\nCookie: foo=1\r\nX-Forwarded-Host: app1.test\r\n\r\n");
+    policy_classify(cfg, &r, &pr);
+    CHECK_INT(pr.kind, POLICY_BYPASS);
+    CHECK_INT(pr.has_cred, 0);
+
+    /* oauth2-proxy splits big sessions: every part, in name order, whatever the header order. */
+    cfg = cfg_of("oauth2-proxy", NULL);
+    r = parse("GET /oauth2/auth?allowed_groups=admins HTTP/1.1\r\n"
+              "Cookie: _oauth2_proxy_1=BBB; x=9\r\nCookie: _oauth2_proxy_0=AAA\r\n"
+              "X-Forwarded-Host: app.test\r\n\r\n");
+    policy_classify(cfg, &r, &pr);
+    CHECK_INT(pr.kind, POLICY_CACHEABLE);
+    SPAN_IS(pr.q.cred, pr.q.cred_len, "_oauth2_proxy_0=AAA; _oauth2_proxy_1=BBB");
+    SPAN_IS(pr.q.auth_path, pr.q.auth_path_len, "/oauth2/auth?allowed_groups=admins");
+}
+
+static void test_markers(void)
+{
+    struct config *cfg = cfg_of("authentik", NULL);
+    struct http_req r;
+
+    r = parse("GET /outpost.goauthentik.io/auth/traefik HTTP/1.1\r\nCookie: authentik_proxy_a=S\r\n"
+              "X-Forwarded-Host: app1.test\r\nX-Forwarded-Uri: /outpost.goauthentik.io/sign_out\r\n\r\n");
+    policy_classify(cfg, &r, &pr);
+    CHECK_INT(pr.kind, POLICY_SIGNOUT);
+    CHECK_INT(pr.has_cred, 1);
+    /* The sign-out path matches whole segments only. */
+    r = parse("GET /a HTTP/1.1\r\nCookie: authentik_proxy_a=S\r\nX-Forwarded-Host: h\r\n"
+              "X-Forwarded-Uri: /outpost.goauthentik.io/sign_outside\r\n\r\n");
+    policy_classify(cfg, &r, &pr);
+    CHECK_INT(pr.kind, POLICY_CACHEABLE);
+    /* nginx snippets send only an absolute X-Original-URL: sign-out still seen, host taken. */
+    r = parse("GET /a HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: authentik_proxy_a=S\r\n"
+              "X-Original-URL: https://app9.test/outpost.goauthentik.io/sign_out?rd=/\r\n\r\n");
+    policy_classify(cfg, &r, &pr);
+    CHECK_INT(pr.kind, POLICY_SIGNOUT);
+    SPAN_IS(pr.q.host, pr.q.host_len, "app9.test");
+    r = parse("GET /a HTTP/1.1\r\nCookie: authentik_proxy_a=S\r\nX-Forwarded-Host: h\r\n"
+              "X-Forwarded-Uri: /cb?X-authentik-auth-callback=true&code=x\r\n\r\n");
+    policy_classify(cfg, &r, &pr);
+    CHECK_INT(pr.kind, POLICY_LOGIN_FLOW);
+    r = parse("GET /a HTTP/1.1\r\nCookie: authentik_proxy_a=S\r\nX-Forwarded-Host: h\r\n"
+              "X-Forwarded-Uri: /?X-authentik-logout=TRUE\r\n\r\n");
+    policy_classify(cfg, &r, &pr);
+    CHECK_INT(pr.kind, POLICY_LOGOUT);
+}
+
+static void test_scope_and_ambiguity(void)
+{
+    struct config *cfg = cfg_of("authelia", NULL); /* key scope uri */
+    struct http_req r;
+
+    r = parse("GET /api/authz/forward-auth HTTP/1.1\r\nCookie: authelia_session=S\r\n"
+              "X-Forwarded-Host: app.test\r\nX-Forwarded-Method: POST\r\n"
+              "X-Forwarded-Uri: /admin/delete?id=3\r\n\r\n");
+    policy_classify(cfg, &r, &pr);
+    CHECK_INT(pr.kind, POLICY_CACHEABLE);
+    CHECK_INT(pr.q.scope_uri, 1);
+    SPAN_IS(pr.q.method, pr.q.method_len, "POST");
+    SPAN_IS(pr.q.uri_path, pr.q.uri_path_len, "/admin/delete");
+    /* Authelia's nginx snippet: X-Original-URL and X-Original-Method only. */
+    r = parse("GET /api/verify HTTP/1.1\r\nHost: authelia:9091\r\nCookie: authelia_session=S\r\n"
+              "X-Original-URL: https://app.test/admin\r\nX-Original-Method: GET\r\n\r\n");
+    policy_classify(cfg, &r, &pr);
+    CHECK_INT(pr.kind, POLICY_CACHEABLE);
+    SPAN_IS(pr.q.host, pr.q.host_len, "app.test");
+    SPAN_IS(pr.q.uri_path, pr.q.uri_path_len, "/admin");
+    SPAN_IS(pr.q.method, pr.q.method_len, "GET");
+    /* Path rules without a path or method to key on: never cached. */
+    r = parse("GET /api/verify HTTP/1.1\r\nCookie: authelia_session=S\r\nX-Forwarded-Host: a\r\n\r\n");
+    policy_classify(cfg, &r, &pr);
+    CHECK_INT(pr.kind, POLICY_BYPASS);
+
+    /* Two different X-Forwarded-Host values: ambiguous, never cached. Equal duplicates are fine. */
+    cfg = cfg_of("authentik", NULL);
+    r = parse("GET /a HTTP/1.1\r\nCookie: authentik_proxy_a=S\r\nX-Forwarded-Host: app1.test\r\n"
+              "X-Forwarded-Host: app2.test\r\n\r\n");
+    policy_classify(cfg, &r, &pr);
+    CHECK_INT(pr.kind, POLICY_BYPASS);
+    r = parse("GET /a HTTP/1.1\r\nCookie: authentik_proxy_a=S\r\nX-Forwarded-Host: app1.test\r\n"
+              "X-Forwarded-Host: app1.test\r\n\r\n");
+    policy_classify(cfg, &r, &pr);
+    CHECK_INT(pr.kind, POLICY_CACHEABLE);
+}
+
+static void test_upstream_request(void)
+{
+    struct config *cfg = cfg_of("authentik", NULL);
+    char out[4096];
+    struct http_req r = parse("GET /outpost.goauthentik.io/auth/traefik?x=1 HTTP/1.1\r\n"
+                              "Host: 127.0.0.1:9300\r\nConnection: keep-alive, X-Drop\r\n"
+                              "X-Drop: secret-hop\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\n"
+                              "Content-Length: 0\r\nCookie: authentik_proxy_a=S\r\n"
+                              "X-Forwarded-Uri: /orig\r\nX-Forwarded-Host: app1.test\r\n\r\n");
+    size_t n = policy_upstream_request(cfg, &r, NULL, out, sizeof(out));
+    const char *want = "GET /base/outpost.goauthentik.io/auth/traefik?x=1 HTTP/1.1\r\n"
+                       "Host: idp.internal:9000\r\nCookie: authentik_proxy_a=S\r\n"
+                       "X-Forwarded-Uri: /orig\r\nX-Forwarded-Host: app1.test\r\n\r\n";
+    CHECK_MEM(out, n, want, strlen(want));
+    n = policy_upstream_request(cfg, &r, "/", out, sizeof(out));
+    CHECK(n > 0 && strstr(out, "X-Forwarded-Uri: /\r\n") && !strstr(out, "/orig"),
+          "override must replace X-Forwarded-Uri: %.*s", (int)n, out);
+    CHECK_INT(policy_upstream_request(cfg, &r, NULL, out, 40), 0);
+}
+
+static void test_identity_and_lifetimes(void)
+{
+    struct config *cfg = cfg_of("authentik", NULL);
+    const char *raw = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nSet-Cookie: a=b\r\n"
+                      "X-authentik-username: alice\r\nX-Other: no\r\nConnection: close\r\n"
+                      "X-authentik-jwt: eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjE4MDAwMDAwMDB9.c2ln\r\n"
+                      "x-authentik-groups: a|b\r\nX-Authcache: hit\r\n\r\n";
+    struct http_resp resp = {.hdrs = hdrs, .hdrs_cap = 64};
+    struct policy_identity id;
+    char out[1024];
+
+    CHECK(http_parse_response(raw, strlen(raw), 65536, &resp) > 0, "response parses");
+    CHECK_INT(policy_identity(cfg, &resp, out, sizeof(out), &id), 0);
+    const char *want = "X-authentik-username: alice\r\n"
+                       "X-authentik-jwt: eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjE4MDAwMDAwMDB9.c2ln\r\n"
+                       "x-authentik-groups: a|b\r\n";
+    CHECK_MEM(out, id.hdrs_len, want, strlen(want));
+    SPAN_IS(id.user.p, id.user.len, "alice");
+    CHECK_INT(id.jwt_exp_ms, 1800000000000LL);
+    CHECK_INT(policy_identity(cfg, &resp, out, 20, &id), -E2BIG);
+
+    struct shm_answer a;
+    int64_t now = 1799990000000LL;
+    policy_lifetimes(cfg, now, now - 1000, 1800000000000LL, &a);
+    CHECK_INT(a.confirmed_ms, now);
+    CHECK_INT(a.fresh_until_ms, now + 30000);
+    CHECK_INT(a.session_end_ms, 1800000000000LL); /* the JWT ends before first_seen + 24h */
+    policy_lifetimes(cfg, now, now - 1000, 0, &a);
+    CHECK_INT(a.session_end_ms, now - 1000 + 86400000LL);
+    a.confirmed_ms = now - 10 * 60000;
+    CHECK(policy_stale_ok(cfg, &a, now), "within the 15m outage grace");
+    CHECK(!policy_stale_ok(cfg, &a, now + 6 * 60000), "past the outage grace");
+    a.session_end_ms = now;
+    CHECK(!policy_stale_ok(cfg, &a, now), "never past the session end");
+}
+
+static void test_answers(void)
+{
+    char out[2048];
+    struct policy_conn keep = {1, 0}, close10 = {0, 1};
+    size_t n = policy_answer_identity(&keep, "X-A: 1\r\n", 8, "hit", out, sizeof(out));
+    const char *want = "HTTP/1.1 200 OK\r\nX-A: 1\r\nX-Authcache: hit\r\nContent-Length: 0\r\n\r\n";
+    CHECK_MEM(out, n, want, strlen(want));
+    n = policy_answer_unavailable(&close10, "timed out", 3, out, sizeof(out));
+    out[n] = 0;
+    CHECK(strstr(out, "HTTP/1.1 503 ") == out && strstr(out, "Retry-After: 3\r\n") &&
+              strstr(out, "Connection: close\r\n") && strstr(out, "\r\n\r\nauthcache: identity "
+                                                              "provider unavailable: timed out\n"),
+          "503 answer: %s", out);
+    const char *raw = "HTTP/1.1 302 Found\r\nLocation: /login\r\nSet-Cookie: s=1\r\n"
+                      "Transfer-Encoding: chunked\r\n\r\n";
+    struct http_resp resp = {.hdrs = hdrs, .hdrs_cap = 64};
+    CHECK(http_parse_response(raw, strlen(raw), 65536, &resp) > 0, "302 parses");
+    n = policy_answer_passthrough(&keep, &resp, "body", 4, "miss", out, sizeof(out));
+    want = "HTTP/1.1 302 Found\r\nLocation: /login\r\nSet-Cookie: s=1\r\n"
+           "Cache-Control: no-store\r\nX-Authcache: miss\r\nContent-Length: 4\r\n\r\nbody";
+    CHECK_MEM(out, n, want, strlen(want));
+}
+
+int main(void)
+{
+    test_credentials();
+    test_markers();
+    test_scope_and_ambiguity();
+    test_upstream_request();
+    test_identity_and_lifetimes();
+    test_answers();
+    return check_done("test_policy");
+}
