@@ -1442,7 +1442,7 @@ static void on_tick(struct worker *w)
         M_ADD(w->m, idp_background, 1);
         up_start(w, NULL, OWN_PROBE);
     }
-    if (!w->d->draining || w->draining)
+    if (!__atomic_load_n(&w->d->draining, __ATOMIC_ACQUIRE) || w->draining)
         return;
     /* Drain: stop accepting, close idle connections, answer the rest with Connection: close. */
     w->draining = 1;
@@ -1509,7 +1509,7 @@ static void on_event(struct worker *w)
     for (size_t i = 0; i < n; i++)
         outcome(w, q[i].slot, q[i].gen, q[i].o);
     free(q);
-    if (w->d->draining && !w->draining)
+    if (__atomic_load_n(&w->d->draining, __ATOMIC_ACQUIRE) && !w->draining)
         on_tick(w);
 }
 

@@ -391,7 +391,10 @@ int shm_insert(struct shm *h, const struct shm_answer *a)
             }
             pos = slot_pos(h, v[i], head);
             if (pos < tail || pos == 0) { /* dead: reusable (and still counted live) */
-                if (free_slot < 0 || v[free_slot] == 0)
+                /* A dead slot with this key's tag first: a promotion that read this key may still
+                 * CAS that slot, and must then find it changed, not hide the newer answer. */
+                if (free_slot < 0 || v[free_slot] == 0 ||
+                    (slot_tag(v[i]) == s.tag && slot_tag(v[free_slot]) != s.tag))
                     free_slot = (int)i;
                 continue;
             }

@@ -21,7 +21,7 @@
 
 static char seg[64];
 static const int64_t NOW = 1800000000000;
-static volatile int stop;
+static int stop; /* atomic: set by main, read by every thread */
 static uint64_t progress[THREADS];
 static uint64_t wrong_answers, found_total;
 
@@ -71,7 +71,7 @@ static void *reader(void *arg)
 
     if (shm_attach(&h, seg, 0) != 0)
         abort();
-    while (!stop) {
+    while (!__atomic_load_n(&stop, __ATOMIC_RELAXED)) {
         struct shm_key k;
         struct shm_answer a;
         uint64_t r = rnd(&x);
@@ -106,7 +106,7 @@ static void *writer(void *arg)
 
     if (shm_attach(&h, seg, 1) != 0)
         abort();
-    while (!stop) {
+    while (!__atomic_load_n(&stop, __ATOMIC_RELAXED)) {
         uint64_t r = rnd(&x);
         struct shm_key k;
         struct shm_answer a;
@@ -140,7 +140,7 @@ static void *attacher(void *arg)
     int id = (int)(intptr_t)arg;
     struct shm h;
 
-    while (!stop) {
+    while (!__atomic_load_n(&stop, __ATOMIC_RELAXED)) {
         if (shm_attach(&h, seg, 0) == 0)
             shm_detach(&h);
         __atomic_fetch_add(&progress[id], 1, __ATOMIC_RELAXED);
@@ -160,7 +160,7 @@ static void *corrupter(void *arg)
     if (shm_attach(&h, seg, 1) != 0)
         abort();
     uint8_t *base = (uint8_t *)h.hdr;
-    while (!stop) {
+    while (!__atomic_load_n(&stop, __ATOMIC_RELAXED)) {
         uint64_t r = rnd(&x);
         size_t off = (size_t)(rnd(&x) % h.map_size);
         switch (r % 8) {
@@ -227,7 +227,7 @@ int main(void)
     CHECK_INT(hung, 0);
     if (hung)
         _exit(1); /* a hung thread cannot be joined */
-    stop = 1;
+    __atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
     for (int i = 0; i < THREADS; i++)
         pthread_join(t[i], NULL);
     printf("seconds=%d lookups_found=%llu wrong_answers=%llu reader_ops=%llu corruptions=%llu\n", secs,
