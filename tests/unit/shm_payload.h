@@ -39,6 +39,14 @@ static inline size_t payload_make(const char *key, uint64_t ver, size_t max_fill
     return (size_t)n;
 }
 
+/* The key the concurrency tests store a named answer under. */
+static inline void payload_key(struct shm *h, const char *key, struct shm_key *out)
+{
+    struct iovec scope = {"app.test", 8};
+
+    shm_key_make(h, key, strlen(key), &scope, 1, out);
+}
+
 /* 0 if hdrs is a whole answer for key (its version in *ver), -1 if torn or for another key. */
 static inline int payload_check(const char *key, const char *hdrs, size_t len, uint64_t *ver)
 {

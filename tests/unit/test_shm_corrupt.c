@@ -31,19 +31,12 @@ static uint64_t rnd(uint64_t *x)
     return *x;
 }
 
-static void digest_of(struct shm *h, const char *key, struct shm_key *out)
-{
-    struct iovec scope = {"app.test", 8};
-
-    shm_key_make(h, key, strlen(key), &scope, 1, out);
-}
-
 static void put(struct shm *h, const char *key, uint64_t ver)
 {
     static __thread char hdrs[SHM_MAX_HDRS];
     struct shm_answer a = {0};
 
-    digest_of(h, key, &a.key);
+    payload_key(h, key, &a.key);
     a.host = "app.test";
     a.host_len = 8;
     a.user = key;
@@ -76,7 +69,7 @@ static void *reader(void *arg)
         struct shm_answer a;
         uint64_t r = rnd(&x);
         snprintf(key, sizeof(key), "k%llu", (unsigned long long)(r % KEYS));
-        digest_of(&h, key, &k);
+        payload_key(&h, key, &k);
         if (shm_lookup(&h, k.digest, NOW, &a, buf, sizeof(buf), 0) == 0) {
             __atomic_fetch_add(&found_total, 1, __ATOMIC_RELAXED);
             if (payload_check(key, a.hdrs, a.hdrs_len, &v) != 0)
@@ -113,11 +106,11 @@ static void *writer(void *arg)
         snprintf(key, sizeof(key), "k%llu", (unsigned long long)(r % KEYS));
         switch (r % 10) {
         case 0:
-            digest_of(&h, key, &k);
+            payload_key(&h, key, &k);
             shm_delete(&h, k.digest);
             break;
         case 1:
-            digest_of(&h, key, &k);
+            payload_key(&h, key, &k);
             shm_lookup(&h, k.digest, NOW, &a, buf, sizeof(buf), SHM_LOOKUP_PROMOTE);
             break;
         case 2:

@@ -39,13 +39,6 @@ static uint64_t rnd(uint64_t *x)
     return *x;
 }
 
-static void digest_of(struct shm *h, const char *key, struct shm_key *out)
-{
-    struct iovec scope = {"app.test", 8};
-
-    shm_key_make(h, key, strlen(key), &scope, 1, out);
-}
-
 static int put(struct shm *h, const char *key, uint64_t ver, size_t max_fill)
 {
     static char hdrs[SHM_MAX_HDRS];
@@ -53,7 +46,7 @@ static int put(struct shm *h, const char *key, uint64_t ver, size_t max_fill)
     struct shm_answer a = {0};
 
     snprintf(user, sizeof(user), "user-%s", key);
-    digest_of(h, key, &a.key);
+    payload_key(h, key, &a.key);
     a.host = "app.test";
     a.host_len = 8;
     a.user = user;
@@ -82,17 +75,17 @@ static void writer(uint64_t seed)
         if (op < 70) {
             put(&h, key, r >> 20, 1500);
         } else if (op < 80) {
-            digest_of(&h, key, &k);
+            payload_key(&h, key, &k);
             shm_delete(&h, k.digest);
         } else if (op < 95) {
-            digest_of(&h, key, &k);
+            payload_key(&h, key, &k);
             shm_lookup(&h, k.digest, NOW, &a, buf, sizeof(buf), SHM_LOOKUP_PROMOTE);
         } else if (op < 97) {
             char user[48];
             snprintf(user, sizeof(user), "user-%s", key);
             shm_purge_user(&h, user, strlen(user));
         } else if (op < 99) {
-            digest_of(&h, key, &k);
+            payload_key(&h, key, &k);
             shm_purge_cred(&h, k.cred);
         } else {
             shm_sweep(&h, (r >> 30) % h.nbuckets, 64, NOW);
@@ -115,7 +108,7 @@ static void reader(struct shared *sh)
         if (__atomic_load_n(&sh->post_phase, __ATOMIC_ACQUIRE) == 1) {
             for (int i = 0; i < 500; i++) {
                 snprintf(key, sizeof(key), "post%d", i);
-                digest_of(&h, key, &k);
+                payload_key(&h, key, &k);
                 sh->post_checked++;
                 if (shm_lookup(&h, k.digest, NOW, &a, buf, sizeof(buf), 0) == 0 &&
                     payload_check(key, a.hdrs, a.hdrs_len, &v) == 0)
@@ -124,7 +117,7 @@ static void reader(struct shared *sh)
             __atomic_store_n(&sh->post_phase, 2, __ATOMIC_RELEASE);
         }
         snprintf(key, sizeof(key), "c%llu", (unsigned long long)(rnd(&x) % KEYSPACE));
-        digest_of(&h, key, &k);
+        payload_key(&h, key, &k);
         sh->reader_lookups++;
         if (shm_lookup(&h, k.digest, NOW, &a, buf, sizeof(buf), 0) == 0) {
             sh->reader_found++;
@@ -196,7 +189,7 @@ int main(void)
         struct shm_key k;
         struct shm_answer a;
         snprintf(key, sizeof(key), "post%d", i);
-        digest_of(&n, key, &k);
+        payload_key(&n, key, &k);
         found += shm_lookup(&n, k.digest, NOW, &a, buf, sizeof(buf), 0) == 0 &&
                  payload_check(key, a.hdrs, a.hdrs_len, &v) == 0 && v == 3;
     }

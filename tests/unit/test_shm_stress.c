@@ -57,13 +57,6 @@ static void key_name(char *out, int w, int k)
     snprintf(out, 32, "w%d-k%d", w, k);
 }
 
-static void digest_of(struct shm *h, const char *key, struct shm_key *out)
-{
-    struct iovec scope = {"app.test", 8};
-
-    shm_key_make(h, key, strlen(key), &scope, 1, out);
-}
-
 static void writer(struct shared *sh, int w)
 {
     static char hdrs[SHM_MAX_HDRS];
@@ -80,7 +73,7 @@ static void writer(struct shared *sh, int w)
 
         key_name(key, w, k);
         snprintf(user, sizeof(user), "user-%s", key);
-        digest_of(&h, key, &a.key);
+        payload_key(&h, key, &a.key);
         a.host = "app.test";
         a.host_len = 8;
         a.user = user;
@@ -120,7 +113,7 @@ static void reader(struct shared *sh, int r)
         led_ver = __atomic_load_n(&sh->led[w][kk].ver, __ATOMIC_ACQUIRE);
         led_hb = __atomic_load_n(&sh->led[w][kk].head_before, __ATOMIC_RELAXED);
         key_name(key, w, kk);
-        digest_of(&h, key, &k);
+        payload_key(&h, key, &k);
         rc = shm_lookup(&h, k.digest, NOW, &a, buf, sizeof(buf),
                         writable ? SHM_LOOKUP_PROMOTE : 0);
         res->lookups++;

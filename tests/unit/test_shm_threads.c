@@ -95,13 +95,6 @@ static void key_name(char *out, int w, int k)
     snprintf(out, 32, "w%d-k%d", w, k);
 }
 
-static void digest_of(struct shm *h, const char *key, struct shm_key *out)
-{
-    struct iovec scope = {"app.test", 8};
-
-    shm_key_make(h, key, strlen(key), &scope, 1, out);
-}
-
 /* Whether a whole ring (less slack) was reserved since head was hb: only then can the tail have
  * passed a reservation made after hb before its writer finished (see the top of the file). */
 static int lapped(struct shm *h, uint64_t hb)
@@ -131,7 +124,7 @@ static void *writer(void *arg)
 
         key_name(key, w, k);
         snprintf(user, sizeof(user), "user-%s", key);
-        digest_of(&h, key, &a.key);
+        payload_key(&h, key, &a.key);
         a.host = "app.test";
         a.host_len = 8;
         a.user = user;
@@ -186,7 +179,7 @@ static void *reader(void *arg)
         led_ver = __atomic_load_n(&led[w][kk].ver, __ATOMIC_ACQUIRE);
         led_hb = __atomic_load_n(&led[w][kk].head_before, __ATOMIC_RELAXED);
         key_name(key, w, kk);
-        digest_of(&h, key, &k);
+        payload_key(&h, key, &k);
         hb = __atomic_load_n(&h.hdr->head, __ATOMIC_ACQUIRE);
         rc = shm_lookup(&h, k.digest, NOW, &a, buf, SHM_MAX_RECORD,
                         writable ? SHM_LOOKUP_PROMOTE : 0);
