@@ -231,6 +231,14 @@ static void reply_text(int fd, int status, const char *reason, const char *text)
     reply(fd, status, reason, "text/plain; charset=utf-8", text, strlen(text));
 }
 
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
 /* Percent-decode a query value into out (NUL-terminated). -1 on a bad escape or overflow. */
 static int query_value(const char *q, size_t qlen, const char *key, char *out, size_t cap)
 {
@@ -246,7 +254,7 @@ static int query_value(const char *q, size_t qlen, const char *key, char *out, s
                 char c = *s;
                 if (c == '%') {
                     int hi, lo;
-                    if (e - s < 3 || sscanf(s + 1, "%1x%1x", (unsigned *)&hi, (unsigned *)&lo) != 2)
+                    if (e - s < 3 || (hi = hexval(s[1])) < 0 || (lo = hexval(s[2])) < 0)
                         return -1;
                     c = (char)(hi * 16 + lo);
                     s += 2;

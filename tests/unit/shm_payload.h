@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "shm.h"
 
@@ -37,6 +38,14 @@ static inline size_t payload_make(const char *key, uint64_t ver, size_t max_fill
     n += (int)fill;
     n += snprintf(out + n, 64, "\r\nX-Sum: %016llx\r\n", (unsigned long long)payload_fnv(out, (size_t)n));
     return (size_t)n;
+}
+
+static inline double payload_now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 /* The key the concurrency tests store a named answer under. */

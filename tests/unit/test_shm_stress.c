@@ -45,13 +45,6 @@ struct shared {
 static char seg[64];
 static const int64_t NOW = 1800000000000;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static void key_name(char *out, int w, int k)
 {
     snprintf(out, 32, "w%d-k%d", w, k);
@@ -158,8 +151,8 @@ int main(void)
             reader(sh, i - WRITERS);
         }
     }
-    double t0 = now_s();
-    while (now_s() - t0 < secs)
+    double t0 = payload_now_s();
+    while (payload_now_s() - t0 < secs)
         usleep(100000);
     __atomic_store_n(&sh->stop, 1, __ATOMIC_RELAXED);
     for (int i = 0; i < WRITERS + READERS; i++) {
