@@ -330,29 +330,39 @@ static uint64_t reserve(struct shm *h, uint64_t len16)
 /* ---- insert, lookup, delete ---- */
 
 /* Append a record for a to the log; returns its position. The record is complete (pos stored last,
- * release) but named by no slot yet. */
+ * release) but named by no slot yet. The checksum is taken over the writer's own bytes (the header
+ * built on the stack, then the caller's buffers), never re-read from the ring: a scribble on the ring
+ * between the copy and the checksum must fail verification, not be sealed into the record. */
 static uint64_t write_record(struct shm *h, const struct shm_answer *a, uint64_t len)
 {
     uint64_t p = reserve(h, align16(len));
     struct shm_rec_sh *r = rec_at(h, p);
     uint8_t *d = (uint8_t *)r + REC_HDR;
+    struct shm_rec_sh rh = {
+        .len = (uint32_t)len,
+        .kind = SHM_REC_ANSWER,
+        .host_len = (uint16_t)a->host_len,
+        .user_len = (uint16_t)a->user_len,
+        .hdrs_len = a->hdrs_len,
+        .first_seen_ms = a->first_seen_ms,
+        .confirmed_ms = a->confirmed_ms,
+        .fresh_until_ms = a->fresh_until_ms,
+        .session_end_ms = a->session_end_ms,
+    };
+    XXH3_state_t st;
 
-    r->len = (uint32_t)len;
-    r->kind = SHM_REC_ANSWER;
-    r->host_len = (uint16_t)a->host_len;
-    r->user_len = (uint16_t)a->user_len;
-    r->reserved = 0;
-    r->hdrs_len = a->hdrs_len;
-    memcpy(r->digest, a->key.digest, SHM_DIGEST_LEN);
-    memcpy(r->cred, a->key.cred, SHM_CRED_LEN);
-    r->first_seen_ms = a->first_seen_ms;
-    r->confirmed_ms = a->confirmed_ms;
-    r->fresh_until_ms = a->fresh_until_ms;
-    r->session_end_ms = a->session_end_ms;
+    memcpy(rh.digest, a->key.digest, SHM_DIGEST_LEN);
+    memcpy(rh.cred, a->key.cred, SHM_CRED_LEN);
+    XXH3_64bits_reset_withSeed(&st, p);
+    XXH3_64bits_update(&st, (const uint8_t *)&rh + 16, REC_HDR - 16);
+    XXH3_64bits_update(&st, a->host, a->host_len);
+    XXH3_64bits_update(&st, a->user, a->user_len);
+    XXH3_64bits_update(&st, a->hdrs, a->hdrs_len);
+    rh.check = XXH3_64bits_digest(&st);
+    memcpy((uint8_t *)r + 8, (const uint8_t *)&rh + 8, REC_HDR - 8); /* all but pos */
     memcpy(d, a->host, a->host_len);
     memcpy(d + a->host_len, a->user, a->user_len);
     memcpy(d + a->host_len + a->user_len, a->hdrs, a->hdrs_len);
-    r->check = XXH3_64bits_withSeed((uint8_t *)r + 16, len - 16, p);
     __atomic_store_n(&r->pos, p, __ATOMIC_RELEASE);
     STAT_ADD(h, size_class[size_class((uint32_t)len)], 1);
     return p;
@@ -363,6 +373,15 @@ static uint64_t answer_len(const struct shm_answer *a)
     return REC_HDR + (uint64_t)a->host_len + a->user_len + a->hdrs_len;
 }
 
+static int clear_key_slots(struct shm *h, struct slot_ref s, const uint8_t digest[SHM_DIGEST_LEN],
+                           uint64_t keep);
+
+/*
+ * Publish a's answer: replace the slot naming this key's answer, else take a free or dead slot, else
+ * evict the bucket's oldest. Then clear every other slot still naming this key: a lookup's promotion
+ * may have raced the replace and left a copy of the previous answer in another slot (see
+ * clear_key_slots), and once this returns no lookup may find anything older than a.
+ */
 int shm_insert(struct shm *h, const struct shm_answer *a)
 {
     uint64_t p, nv, head, tail;
@@ -434,34 +453,65 @@ int shm_insert(struct shm *h, const struct shm_answer *a)
         STAT_ADD(h, evictions, 1);
         break;
     }
+    clear_key_slots(h, s, a->key.digest, nv);
     return 0;
 }
 
-/* Remove the slots under digest that name a record with that digest (or a dead one). */
+/*
+ * What a slot with a key's tag names, for removing it: 0 a live answer of another key, 1 nothing
+ * usable (a dead position, or a live one whose record fails the in-place check: overwritten by a
+ * lapped writer or scribbled on; it can only ever be a miss), 2 a live answer of this digest.
+ */
+static int slot_names(const struct shm *h, uint64_t v, const uint8_t digest[SHM_DIGEST_LEN])
+{
+    uint64_t pos = slot_pos(h, v, load_acq(&h->hdr->head));
+    const struct shm_rec_sh *r;
+
+    if (pos == 0 || pos < load_acq(&h->hdr->tail))
+        return 1;
+    r = rec_at(h, pos);
+    if (!rec_len_in_place(h, pos, r))
+        return 1;
+    return memcmp(r->digest, digest, SHM_DIGEST_LEN) == 0 ? 2 : 0;
+}
+
+/*
+ * Clear every slot of s's bucket with s's tag that names digest's answer or nothing usable, except
+ * the one holding `keep`. A failed CAS is re-examined, not skipped: the slot may have just been
+ * changed by a promotion (shm_lookup) copying an answer of this key forward, and that copy must go
+ * too. Returns how many live answers of digest were cleared.
+ */
+static int clear_key_slots(struct shm *h, struct slot_ref s, const uint8_t digest[SHM_DIGEST_LEN],
+                           uint64_t keep)
+{
+    int n = 0;
+
+    for (unsigned i = 0; i < SHM_BUCKET_SLOTS; i++) {
+        for (int tries = 0; tries < 16; tries++) {
+            uint64_t v = load_acq(&s.b->slot[i]);
+            int what;
+            if (v == 0 || v == keep || slot_tag(v) != s.tag)
+                break;
+            if ((what = slot_names(h, v, digest)) == 0)
+                break;
+            if (cas(&s.b->slot[i], v, 0)) {
+                live_add(h, -1);
+                n += what == 2;
+                break;
+            }
+        }
+    }
+    return n;
+}
+
+/* Remove the slots under digest that name a record with that digest (or nothing usable). */
 int shm_delete(struct shm *h, const uint8_t digest[SHM_DIGEST_LEN])
 {
-    struct slot_ref s;
-    int n = 0;
+    int n;
 
     if (!h->writable)
         return -EROFS;
-    s = slot_ref(h, digest);
-    for (unsigned i = 0; i < SHM_BUCKET_SLOTS; i++) {
-        uint64_t v = load_acq(&s.b->slot[i]), head, pos;
-        if (v == 0 || slot_tag(v) != s.tag)
-            continue;
-        head = load_acq(&h->hdr->head);
-        pos = slot_pos(h, v, head);
-        if (pos >= load_acq(&h->hdr->tail) && pos != 0) {
-            struct shm_rec_sh *r = rec_at(h, pos);
-            if (!rec_len_in_place(h, pos, r) || memcmp(r->digest, digest, SHM_DIGEST_LEN) != 0)
-                continue;
-        }
-        if (cas(&s.b->slot[i], v, 0)) {
-            live_add(h, -1);
-            n++;
-        }
-    }
+    n = clear_key_slots(h, slot_ref(h, digest), digest, 0);
     STAT_ADD(h, deletes, (uint64_t)n);
     return n;
 }
@@ -564,13 +614,14 @@ static int purge_matching(struct shm *h, int what, const void *arg, size_t arg_l
     if (!h->writable)
         return -EROFS;
     for (uint64_t b = 0; b < h->nbuckets; b++) {
-        for (unsigned i = 0; i < SHM_BUCKET_SLOTS; i++) {
+        for (unsigned i = 0, tries = 0; i < SHM_BUCKET_SLOTS; i++, tries = 0) {
             uint64_t *slot = &h->index[b].slot[i];
-            uint64_t v = load_acq(slot), head, pos;
+            uint64_t v, head, pos;
             struct shm_rec_sh *r;
             uint32_t len;
             int hit = 0;
-
+        again:
+            v = load_acq(slot);
             if (v == 0)
                 continue;
             head = load_acq(&h->hdr->head);
@@ -578,7 +629,7 @@ static int purge_matching(struct shm *h, int what, const void *arg, size_t arg_l
             r = rec_at(h, pos);
             len = (pos == 0 || pos < load_acq(&h->hdr->tail)) ? 0 : rec_len_in_place(h, pos, r);
             if (len == 0) {
-                hit = what != MATCH_USER && what != MATCH_CRED; /* dead: only all/sweep clear it */
+                hit = 1; /* dead or unusable: garbage whatever the purge */
             } else if (what == MATCH_ALL) {
                 hit = 1;
             } else if (what == MATCH_USER) {
@@ -592,9 +643,13 @@ static int purge_matching(struct shm *h, int what, const void *arg, size_t arg_l
             } else {
                 hit = r->session_end_ms <= now;
             }
-            if (hit && cas(slot, v, 0)) {
+            if (!hit)
+                continue;
+            if (cas(slot, v, 0)) {
                 live_add(h, -1);
                 n += len != 0; /* dead slots are cleared but not counted as purged */
+            } else if (++tries < 16) {
+                goto again; /* changed under us, perhaps by a promotion's copy: look again */
             }
         }
     }

@@ -1,7 +1,7 @@
 /*
- * shm_promote_resurrects_older.c — deterministic regression test (docs/reliability.md):
+ * test_shm_promote_race.c — deterministic regression tests (docs/reliability.md):
  * a promotion (shm_lookup with SHM_LOOKUP_PROMOTE) resurrects an older answer over a newer one that
- * shm_insert stored in another slot of the bucket. Exits 1 while the bug is there, 0 once fixed.
+ * shm_insert stored in another slot of the bucket. Prints RESULT passed failed; exits 1 on any failure.
  *
  * Interleaving forced with a write-protected `out` (struct shm_answer): the reader thread R stops
  * inside shm_lookup right after its copy was verified (answer_from_copy's first store faults) and
@@ -15,8 +15,10 @@
  * holds the value R read). Now the bucket holds v2 and a newer-positioned copy of v1: every lookup
  * returns v1 — an answer older than one the writer stored after it.
  *
- * Build: make build/libauthcache.a && cc -O1 -g -pthread -D_GNU_SOURCE -Ishm -o /tmp/repro \
- *            tests/repro/shm_promote_resurrects_older.c build/libauthcache.a -lssl -lcrypto -lxxhash
+ * The same pause, with step 2 a sign-out instead (shm_purge_user, then shm_delete): a purge that
+ * skipped K's slot because its record was already behind the tail let the promotion's CAS resurrect
+ * the signed-out session. Fixed: purges and deletes clear dead slots too, and re-examine a slot
+ * whose CAS failed.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -100,7 +102,10 @@ static const char *version_found(void)
     return v ? v + 7 : "?";
 }
 
-int main(void)
+enum { STEP_INSERT_V2, STEP_PURGE_USER, STEP_DELETE };
+
+/* 0 if the scenario ends right (version 2 served; nothing served after a purge), 1 if not. */
+static int scenario(int step)
 {
     static const uint8_t fixed_key[SHM_KEY_LEN] = "repro: a fixed 32-byte hash key";
     struct shm_params p = {.capacity = 64, .key = fixed_key}; /* the same layout every run */
@@ -110,7 +115,9 @@ int main(void)
     pthread_t t;
 
     page = sysconf(_SC_PAGESIZE);
-    snprintf(name, sizeof(name), "repro-promote-%d", (int)getpid());
+    paused = go = 0;
+    reader_rc = -99;
+    snprintf(name, sizeof(name), "repro-promote-%d-%d", (int)getpid(), step);
     if (shm_create(&hw, name, &p) != 0 || shm_attach(&hr, name, 1) != 0)
         return 2;
 
@@ -149,9 +156,14 @@ int main(void)
     /* 1. The tail passes J's and K's records; their slots are not cleared (a jump, or a stepper
      *    between its CAS and unlink_pos). */
     __atomic_store_n(&hw.hdr->tail, k_end, __ATOMIC_SEQ_CST);
-    /* 2. The writer stores K version 2. */
-    put(&kk, "kilo", "2");
-    printf("after insert of v2: lookup of K finds version %.1s\n", version_found());
+    /* 2. The writer stores K version 2, or K's user signs out. */
+    if (step == STEP_INSERT_V2)
+        put(&kk, "kilo", "2");
+    else if (step == STEP_PURGE_USER)
+        shm_purge_user(&hw, "kilo", 4);
+    else
+        shm_delete(&hw, kk.digest);
+    printf("after step %d: lookup of K finds version %.1s\n", step, version_found());
 
     /* R resumes: promote(). */
     go = 1;
@@ -170,10 +182,27 @@ int main(void)
     char path[128];
     snprintf(path, sizeof(path), "/dev/shm/%s", name);
     unlink(path);
-    if (after[0] == '1') {
-        printf("BUG: version 1 is served after version 2 was stored\n");
+    munmap(out, (size_t)page);
+    shm_detach(&hr);
+    shm_detach(&hw);
+    if (step == STEP_INSERT_V2 && after[0] != '2') {
+        printf("BUG: version %s is served after version 2 was stored\n", after);
         return 1;
     }
-    printf("ok: version 2 stays\n");
+    if (step != STEP_INSERT_V2 && after[0] != '(') {
+        printf("BUG: version %s is served after K was purged\n", after);
+        return 1;
+    }
+    printf("ok\n");
     return 0;
+}
+
+int main(void)
+{
+    int bad = 0;
+
+    for (int step = STEP_INSERT_V2; step <= STEP_DELETE; step++)
+        bad += scenario(step);
+    printf("RESULT %d %d\n", 3 - bad, bad);
+    return bad != 0;
 }

@@ -262,15 +262,7 @@ int main(void)
            (unsigned long long)st.retries, (unsigned long long)st.promotions,
            (unsigned long long)lapped_ops);
     CHECK_INT(tot.torn, 0);
-    /* KNOWN OPEN BUG (docs/reliability.md): with threads promoting in a small, fast-wrapping ring a
-     * lookup can still, rarely, return the version before the newest (a promoted copy of it).
-     * The process stress test asserts it strictly; here it fails only with SHM_THREADS_STRICT=1
-     * until the remaining interleaving is fixed, so that it is tracked without making CI random. */
-    if (getenv("SHM_THREADS_STRICT"))
-        CHECK_INT(tot.regress, 0);
-    else if (tot.regress)
-        printf("KNOWN BUG: %llu lookups returned an older version (docs/reliability.md)\n",
-               (unsigned long long)tot.regress);
+    CHECK_INT(tot.regress, 0);
     if (lapped_ops == 0)
         CHECK_INT(tot.lost, 0);
     else if (tot.lost)
