@@ -7,6 +7,7 @@
 #   make fuzz            libFuzzer targets, FUZZ_SECONDS each (default 600)
 #   make bench-shm       the shm table benchmark; writes bench/RESULTS.md
 #   make SANITIZER=address,undefined   (or thread) builds into build/san-<name>/
+#   make SANITIZER=thread tsan           what `make test` runs under ThreadSanitizer (TSAN_UNIT, daemon)
 #   V=1                  show the commands
 #
 # Files are found by folder: shm/*.c and client/authcache*.c make the client library, daemon/*.c the
@@ -68,7 +69,7 @@ ifneq ($(IDP_SRC),)
 ALL += $(BUILD)/test-idp
 endif
 
-.PHONY: all test demo deps fuzz fuzz-build bench bench-shm clean format
+.PHONY: all test demo deps fuzz fuzz-build tsan bench bench-shm clean format
 .SECONDARY:
 all: $(ALL)
 
@@ -131,9 +132,17 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# Under ThreadSanitizer: the threaded shm tests (one mapping shared by threads, so TSan sees every
+# access; tests/tsan.supp says what is suppressed and why) and the daemon, which tests/run drives with
+# test_daemon.py. -Wno-tsan: GCC warns that TSan does not model atomic_thread_fence (see tsan.supp).
+TSAN_UNIT := test_shm test_shm_threads test_client
+tsan: $(addprefix $(BUILD)/tests/,$(TSAN_UNIT)) $(BUILD)/authcached
+
 test: deps
 	$(MAKE) all
 	$(MAKE) SANITIZER=address,undefined all
+	rm -rf build/san-thread/tests
+	$(MAKE) SANITIZER=thread CFLAGS="-O2 -g -Wno-tsan" tsan
 	$(MAKE) fuzz-build
 	tests/run
 
