@@ -1,12 +1,16 @@
 /*
  * admin.c — the admin listener (CONTRACT.md): /healthz, /readyz, /metrics (Prometheus text),
- * /v1/stats (JSON), POST /v1/purge. Off the hot path on purpose: one thread, blocking sockets, one
- * request per connection with short timeouts, so nothing here can slow a forward-auth answer.
+ * /v1/stats (JSON), POST /v1/purge. Off the hot path on purpose: one thread, one request per
+ * connection, so nothing here can slow a forward-auth answer. The thread polls up to ADMIN_CONNS
+ * connections at once, each with a deadline of ADMIN_TIMEOUT_MS to send its request, and when all
+ * are taken a new one pushes out the oldest: a client that connects and says nothing (or dribbles)
+ * cannot hold /healthz hostage. Answers are small and written at once with a send timeout.
  *
  * Write calls (purge) need the bearer token of --admin-token-file, or, without one, a loopback peer.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -14,17 +18,30 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "admin.h"
 #include "http.h"
 #include "log.h"
 
+#define ADMIN_CONNS 32
+#define ADMIN_TIMEOUT_MS 2000
+#define ADMIN_MAX_REQUEST 16384
+
+struct admin_conn {
+    int fd; /* -1: free */
+    size_t len;
+    int64_t deadline_ms;
+    char in[ADMIN_MAX_REQUEST];
+};
+
 struct admin {
     struct daemon *d;
     int fd, port;
     int stop, running;
     pthread_t thread;
+    struct admin_conn conns[ADMIN_CONNS];
 };
 
 struct buf {
@@ -334,26 +351,20 @@ static void purge(struct admin *a, int fd, const struct http_req *req, struct ht
     reply(fd, 200, "OK", "application/json", body, (size_t)n);
 }
 
-static void serve(struct admin *a, int fd)
+/* Answers the complete (or bad: rc < 0) request in in[0, len) on fd. */
+static void serve(struct admin *a, int fd, const char *in, size_t len, int rc)
 {
-    char in[16384];
-    size_t len = 0;
     struct http_hdr hdrs[64];
     struct http_req req = {.hdrs = hdrs, .hdrs_cap = 64};
     struct http_span path, query;
-    struct timeval tv = {2, 0};
-    int rc = HTTP_PARTIAL;
+    struct timeval tv = {ADMIN_TIMEOUT_MS / 1000, 0};
+    int fl = fcntl(fd, F_GETFL);
 
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    /* Back to blocking, with a send timeout: answers are a few KiB and leave at once. */
+    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    while (rc == HTTP_PARTIAL && len < sizeof(in)) {
-        ssize_t n = recv(fd, in + len, sizeof(in) - len, 0);
-        if (n <= 0)
-            return;
-        len += (size_t)n;
-        req.nhdrs = 0;
-        rc = http_parse_request(in, len, sizeof(in), &req);
-    }
+    if (rc >= 0)
+        rc = http_parse_request(in, len, ADMIN_MAX_REQUEST, &req);
     if (rc < 0) {
         reply_text(fd, rc == HTTP_TOO_LARGE ? 431 : 400, "Bad Request", "bad request\n");
         return;
@@ -392,21 +403,97 @@ static void serve(struct admin *a, int fd)
 #undef PATH
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void conn_close(struct admin_conn *c)
+{
+    close(c->fd);
+    c->fd = -1;
+}
+
+/* Takes a new connection into a free place, or the oldest one's. */
+static void conn_accept(struct admin *a, int64_t now)
+{
+    int fd = accept4(a->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    struct admin_conn *c = NULL;
+
+    if (fd < 0)
+        return;
+    for (int i = 0; i < ADMIN_CONNS; i++) {
+        struct admin_conn *o = &a->conns[i];
+        if (o->fd < 0) {
+            c = o;
+            break;
+        }
+        if (!c || o->deadline_ms < c->deadline_ms)
+            c = o;
+    }
+    if (c->fd >= 0)
+        conn_close(c);
+    c->fd = fd;
+    c->len = 0;
+    c->deadline_ms = now + ADMIN_TIMEOUT_MS;
+}
+
+/* Reads what c has sent; answers and closes it once its request is complete or bad. */
+static void conn_read(struct admin *a, struct admin_conn *c)
+{
+    struct http_hdr hdrs[64];
+    struct http_req req = {.hdrs = hdrs, .hdrs_cap = 64};
+    ssize_t n = recv(c->fd, c->in + c->len, sizeof(c->in) - c->len, 0);
+    int rc;
+
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        conn_close(c);
+        return;
+    }
+    c->len += (size_t)n;
+    rc = http_parse_request(c->in, c->len, sizeof(c->in), &req);
+    if (rc == HTTP_PARTIAL && c->len < sizeof(c->in))
+        return;
+    serve(a, c->fd, c->in, c->len, rc == HTTP_PARTIAL ? HTTP_TOO_LARGE : rc);
+    conn_close(c);
+}
+
 static void *admin_main(void *arg)
 {
     struct admin *a = arg;
-    struct pollfd pfd = {.fd = a->fd, .events = POLLIN};
+    struct pollfd pfd[ADMIN_CONNS + 1];
+    int idx[ADMIN_CONNS + 1];
 
     while (!__atomic_load_n(&a->stop, __ATOMIC_RELAXED)) {
-        int fd;
-        if (poll(&pfd, 1, 200) <= 0)
-            continue;
-        fd = accept4(a->fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0)
-            continue;
-        serve(a, fd);
-        close(fd);
+        int n = 1, ready;
+        int64_t now;
+
+        pfd[0] = (struct pollfd){.fd = a->fd, .events = POLLIN};
+        for (int i = 0; i < ADMIN_CONNS; i++) {
+            if (a->conns[i].fd >= 0) {
+                idx[n] = i;
+                pfd[n++] = (struct pollfd){.fd = a->conns[i].fd, .events = POLLIN};
+            }
+        }
+        ready = poll(pfd, (nfds_t)n, 200);
+        now = mono_ms();
+        for (int k = 1; ready > 0 && k < n; k++)
+            if (pfd[k].revents)
+                conn_read(a, &a->conns[idx[k]]);
+        for (int i = 0; i < ADMIN_CONNS; i++)
+            if (a->conns[i].fd >= 0 && now >= a->conns[i].deadline_ms)
+                conn_close(&a->conns[i]);
+        if (ready > 0 && (pfd[0].revents & POLLIN))
+            conn_accept(a, now);
     }
+    for (int i = 0; i < ADMIN_CONNS; i++)
+        if (a->conns[i].fd >= 0)
+            conn_close(&a->conns[i]);
     return NULL;
 }
 
@@ -423,6 +510,8 @@ struct admin *admin_bind(struct daemon *d, char *err, size_t errlen)
         return NULL;
     }
     a->d = d;
+    for (int i = 0; i < ADMIN_CONNS; i++)
+        a->conns[i].fd = -1;
     a->fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (a->fd < 0 || setsockopt(a->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         bind(a->fd, (const struct sockaddr *)&addr->sa, addr->len) < 0 || listen(a->fd, 64) < 0) {

@@ -587,6 +587,36 @@ def admin_api():
         eq(metric(r.body, "authcache_purges_total"), 8, "authcache_purges_total")
 
 
+@case
+def admin_answers_past_silent_clients():
+    """Clients that connect to the admin port and say nothing (or dribble half a request) do not
+    hold up /healthz: before, one thread served one connection at a time with a 2 s timeout."""
+    with daemon() as d:
+        silent = [harness.Conn(d.admin, timeout=5.0) for _ in range(40)]
+        for c in silent[:5]:
+            c.send(b"GET /hea")
+        try:
+            t0 = time.monotonic()
+            r = admin_get(d, "/healthz", timeout=1.5)
+            eq((r.status, r.body.strip()), (200, b"ok"), "/healthz behind 40 silent clients")
+            check(time.monotonic() - t0 < 1.5, "answered within 1.5 s (the stall was 2 s per client)")
+            # A request split over several packets is still read whole.
+            with harness.Conn(d.admin, timeout=3.0) as c:
+                c.send(b"GET /rea")
+                time.sleep(0.1)
+                c.send(b"dyz HTTP/1.1\r\nHost: x\r\n\r\n")
+                eq(c.read_response().status, 200, "/readyz sent in two pieces")
+            # Silent clients are closed at the admin timeout (2 s): read() sees the end.
+            c = silent[-1]
+            c.settimeout(4.0)
+            t0 = time.monotonic()
+            check(c.read_until_close() == b"", "a silent admin client is closed without an answer")
+            check(time.monotonic() - t0 < 3.5, "closed within the 2 s admin timeout + margin")
+        finally:
+            for c in silent:
+                c.close()
+
+
 # ---------------------------------------------------------------- 15. flags and exits
 
 def _one_line(err, what):
