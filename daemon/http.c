@@ -145,14 +145,12 @@ static const char *scan_vchar(const char *p, const char *end)
 
 /* ---- small grammars -------------------------------------------------------------------------- */
 
-int http_name_eq(const char *a, size_t alen, const char *lit)
+int http__caseeq(const char *a, const char *b, size_t n)
 {
-    size_t i;
-    for (i = 0; i < alen; i++) {
-        if (lit[i] == '\0' || lower((unsigned char)a[i]) != lower((unsigned char)lit[i]))
+    for (size_t i = 0; i < n; i++)
+        if (lower((unsigned char)a[i]) != lower((unsigned char)b[i]))
             return 0;
-    }
-    return lit[i] == '\0';
+    return 1;
 }
 
 static int match(const char *name, size_t len, const char *pattern, int icase)

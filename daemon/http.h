@@ -197,8 +197,21 @@ ssize_t http_chunked_decode(struct http_chunked *st, char *buf, size_t *len);
 int http_cookie_next(const char **pos, const char *end, struct http_span *name,
                      struct http_span *value);
 
-/* 1 if a[0, alen) equals the NUL-terminated lit, ignoring ASCII case; else 0. */
-int http_name_eq(const char *a, size_t alen, const char *lit);
+/* 1 if a[0, n) equals b[0, n) ignoring ASCII case; else 0. */
+int http__caseeq(const char *a, const char *b, size_t n);
+
+/* 1 if a[0, alen) equals the NUL-terminated lit, ignoring ASCII case; else 0. Inline so that the
+ * length of a literal is a constant: the request path compares every header name against a dozen
+ * literals, and most are told apart by length, the rest mostly by their last byte (X-Forwarded-Uri
+ * and X-Forwarded-For share 12 of 15). `| 0x20` folds case for letters and never makes two bytes
+ * that are equal ignoring case differ, so it is a safe pre-check. */
+static inline int http_name_eq(const char *a, size_t alen, const char *lit)
+{
+    size_t n = __builtin_strlen(lit);
+
+    return alen == n && (n == 0 || (a[n - 1] | 0x20) == (lit[n - 1] | 0x20)) &&
+           http__caseeq(a, lit, n);
+}
 
 /*
  * 1 if name[0, len) matches the NUL-terminated pattern: equal, or, when the pattern ends in '*', it
