@@ -81,6 +81,9 @@ struct pending {
     int in_up;                  /* an upstream call is using it */
     int background;             /* refresh-ahead: no connection */
     int64_t held_first_seen;    /* first_seen of the answer being revalidated, else 0 */
+    int64_t deadline_ms;        /* --upstream-timeout from when the request first needed the IdP:
+                                 * a waiter that must ask again after the leader's call gets only
+                                 * what is left of it (CONTRACT: a miss waits at most that long) */
     struct shm_key key;
     struct policy_conn pc;
     uint32_t conn_slot, conn_gen;
@@ -526,6 +529,7 @@ static struct pending *pending_new(struct worker *w, struct conn *c, const struc
         return NULL;
     memset(p, 0, sizeof(*p));
     p->kind = pr->kind;
+    p->deadline_ms = w->now_ms + w->cfg->upstream_timeout_ms;
     p->result = RES_BYPASS;
     p->upreq_len = policy_upstream_request(w->cfg, req, uri_override, p->upreq, UPREQ_MAX);
     if (p->upreq_len == 0) {
@@ -656,8 +660,10 @@ static void outcome(struct worker *w, uint32_t slot, uint32_t gen, enum flight_o
         answer_identity(w, c, &p->pc, a.hdrs, a.hdrs_len, p->result);
     } else if (o == FLIGHT_FAILED) {
         serve_failed(w, c, p, "identity provider failing");
+    } else if (w->now_ms >= p->deadline_ms) {
+        serve_failed(w, c, p, "timed out"); /* the leader's call used up this request's time */
     } else {
-        ask_idp(w, c, p, 0); /* on its own */
+        ask_idp(w, c, p, 0); /* on its own, in the time left (up_start) */
         return;
     }
     conn_resume(w, c);
@@ -1054,6 +1060,8 @@ static void up_start(struct worker *w, struct pending *p, enum up_owner owner)
     u->started_ms = w->now_ms;
     u->started_us = mono_us();
     u->deadline_ms = w->now_ms + w->cfg->upstream_timeout_ms;
+    if (p && p->deadline_ms < u->deadline_ms)
+        u->deadline_ms = p->deadline_ms;
     M_ADD(w->m, idp_calls, 1);
     if (u->reused) {
         up_begin_io(w, u);
@@ -1216,11 +1224,17 @@ static void on_up_recv(struct worker *w, struct up *u, int res)
     }
     if (res < 0 || (res == 0 && !u->hdr_done && u->len == 0)) {
         if (!up_retry_fresh(w, u))
-            idp_failed(w, u, u->timed_out ? "timed out" : "connection closed without an answer");
+            idp_failed(w, u, u->timed_out       ? "timed out"
+                             : u->len || u->hdr_done ? "connection reset mid-answer"
+                                                     : "connection closed without an answer");
         return;
     }
     u->len += (uint32_t)res;
     rc = up_parse(u, res == 0 || eof);
+    /* The tick shut down a call past its deadline: the end of stream that follows is ours, not
+     * the end of a body delimited by the IdP closing, so what was read is not a whole answer. */
+    if (rc == 1 && u->timed_out)
+        rc = -1;
     if (rc < 0) {
         idp_failed(w, u, u->timed_out ? "timed out" : "garbled answer");
     } else if (rc == 1) {
@@ -1458,6 +1472,10 @@ static void on_tick(struct worker *w)
         shm_sweep(&w->d->shm, w->sweep_next, slice, w->now_ms);
         w->sweep_next = w->sweep_next + slice >= nb ? 0 : w->sweep_next + slice;
     }
+    /* A multishot accept that ended (EMFILE/ENFILE, or the CQ full when a burst of connections was
+     * queued) is armed again: else this worker's listener would never be accepted from again. */
+    if (!w->accept_armed && !w->draining)
+        arm_accept(w);
     if (breaker_take_probe(&w->d->breaker, w->now_ms)) { /* one worker wins it */
         M_ADD(w->m, idp_background, 1);
         up_start(w, NULL, OWN_PROBE);

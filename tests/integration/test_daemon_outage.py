@@ -228,7 +228,8 @@ def hang_is_cut_at_upstream_timeout():
 
 class FakeIdp:
     """A minimal upstream on a thread: mode "ok" answers 200 with a user header (keep-alive);
-    "big" answers 200 with a 2 MiB body, more than authcached takes from an IdP."""
+    "big" answers 200 with a 2 MiB body, more than authcached takes from an IdP; "until-close"
+    answers 200 with a body delimited by the end of the connection, then holds it open for 3 s."""
 
     def __init__(self):
         self.mode = "ok"
@@ -261,6 +262,10 @@ class FakeIdp:
                             b"X-authentik-jwt: -\r\n")
                     if self.mode == "ok":
                         c.sendall(head + b"Content-Length: 0\r\n\r\n")
+                    elif self.mode == "until-close":
+                        c.sendall(head + b"\r\nbody-start")
+                        time.sleep(3)
+                        return
                     else:
                         c.sendall(head + b"Content-Length: 2097152\r\n\r\n" + b"x" * 2097152)
                         return
@@ -287,6 +292,55 @@ def oversized_idp_answer_is_a_failure():
             check(dt <= TIMEOUT_S + MARGIN_S, "answered in time", f"{dt:.3f}s")
     finally:
         fake.close()
+
+
+@case
+def timed_out_close_delimited_answer_is_a_failure():
+    """An answer whose body runs to the end of the connection, cut by --upstream-timeout: the end
+    of stream is our shutdown, not the IdP's, so nothing may be stored or served as allowed."""
+    fake = FakeIdp()
+    fake.mode = "until-close"
+    try:
+        with daemon(OUTAGE_FLAGS, upstream=f"http://127.0.0.1:{fake.port}") as d:
+            for what in ("first ask", "second ask (nothing was stored)"):
+                r, dt = timed(lambda: fa(d, "app1.test", "/", "cut"))
+                expect_unavailable(r, what)
+                check(dt <= TIMEOUT_S + MARGIN_S, "answered in time", f"{dt:.3f}s")
+            r = daemon_util.admin_get(d, "/metrics")
+            check(daemon_util.metric(r.body, "authcache_idp_failures_total") >= 2,
+                  "the cut answers count as IdP failures", r.body[-300:])
+    finally:
+        fake.close()
+
+
+@case
+def waiters_get_no_more_than_upstream_timeout():
+    """Concurrent misses for one key share the leader's IdP call; when it is refused each waiter
+    asks on its own, but only in what is left of its own --upstream-timeout."""
+    c = cookie("never-logged-in")
+    with daemon(OUTAGE_FLAGS) as d:
+        idp().fault("ok", latency_ms=int(TIMEOUT_S * 1000 * 0.9))
+        try:
+            res = []
+
+            def one():
+                r, dt = timed(lambda: fa(d, "app1.test", "/", c))
+                res.append((r.status, r.header("X-Authcache"), dt))
+
+            ts = [threading.Thread(target=one) for _ in range(4)]
+            for t in ts:
+                t.start()
+                time.sleep(0.01)
+            for t in ts:
+                t.join()
+        finally:
+            idp().fault("ok", latency_ms=0)
+        eq(len(res), 4, "answers")
+        for status, result, dt in res:
+            check(dt <= TIMEOUT_S + MARGIN_S, "no request waits past --upstream-timeout + margin",
+                  f"{status} {result} after {dt:.3f}s")
+            check(status in (302, 401, 503), "a refusal or 503 for a cookie the IdP never knew",
+                  (status, result))
 
 
 if __name__ == "__main__":
