@@ -3,8 +3,11 @@
  * directly through the client library; purge goes through the daemon's admin listener, so every
  * node's bus and logs see it. Never prints a credential: dump shows digests, get redacts tokens.
  *
- * Exit: 0 ok, 1 nothing found (get) or the daemon refused (purge), 2 bad arguments, missing segment
- * or unreachable admin listener — with one line on stderr saying what is wrong.
+ * check attaches the segment read-only through shm/ itself and runs shm_check().
+ *
+ * Exit: 0 ok, 1 nothing found (get), the daemon refused (purge) or problems found (check), 2 bad
+ * arguments, missing segment or unreachable admin listener — with one line on stderr saying what is
+ * wrong.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -18,6 +21,7 @@
 #include <unistd.h>
 
 #include "authcache.h"
+#include "shm.h"
 
 static const char *usage_text =
     "usage: authcache [--shm NAME] [--admin HOST:PORT] [--admin-token-file FILE] COMMAND\n"
@@ -28,6 +32,13 @@ static const char *usage_text =
     "  dump [--json]                           every answer: digest, user, host, ages\n"
     "  purge (--user NAME | --session VALUE | --all)   through the admin listener\n"
     "  top [--iterations N]                    live view, refreshed each second\n"
+    "  check                                   read-only consistency check of the segment:\n"
+    "                                          exit 0 consistent, 1 problems. Nobody writing\n"
+    "                                          (daemon stopped or killed): one pass decides, and\n"
+    "                                          what a kill leaves is no problem (live counter\n"
+    "                                          off, head past tail + ring by <= 64 records).\n"
+    "                                          While a daemon writes, a pass can race a write:\n"
+    "                                          problems count if 5 passes 100 ms apart find some.\n"
     "environment: AUTHCACHED_SHM, AUTHCACHED_ADMIN, AUTHCACHED_ADMIN_TOKEN_FILE\n";
 
 static void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
@@ -372,6 +383,54 @@ static int cmd_top(struct authcache *c, const char *name, long iterations)
     return 0;
 }
 
+/* ---- check ---- */
+
+#define CHECK_PASSES 5
+#define CHECK_PAUSE_MS 100
+
+static int cmd_check(const char *name)
+{
+    struct shm h;
+    struct shm_check_report r;
+    int rc = shm_attach(&h, name, 0), pass, active = 0, bad;
+
+    if (rc == -ENOENT)
+        die(2, "no segment /dev/shm/%s: is authcached running with --shm %s?", name, name);
+    if (rc == -EPROTO)
+        die(2, "/dev/shm/%s is not an authcache segment of this version", name);
+    if (rc == -EINVAL)
+        die(2, "--shm %s: not a segment name", name);
+    if (rc < 0)
+        die(2, "cannot open /dev/shm/%s: %s", name, strerror(-rc));
+    /* A pass that saw head or tail move may have raced a write: only a problem every pass finds
+     * counts while the segment is in use. */
+    for (pass = 1;; pass++) {
+        uint64_t h0 = __atomic_load_n(&h.hdr->head, __ATOMIC_ACQUIRE);
+        uint64_t t0 = __atomic_load_n(&h.hdr->tail, __ATOMIC_ACQUIRE);
+        bad = shm_check(&h, 0, &r) != 0;
+        int moved = __atomic_load_n(&h.hdr->head, __ATOMIC_ACQUIRE) != h0 ||
+                    __atomic_load_n(&h.hdr->tail, __ATOMIC_ACQUIRE) != t0;
+        active |= moved;
+        if (!bad || !moved || pass == CHECK_PASSES)
+            break;
+        struct timespec ts = {0, CHECK_PAUSE_MS * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    printf("check /dev/shm/%s: %s entries=%llu slots=%llu dead=%llu bad=%llu records=%llu "
+           "live_counter=%lld head_overrun=%llu passes=%d writers=%s first_problem=",
+           name, bad ? "PROBLEMS" : "consistent", (unsigned long long)r.slots_live,
+           (unsigned long long)r.slots_used, (unsigned long long)r.slots_dead,
+           (unsigned long long)r.slots_bad, (unsigned long long)r.records_walked,
+           (long long)r.live_counter, (unsigned long long)r.head_overrun, pass,
+           active ? "active" : "idle");
+    if (bad && r.first_problem[0])
+        printf("\"%s\"\n", r.first_problem);
+    else
+        printf("none\n");
+    shm_detach(&h);
+    return bad ? 1 : 0;
+}
+
 /* ---- arguments ---- */
 
 static const char *need(int argc, char **argv, int *i)
@@ -431,7 +490,7 @@ int main(int argc, char **argv)
         }
     }
     if (!cmd)
-        die(2, "no command given (stats, get, dump, purge, top; see authcache --help)");
+        die(2, "no command given (stats, get, dump, purge, top, check; see authcache --help)");
 
     if (!strcmp(cmd, "purge")) {
         if ((user != NULL) + (session != NULL) + all != 1)
@@ -440,8 +499,13 @@ int main(int argc, char **argv)
             die(2, "purge: an empty value purges nothing");
         return cmd_purge(admin, token_file, user, session, all);
     }
+    if (!strcmp(cmd, "check")) {
+        if (json || cookie || authz || host || user || session || all || iterations)
+            die(2, "check takes no options");
+        return cmd_check(shm);
+    }
     if (strcmp(cmd, "stats") && strcmp(cmd, "get") && strcmp(cmd, "dump") && strcmp(cmd, "top"))
-        die(2, "unknown command %s (stats, get, dump, purge, top)", cmd);
+        die(2, "unknown command %s (stats, get, dump, purge, top, check)", cmd);
     if (!strcmp(cmd, "get") && (!host || (cookie != NULL) == (authz != NULL)))
         die(2, "get needs --host HOST and one of --cookie VALUE, --authorization VALUE");
 

@@ -772,7 +772,9 @@ int shm_check(struct shm *h, int fix, struct shm_check_report *r)
     uint64_t head = load_acq(&h->hdr->head), tail = load_acq(&h->hdr->tail);
 
     memset(r, 0, sizeof(*r));
-    if (tail > head || head - tail > h->ring_size)
+    if (tail <= head && head - tail > h->ring_size)
+        r->head_overrun = head - tail - h->ring_size;
+    if (tail > head || r->head_overrun > SHM_CHECK_MAX_OVERRUN)
         problem(r, "tail %llu and head %llu are more than a ring apart", tail, head);
     for (uint64_t b = 0; b < h->nbuckets; b++) {
         for (unsigned i = 0; i < SHM_BUCKET_SLOTS; i++) {
@@ -805,8 +807,9 @@ int shm_check(struct shm *h, int fix, struct shm_check_report *r)
     }
     /* The log between tail and head must be walkable: records and fillers, or garbage skipped.
      * Walked by distance from tail, so positions near 2^64 (a scribbled head) cannot wrap. */
-    if (tail <= head && head - tail <= h->ring_size) {
-        for (uint64_t d = (0 - tail) % SHM_REC_ALIGN; d < head - tail; r->records_walked++) {
+    if (tail <= head && r->head_overrun <= SHM_CHECK_MAX_OVERRUN) {
+        uint64_t end = head - tail - r->head_overrun; /* reservations past a ring: not written */
+        for (uint64_t d = (0 - tail) % SHM_REC_ALIGN; d < end; r->records_walked++) {
             uint64_t t = tail + d;
             uint32_t len = rec_len_in_place(h, t, rec_at(h, t));
             d += len ? align16(len) : SHM_REC_ALIGN;

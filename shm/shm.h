@@ -161,9 +161,16 @@ void shm_stats_get(const struct shm *h, struct shm_stats *st);
 
 /* Full consistency check: header sane, tail <= head, every used slot names a verifiable record that
  * hashes to its bucket, or a dead one. Fills the report, fixes the live counter when fix != 0 on a
- * writable handle. Returns 0 if consistent, -EUCLEAN if not. */
+ * writable handle. Returns 0 if consistent, -EUCLEAN if not.
+ *
+ * head may run past tail + ring by reservations whose writers have not moved the tail yet (in
+ * flight, or killed between the two steps; the next write moves the tail): up to
+ * SHM_CHECK_MAX_OVERRUN bytes of that is reported in head_overrun, not as a problem. A live
+ * writer can make one pass see a transient problem; callers checking a segment in use repeat. */
+#define SHM_CHECK_MAX_OVERRUN (64u * SHM_MAX_RECORD)
 struct shm_check_report {
     uint64_t slots_used, slots_live, slots_dead, slots_bad, records_walked;
+    uint64_t head_overrun; /* bytes head is past tail + ring_size */
     int64_t live_counter;
     char first_problem[160];
 };

@@ -3,7 +3,9 @@
  * way authentik's embedded outpost does in forward-auth mode (traefik/caddy/envoy/nginx endpoints,
  * session cookie, login callback, sign-out, unauthenticated paths, group allow-lists, X-authentik-*
  * identity headers with a real HS256 JWT), plus a second listener through which tests create
- * sessions, inject faults (500, 503, refuse, hang, reset, garbage, latency) and read call counters.
+ * sessions, inject faults (500, 503, refuse, hang, reset, garbage, latency, and two that start the
+ * real answer: reset-mid cuts it off halfway with a reset, drip trickles it out) and read call
+ * counters.
  *
  * Design: one thread per connection with blocking sockets and its own in/out buffers. Pipelined
  * requests are parsed from the input buffer in order; their answers are batched in the output
@@ -782,9 +784,14 @@ enum fault_mode {
     FAULT_REFUSE,
     FAULT_HANG,
     FAULT_RESET,
-    FAULT_GARBAGE
+    FAULT_GARBAGE,
+    FAULT_RESET_MID, /* the real answer's first half, then a reset */
+    FAULT_DRIP       /* the real answer, DRIP_BYTES every DRIP_MS */
 };
-static const char *const fault_names[] = {"ok", "500", "503", "refuse", "hang", "reset", "garbage"};
+static const char *const fault_names[] = {"ok",    "500",     "503",       "refuse", "hang",
+                                          "reset", "garbage", "reset-mid", "drip"};
+#define DRIP_BYTES 16
+#define DRIP_MS 50
 
 static struct {
     pthread_mutex_t mu;
@@ -1080,6 +1087,33 @@ static int auth_handle(struct conn *c, const struct req *r)
     case FAULT_503:
         resp_text(c, mode == FAULT_500 ? 500 : 503, "idp down");
         return 0;
+    case FAULT_RESET_MID:
+    case FAULT_DRIP: {
+        /* Render the real answer alone in the buffer, then send it badly. */
+        if (out_flush(c) < 0)
+            return -1;
+        forward_auth(c, r, nginx);
+        size_t n = mode == FAULT_RESET_MID ? c->out_len / 2 : c->out_len;
+        for (size_t off = 0; off < n;) {
+            size_t k = mode == FAULT_DRIP && n - off > DRIP_BYTES ? DRIP_BYTES : n - off;
+            ssize_t w = send(c->fd, c->out + off, k, MSG_NOSIGNAL);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0) {
+                c->out_len = 0;
+                return -1;
+            }
+            off += (size_t)w;
+            if (mode == FAULT_DRIP && off < n)
+                sleep_ms(DRIP_MS);
+        }
+        c->out_len = 0;
+        if (mode == FAULT_DRIP)
+            return 0;
+        struct linger lg = {1, 0};
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg); /* close() sends RST */
+        return -1;
+    }
     default:
         forward_auth(c, r, nginx);
         return 0;
@@ -1153,8 +1187,8 @@ static void control_handle(struct conn *c, const struct req *r)
         }
         if ((ml < 0 && ll < 0) || (ml >= 0 && mode < 0) || ml == -2 || ll == -2) {
             resp_json(c, 400,
-                      "{\"error\":\"need mode=ok|500|503|refuse|hang|reset|garbage "
-                      "and/or latency_ms=0..600000\"}");
+                      "{\"error\":\"need mode=ok|500|503|refuse|hang|reset|garbage|reset-mid|"
+                      "drip and/or latency_ms=0..600000\"}");
             return;
         }
         int rc = fault_set(mode >= 0 ? (enum fault_mode)mode : fault.mode, (int)latency);

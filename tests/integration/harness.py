@@ -390,7 +390,8 @@ def idp_end(ctl_port, cookie=None, user=None):
 
 
 def idp_fault(ctl_port, mode=None, latency_ms=None):
-    """mode: ok|500|503|refuse|hang|reset|garbage (None: unchanged); latency_ms (None: unchanged)."""
+    """mode: ok|500|503|refuse|hang|reset|garbage|reset-mid|drip (None: unchanged); latency_ms
+    (None: unchanged)."""
     return _control(ctl_port, "/fault", {"mode": mode, "latency_ms": latency_ms})
 
 
