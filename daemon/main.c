@@ -44,7 +44,7 @@ int main(int argc, char **argv)
     struct admin *admin;
     struct shm_params sp = {0};
     sigset_t sigs;
-    unsigned nofile, per_worker;
+    unsigned nofile, reserve, per_worker, ups_per_worker;
     int created, rc, sig;
 
     rc = config_parse(&cfg, argc, argv, environ, err, sizeof(err));
@@ -83,9 +83,19 @@ int main(int argc, char **argv)
     }
     memset(d.metrics, 0, sizeof(*d.metrics) * cfg.workers);
     /* The listeners first: a start that cannot listen leaves the segment alone. */
-    per_worker = (nofile > 256 ? nofile - 128 : 128) / (cfg.workers + 1);
+    /* Descriptors: 128 (a quarter of a small limit) kept for listeners, rings, the segment, the
+     * admin and bus sockets; the rest in workers + 1 equal shares, one per worker for its clients
+     * and the last split among the workers for their IdP connections. */
+    reserve = nofile > 512 ? 128 : nofile / 4;
+    per_worker = (nofile - reserve) / (cfg.workers + 1);
+    ups_per_worker = per_worker / cfg.workers;
+    if (per_worker < 1 || ups_per_worker < 2) {
+        fprintf(stderr, "authcached: the open-files limit (%u) is too low for %u workers\n", nofile,
+                cfg.workers);
+        return 2;
+    }
     for (unsigned i = 0; i < cfg.workers; i++) {
-        d.workers[i] = worker_new(&d, i, per_worker, err, sizeof(err));
+        d.workers[i] = worker_new(&d, i, per_worker, ups_per_worker, err, sizeof(err));
         if (!d.workers[i]) {
             fprintf(stderr, "authcached: %s\n", err);
             return strncmp(err, "--", 2) == 0 ? 2 : 1;

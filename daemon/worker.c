@@ -157,6 +157,7 @@ struct worker {
     pthread_t thread;
     int listen_fd, port;
     int accept_armed;
+    int accept_failing; /* the last accept failed: logged once until one succeeds */
     struct io_uring_buf_ring *br;
     uint8_t *bufs;
     struct conn *conns;
@@ -418,12 +419,24 @@ static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
 {
     int fd = cqe->res;
 
-    if (!(cqe->flags & IORING_CQE_F_MORE))
+    if (!(cqe->flags & IORING_CQE_F_MORE)) {
+        /* The multishot accept ended: the CQ overflowed (a burst), or no descriptor was left. At
+         * once again in the first case; in the second the tick does it (on_tick), so that a
+         * process out of descriptors does not spin. */
         w->accept_armed = 0;
+        if (fd != -EMFILE && fd != -ENFILE && fd != -ECANCELED && !w->draining)
+            arm_accept(w);
+    }
     if (fd < 0) {
-        if (fd != -ECANCELED && fd != -EINVAL)
-            log_warn("accept", "accept failed: %s", strerror(-fd));
+        if (fd != -ECANCELED && fd != -EINVAL && !w->accept_failing) /* once per episode */
+            log_warn("accept", "worker %u: accept failed: %s (retrying every tick)", w->id,
+                     strerror(-fd));
+        w->accept_failing = fd != -ECANCELED && fd != -EINVAL;
         return;
+    }
+    if (w->accept_failing) {
+        log_info("accept", "worker %u: accepting again", w->id);
+        w->accept_failing = 0;
     }
     if (w->draining || w->free_head == UINT32_MAX) {
         /* Too many connections: the newest is closed at once, cleanly. */
@@ -841,7 +854,13 @@ static void conn_process(struct worker *w, struct conn *c)
             break;
         }
         if (rc == HTTP_TOO_LARGE) {
-            answer_status(w, c, &close_pc, 431, "request header fields too large");
+            /* No line end within the limit: it is the request line, i.e. the target (RFC 9112
+             * 3: 414); else the header fields (RFC 6585: 431). */
+            size_t seen = len < MAX_HEADER ? len : MAX_HEADER;
+            if (!memchr(data, '\n', seen))
+                answer_status(w, c, &close_pc, 414, "request target too long");
+            else
+                answer_status(w, c, &close_pc, 431, "request header fields too large");
             break;
         }
         off += (size_t)rc;
@@ -1719,8 +1738,8 @@ static int resolve_upstream(struct worker *w, char *err, size_t errlen)
     return 0;
 }
 
-struct worker *worker_new(struct daemon *d, unsigned id, unsigned max_conns, char *err,
-                          size_t errlen)
+struct worker *worker_new(struct daemon *d, unsigned id, unsigned max_conns, unsigned max_ups,
+                          char *err, size_t errlen)
 {
     struct worker *w = calloc(1, sizeof(*w));
     struct io_uring_params params = {0};
@@ -1738,7 +1757,7 @@ struct worker *worker_new(struct daemon *d, unsigned id, unsigned max_conns, cha
     w->listen_fd = w->efd = -1;
     pthread_mutex_init(&w->qmu, NULL);
     w->max_conns = max_conns;
-    w->max_ups = 1024;
+    w->max_ups = max_ups < 1024 ? max_ups : 1024;
     w->conns = calloc(max_conns, sizeof(*w->conns));
     w->dirty = calloc(max_conns, sizeof(*w->dirty));
     w->ups = calloc(w->max_ups, sizeof(*w->ups));

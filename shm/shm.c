@@ -11,7 +11,7 @@
  *    (and its checksum), so it never returns bytes a writer was overwriting;
  *  - a process killed anywhere leaves at worst some unreferenced bytes in the log, which the tail
  *    walks over, and the live counter off by one; there is no lock to recover.
- * Approximate LRU: a lookup that finds an answer in the oldest eighth of the log copies it to the
+ * Approximate LRU: a lookup that finds an answer in the oldest quarter of the log copies it to the
  * head (FIFO with reinsertion, which behaves like CLOCK).
  *
  * Everything read from the segment is treated as untrusted: positions are reduced modulo the ring,
@@ -589,7 +589,7 @@ int shm_lookup(struct shm *h, const uint8_t digest[SHM_DIGEST_LEN], int64_t now_
             }
             STAT_ADD(h, hits, 1);
             if ((flags & SHM_LOOKUP_PROMOTE) && h->writable && head > tail &&
-                cand[i] - tail < (head - tail) / 8 && under_pressure(h, head - tail))
+                cand[i] - tail < (head - tail) / 4 && under_pressure(h, head - tail))
                 promote(h, out, &s.b->slot[cslot[i]], v[cslot[i]]);
             return 0;
         }
