@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "bus.h"
 #include "http.h"
 #include "log.h"
 
@@ -89,9 +90,11 @@ static void bprintf(struct buf *b, const char *fmt, ...)
 static void metrics_text(struct daemon *d, struct buf *b)
 {
     struct shm_stats st;
+    struct bus_stats bs;
     uint64_t cum = 0, n;
 
     shm_stats_get(&d->shm, &st);
+    bus_stats_get(d->bus, &bs);
     bprintf(b, "# HELP authcache_requests_total Forward-auth answers by result (X-Authcache).\n"
                "# TYPE authcache_requests_total counter\n");
     for (int r = 0; r < RES_COUNT; r++)
@@ -172,9 +175,31 @@ static void metrics_text(struct daemon *d, struct buf *b)
             "authcache_connections_timed_out_total %llu\n",
             (long long)SUM(d, conns_open), (unsigned long long)SUM(d, conns_accepted),
             (unsigned long long)SUM(d, conns_rejected), (unsigned long long)SUM(d, conns_timed_out));
-    bprintf(b, "# HELP authcache_bus_connected 1 while connected to the purge bus (--bus).\n"
-               "# TYPE authcache_bus_connected gauge\nauthcache_bus_connected 0\n"
-               "# HELP authcache_ready 1 while serving.\n# TYPE authcache_ready gauge\n"
+    bprintf(b,
+            "# HELP authcache_bus_connected 1 while connected to the purge bus (--bus).\n"
+            "# TYPE authcache_bus_connected gauge\nauthcache_bus_connected %d\n"
+            "# HELP authcache_bus_published_total Purges of this node that redis accepted.\n"
+            "# TYPE authcache_bus_published_total counter\nauthcache_bus_published_total %llu\n"
+            "# HELP authcache_bus_received_total Messages from other nodes on the bus.\n"
+            "# TYPE authcache_bus_received_total counter\nauthcache_bus_received_total %llu\n"
+            "# HELP authcache_bus_applied_total Purges from other nodes applied here.\n"
+            "# TYPE authcache_bus_applied_total counter\nauthcache_bus_applied_total %llu\n"
+            "# HELP authcache_bus_bad_messages_total Bus messages that did not decode (ignored).\n"
+            "# TYPE authcache_bus_bad_messages_total counter\n"
+            "authcache_bus_bad_messages_total %llu\n"
+            "# HELP authcache_bus_key_mismatch_total Session purges from a node with another "
+            "--hash-key-file (ignored).\n"
+            "# TYPE authcache_bus_key_mismatch_total counter\n"
+            "authcache_bus_key_mismatch_total %llu\n"
+            "# HELP authcache_bus_dropped_total Purges dropped unsent from a full queue.\n"
+            "# TYPE authcache_bus_dropped_total counter\nauthcache_bus_dropped_total %llu\n"
+            "# HELP authcache_bus_queued Purges waiting for redis.\n"
+            "# TYPE authcache_bus_queued gauge\nauthcache_bus_queued %llu\n",
+            bs.connected, (unsigned long long)bs.published, (unsigned long long)bs.received,
+            (unsigned long long)bs.applied, (unsigned long long)bs.bad,
+            (unsigned long long)bs.key_mismatch, (unsigned long long)bs.dropped,
+            (unsigned long long)bs.queued);
+    bprintf(b, "# HELP authcache_ready 1 while serving.\n# TYPE authcache_ready gauge\n"
                "authcache_ready %d\n",
             __atomic_load_n(&d->ready, __ATOMIC_RELAXED));
 }
@@ -182,9 +207,11 @@ static void metrics_text(struct daemon *d, struct buf *b)
 static void stats_json(struct daemon *d, struct buf *b)
 {
     struct shm_stats st;
+    struct bus_stats bs;
     uint64_t lat = 0;
 
     shm_stats_get(&d->shm, &st);
+    bus_stats_get(d->bus, &bs);
     bprintf(b, "{\"requests\":{");
     for (int r = 0; r < RES_COUNT; r++)
         bprintf(b, "%s\"%s\":%llu", r ? "," : "", result_names[r],
@@ -217,12 +244,19 @@ static void stats_json(struct daemon *d, struct buf *b)
             (unsigned long long)st.ring_size, (unsigned long long)st.ring_used,
             (unsigned long long)st.generation);
     bprintf(b,
-            "\"connections\":{\"open\":%lld,\"accepted\":%llu,\"rejected\":%llu,\"timed_out\":%llu},"
-            "\"bus\":{\"enabled\":%s,\"connected\":false},\"workers\":%u,\"ready\":%s,"
-            "\"uptime_seconds\":%lld}\n",
+            "\"connections\":{\"open\":%lld,\"accepted\":%llu,\"rejected\":%llu,\"timed_out\":%llu},",
             (long long)SUM(d, conns_open), (unsigned long long)SUM(d, conns_accepted),
-            (unsigned long long)SUM(d, conns_rejected), (unsigned long long)SUM(d, conns_timed_out),
-            d->cfg->bus.enabled ? "true" : "false", d->nworkers,
+            (unsigned long long)SUM(d, conns_rejected), (unsigned long long)SUM(d, conns_timed_out));
+    bprintf(b,
+            "\"bus\":{\"enabled\":%s,\"connected\":%s,\"node\":\"%016llx\",\"published\":%llu,"
+            "\"received\":%llu,\"applied\":%llu,\"bad\":%llu,\"key_mismatch\":%llu,"
+            "\"dropped\":%llu,\"queued\":%llu},",
+            bs.enabled ? "true" : "false", bs.connected ? "true" : "false",
+            (unsigned long long)bs.node, (unsigned long long)bs.published,
+            (unsigned long long)bs.received, (unsigned long long)bs.applied,
+            (unsigned long long)bs.bad, (unsigned long long)bs.key_mismatch,
+            (unsigned long long)bs.dropped, (unsigned long long)bs.queued);
+    bprintf(b, "\"workers\":%u,\"ready\":%s,\"uptime_seconds\":%lld}\n", d->nworkers,
             __atomic_load_n(&d->ready, __ATOMIC_RELAXED) ? "true" : "false",
             (long long)((daemon_now_ms() - d->started_ms) / 1000));
 }

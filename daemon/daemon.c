@@ -8,12 +8,16 @@
  *
  * Circuit breaker: one mutex-free struct of atomics; state changes are rare (a failure, a recovery)
  * and every reader tolerates a slightly stale view.
+ *
+ * Purges: daemon_purge = daemon_purge_local (this segment) + bus_publish (the other nodes, with
+ * --bus). What the bus receives goes to daemon_purge_local only, so a purge never travels twice.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "bus.h"
 #include "daemon.h"
 #include "log.h"
 
@@ -212,29 +216,71 @@ size_t flight_end(struct flights *f, const uint8_t digest[SHM_DIGEST_LEN],
 
 /* ---- purges ---- */
 
-int daemon_purge(struct daemon *d, const char *user, size_t user_len, const char *session,
-                 size_t session_len, const char *why)
+/* Every purge ends here, whether it began on this node (daemon_purge) or on another one (bus.c). */
+int daemon_purge_local(struct daemon *d, const struct purge *p, const char *why)
 {
-    int n;
+    int n = 0, m, err = 0;
 
-    if (user) {
-        n = shm_purge_user(&d->shm, user, user_len);
-    } else if (session) {
-        uint8_t c[SHM_CRED_LEN];
-        int m;
-        shm_key_cred(&d->shm, SHM_CRED_COOKIE, session, session_len, c);
-        n = shm_purge_cred(&d->shm, c);
-        shm_key_cred(&d->shm, SHM_CRED_AUTHORIZATION, session, session_len, c);
-        if ((m = shm_purge_cred(&d->shm, c)) > 0)
-            n = (n > 0 ? n : 0) + m;
-    } else {
+    switch (p->kind) {
+    case PURGE_USER:
+        n = shm_purge_user(&d->shm, p->user, p->user_len);
+        break;
+    case PURGE_CREDS:
+        for (unsigned i = 0; i < p->ncred && i < PURGE_MAX_CREDS; i++) {
+            if ((m = shm_purge_cred(&d->shm, p->cred[i])) < 0)
+                err = m;
+            else
+                n += m;
+        }
+        if (n == 0 && err)
+            n = err;
+        break;
+    case PURGE_ALL:
         n = shm_purge_all(&d->shm);
+        break;
+    default:
+        return -EINVAL;
     }
     if (n >= 0)
         __atomic_add_fetch(&d->purged_total, (uint64_t)n, __ATOMIC_RELAXED);
-    if (user)
-        log_info("purge", "purged %d answers of user \"%.*s\" (%s)", n, (int)user_len, user, why);
+    if (p->kind == PURGE_USER)
+        log_info("purge", "purged %d answers of user \"%.*s\" (%s)", n, (int)p->user_len, p->user,
+                 why);
     else
-        log_info("purge", "purged %d answers%s (%s)", n, session ? " of one session" : ", all", why);
+        log_info("purge", "purged %d answers%s (%s)", n,
+                 p->kind == PURGE_CREDS ? " of one session" : ", all", why);
+    return n;
+}
+
+int daemon_purge(struct daemon *d, const char *user, size_t user_len, const char *session,
+                 size_t session_len, const char *why)
+{
+    struct purge p = {.kind = PURGE_ALL};
+    int n;
+
+    if (user) {
+        p.kind = PURGE_USER;
+        p.user = user;
+        p.user_len = user_len;
+    } else if (session) {
+        /* The value may have come as the cookie or as the Authorization header: both digests. */
+        p.kind = PURGE_CREDS;
+        p.ncred = 2;
+        shm_key_cred(&d->shm, SHM_CRED_COOKIE, session, session_len, p.cred[0]);
+        shm_key_cred(&d->shm, SHM_CRED_AUTHORIZATION, session, session_len, p.cred[1]);
+    }
+    n = daemon_purge_local(d, &p, why);
+    bus_publish(d->bus, &p); /* also when nothing was held here: the others may hold some */
+    return n;
+}
+
+int daemon_purge_cred(struct daemon *d, const uint8_t cred[SHM_CRED_LEN], const char *why)
+{
+    struct purge p = {.kind = PURGE_CREDS, .ncred = 1};
+    int n;
+
+    memcpy(p.cred[0], cred, SHM_CRED_LEN);
+    n = daemon_purge_local(d, &p, why);
+    bus_publish(d->bus, &p);
     return n;
 }

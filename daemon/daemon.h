@@ -84,6 +84,7 @@ size_t flight_end(struct flights *f, const uint8_t digest[SHM_DIGEST_LEN],
                   struct flight_waiter **out);
 
 struct worker;
+struct bus;
 
 struct daemon {
     struct config *cfg;
@@ -97,12 +98,33 @@ struct daemon {
     int draining; /* SIGTERM seen */
     int64_t started_ms;
     uint64_t purged_total;
+    struct bus *bus; /* NULL without --bus; set before the workers start */
 };
 
-/* Purge by user, session credential value, or everything (user == NULL && session == NULL).
- * Returns the number of answers removed, or -errno. Logs one line. Thread-safe. */
+/* What one purge removes: the answers of a user, those of a session (by the keyed digests of its
+ * credential, shm_key_cred: they match only under the same hash key), or all. */
+enum purge_kind { PURGE_USER = 1, PURGE_CREDS, PURGE_ALL };
+#define PURGE_MAX_CREDS 2 /* a session value hashed as a cookie and as an Authorization header */
+struct purge {
+    enum purge_kind kind;
+    const char *user; /* PURGE_USER */
+    size_t user_len;
+    uint8_t cred[PURGE_MAX_CREDS][SHM_CRED_LEN]; /* PURGE_CREDS: cred[0, ncred) */
+    unsigned ncred;
+};
+
+/* Purge by user, session credential value, or everything (user == NULL && session == NULL), on
+ * this node and, with --bus, on every node (bus_publish: never blocks). Returns the number of
+ * answers removed here, or -errno. Logs one line. Thread-safe. */
 int daemon_purge(struct daemon *d, const char *user, size_t user_len, const char *session,
                  size_t session_len, const char *why);
+
+/* Purge the answers of one credential digest (shm_key_cred) here and, with --bus, everywhere. */
+int daemon_purge_cred(struct daemon *d, const uint8_t cred[SHM_CRED_LEN], const char *why);
+
+/* Apply p on this node only: what the bus receiver calls (a received purge is never published
+ * again). Returns the number of answers removed, or -errno; logs one line naming why. */
+int daemon_purge_local(struct daemon *d, const struct purge *p, const char *why);
 
 /* Wall-clock milliseconds. */
 int64_t daemon_now_ms(void);

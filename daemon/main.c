@@ -1,7 +1,7 @@
 /*
- * main.c — authcached: parse the configuration, open (or keep) the segment, start the workers and
- * the admin listener, then wait for SIGTERM/SIGINT and drain: stop accepting, finish in-flight
- * requests, exit 0. The segment stays for the next start.
+ * main.c — authcached: parse the configuration, open (or keep) the segment, start the purge bus
+ * (--bus), the workers and the admin listener, then wait for SIGTERM/SIGINT and drain: stop
+ * accepting, finish in-flight requests, flush the bus, exit 0. The segment stays for the next start.
  *
  * Exit status: 0 after a clean stop, 2 for a bad flag or an address that cannot be bound (one line
  * naming the flag), 1 for anything else that stops the start.
@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "bus.h"
 #include "config.h"
 #include "daemon.h"
 #include "log.h"
@@ -114,6 +115,11 @@ int main(int argc, char **argv)
                 cfg.shm_name, strerror(-rc));
         return 1;
     }
+    /* The bus before anything can purge: workers and the admin listener publish through d.bus. */
+    if (cfg.bus.enabled && (rc = bus_start(&d, &d.bus)) < 0) {
+        fprintf(stderr, "authcached: --bus: cannot start its thread: %s\n", strerror(-rc));
+        return 1;
+    }
     if ((rc = admin_run(admin)) < 0) {
         fprintf(stderr, "authcached: --admin: cannot start its thread: %s\n", strerror(-rc));
         return 1;
@@ -127,9 +133,6 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    if (cfg.bus.enabled)
-        log_warn("bus", "--bus %s: purge propagation across nodes is not in this build yet; "
-                 "purges stay on this node", cfg.bus_url);
     __atomic_store_n(&d.ready, 1, __ATOMIC_RELEASE);
     log_info("listening", "forward-auth on %s (port %d), admin on %s (port %d), %u workers, "
              "upstream %s:%u, %u connections per worker",
@@ -149,6 +152,7 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < cfg.workers; i++)
         worker_join(d.workers[i]);
     admin_stop(admin);
+    bus_stop(d.bus); /* after the last purge: sends what is queued (briefly), then closes */
     for (unsigned i = 0; i < cfg.workers; i++)
         worker_free(d.workers[i]);
     flights_free(d.flights);

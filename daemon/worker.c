@@ -718,10 +718,12 @@ static int purge_session(struct worker *w, const struct policy_req *pr, const ch
     } else {
         shm_foreach(&w->d->shm, w->now_ms, find_cred_fn, &f);
     }
+    /* The user known: all of the user's answers, here and (--bus) on every node. Else the
+     * session's own answers, by its credential digest, here and everywhere. */
     if (f.len)
         daemon_purge(w->d, f.user, f.len, NULL, 0, why);
-    if (shm_purge_cred(&w->d->shm, k.cred) > 0 && !f.len)
-        log_info("purge", "purged the answers of one session (%s)", why);
+    else
+        daemon_purge_cred(w->d, k.cred, why);
     return f.len != 0;
 }
 

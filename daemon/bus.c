@@ -1,0 +1,1101 @@
+/*
+ * bus.c — purges shared across nodes over Redis pub/sub (CONTRACT.md, --bus; docs/daemon.md,
+ * "Bus").
+ *
+ * A purge on this node (daemon_purge: admin API, sign-out, authentik's logout marker) is encoded
+ * at once on the calling thread, a worker, and put in a bounded queue; the bus thread sends it with
+ * PUBLISH. The same thread reads the channel over a second, SUBSCRIBEd connection and applies what
+ * other nodes sent with daemon_purge_local, which never publishes: no purge travels twice.
+ *
+ * Invariants:
+ *  - A worker never waits on the network: bus_publish takes the queue's mutex for a copy and writes
+ *    the eventfd that wakes the thread. Everything else (DNS, connect, send, receive) is this
+ *    thread's, on non-blocking sockets polled together with the eventfd, so bus_stop is heard
+ *    within one poll (except inside getaddrinfo, which bus_stop waits out for a bounded time).
+ *  - The queue holds sequence numbers head <= next <= tail, tail - head <= BUS_QUEUE_MAX:
+ *    [head, next) were sent on the current connection and await Redis's reply, [next, tail) wait
+ *    to be sent. A purge leaves the queue when Redis acknowledges its PUBLISH; after a reconnect
+ *    every unacknowledged one is sent again (at least once: purges are idempotent). When full, a
+ *    new purge pushes out the oldest, counted as dropped.
+ *  - Purges queued while Redis was away wait after the reconnect until the channel has as many
+ *    subscribers as before (PUBSUB NUMSUB), at most BUS_REJOIN_MS: pub/sub keeps nothing for a
+ *    node that has not subscribed again yet.
+ *  - Messages carry no credential: user names, keyed digests (useless without the hash key), "all".
+ *    Nothing received is trusted: every field is bounded and checked (bus_decode, bus_resp_parse),
+ *    a bad message is counted and logged at most every BUS_LOG_EVERY_MS, never applied.
+ *  - Logs: one line per change of the connection's state, never per retry.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bus.h"
+#include "log.h"
+
+#define BUS_BACKOFF_MIN_MS 100
+#define BUS_BACKOFF_MAX_MS 5000
+#define BUS_IO_TIMEOUT_MS 2000 /* to connect, to send a command, to have SUBSCRIBE confirmed */
+#define BUS_WINDOW 64          /* PUBLISHes sent and not yet answered, per connection */
+#define BUS_RX_MAX (1u << 20)  /* the largest reply read from the subscription */
+#define BUS_RX_BULK_MAX (BUS_RX_MAX - 1024)
+#define BUS_PUB_RX 8192        /* replies to PUBLISH: integers, or an error line */
+#define BUS_LOG_EVERY_MS 10000 /* rate limit of the logs about bad messages and drops */
+#define BUS_REJOIN_MS (BUS_BACKOFF_MAX_MS + 1000) /* longest hold of purges queued while down */
+#define BUS_NUMSUB_EVERY_MS 1000  /* how often the subscribers are counted while up */
+#define BUS_NUMSUB_HOLD_MS 100    /* ... and while holding queued purges */
+#define BUS_SEQ_NUMSUB UINT64_MAX /* in the window: a PUBSUB NUMSUB, not a PUBLISH */
+
+/* ---------------------------------------------------------------- the message */
+
+static const char hexdig[] = "0123456789abcdef";
+
+static char *put_hex(char *o, const uint8_t *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        *o++ = hexdig[b[i] >> 4];
+        *o++ = hexdig[b[i] & 15];
+    }
+    return o;
+}
+
+/* Exactly 2 * n lowercase hex digits at p into out. 0 or -EPROTO. */
+static int get_hex(const char *p, uint8_t *out, size_t n)
+{
+    for (size_t i = 0; i < 2 * n; i++) {
+        int v;
+        if (p[i] >= '0' && p[i] <= '9')
+            v = p[i] - '0';
+        else if (p[i] >= 'a' && p[i] <= 'f')
+            v = p[i] - 'a' + 10;
+        else
+            return -EPROTO;
+        if (i % 2 == 0)
+            out[i / 2] = (uint8_t)(v << 4);
+        else
+            out[i / 2] |= (uint8_t)v;
+    }
+    return 0;
+}
+
+int bus_encode(uint64_t node, const uint8_t key_id[SHM_CRED_LEN], const struct purge *p, char *out,
+               size_t cap)
+{
+    char buf[BUS_MSG_MAX], *o = buf;
+    uint8_t nb[8];
+
+    for (int i = 0; i < 8; i++)
+        nb[i] = (uint8_t)(node >> (56 - 8 * i));
+    memcpy(o, BUS_VERSION " ", 3);
+    o = put_hex(o + 3, nb, 8);
+    switch (p->kind) {
+    case PURGE_ALL:
+        memcpy(o, " all", 4);
+        o += 4;
+        break;
+    case PURGE_USER:
+        if (p->user_len == 0 || p->user_len > BUS_USER_MAX || !p->user)
+            return -EINVAL;
+        o += sprintf(o, " user %zu:", p->user_len);
+        memcpy(o, p->user, p->user_len);
+        o += p->user_len;
+        break;
+    case PURGE_CREDS:
+        if (p->ncred == 0 || p->ncred > PURGE_MAX_CREDS)
+            return -EINVAL;
+        memcpy(o, " session ", 9);
+        o = put_hex(o + 9, key_id, SHM_CRED_LEN);
+        for (unsigned i = 0; i < p->ncred; i++) {
+            *o++ = ' ';
+            o = put_hex(o, p->cred[i], SHM_CRED_LEN);
+        }
+        break;
+    default:
+        return -EINVAL;
+    }
+    if ((size_t)(o - buf) > cap)
+        return -ENOSPC;
+    memcpy(out, buf, (size_t)(o - buf));
+    return (int)(o - buf);
+}
+
+/* in[0, len) starts with the literal s. */
+static int starts(const char *in, size_t len, const char *s)
+{
+    size_t n = strlen(s);
+
+    return len >= n && memcmp(in, s, n) == 0;
+}
+
+#define BAD(what)                                                                                  \
+    do {                                                                                           \
+        *why = (what);                                                                             \
+        return -EPROTO;                                                                            \
+    } while (0)
+
+int bus_decode(const char *in, size_t len, uint64_t self, struct bus_msg *m, const char **why)
+{
+    const char *p = in, *end = in + len;
+    uint8_t nb[8];
+
+    memset(m, 0, sizeof(*m));
+    *why = NULL;
+    if (len > BUS_MSG_MAX) {
+        *why = "longer than " /* BUS_MSG_MAX */ "600 bytes";
+        return -E2BIG;
+    }
+    if (!starts(p, len, BUS_VERSION " "))
+        BAD("not a v1 message");
+    p += 3;
+    if (end - p < 17 || get_hex(p, nb, 8) < 0 || p[16] != ' ')
+        BAD("bad node id");
+    for (int i = 0; i < 8; i++)
+        m->node = m->node << 8 | nb[i];
+    p += 17;
+    if ((size_t)(end - p) == 3 && memcmp(p, "all", 3) == 0) {
+        m->p.kind = PURGE_ALL;
+    } else if (starts(p, (size_t)(end - p), "user ")) {
+        size_t n = 0;
+        const char *d = p += 5;
+        while (p < end && *p >= '0' && *p <= '9' && p - d < 4)
+            n = n * 10 + (size_t)(*p++ - '0');
+        if (p == d || p - d > 3 || *d == '0' || p == end || *p != ':')
+            BAD("bad user name length");
+        if (n > BUS_USER_MAX)
+            BAD("user name too long");
+        p++;
+        if ((size_t)(end - p) != n)
+            BAD("user name length does not match");
+        m->p.kind = PURGE_USER;
+        m->p.user = p;
+        m->p.user_len = n;
+    } else if (starts(p, (size_t)(end - p), "session ")) {
+        p += 8;
+        if (end - p < 16 || get_hex(p, m->key_id, SHM_CRED_LEN) < 0)
+            BAD("bad key id");
+        p += 16;
+        while (p < end) {
+            if (m->p.ncred == PURGE_MAX_CREDS)
+                BAD("too many digests");
+            if (end - p < 17 || *p != ' ' ||
+                get_hex(p + 1, m->p.cred[m->p.ncred], SHM_CRED_LEN) < 0)
+                BAD("bad session digest");
+            m->p.ncred++;
+            p += 17;
+        }
+        if (m->p.ncred == 0)
+            BAD("no session digest");
+        m->p.kind = PURGE_CREDS;
+    } else {
+        BAD("unknown kind of purge");
+    }
+    return m->node == self ? BUS_OWN : 0;
+}
+
+void bus_key_id(const struct shm *h, uint8_t out[SHM_CRED_LEN])
+{
+    static const char label[] = "authcache bus hash-key id";
+
+    /* Kind 0 is no credential kind (SHM_CRED_* start at 1): this can equal no session's digest. */
+    shm_key_cred(h, 0, label, sizeof(label) - 1, out);
+}
+
+/* ---------------------------------------------------------------- RESP2 */
+
+/* The line at in[0, len) up to CRLF: 1 and its length in *n, 0 if incomplete, -E2BIG, -EPROTO. */
+static int resp_line(const char *in, size_t len, size_t *n)
+{
+    size_t lim = len < BUS_RESP_LINE_MAX + 1 ? len : BUS_RESP_LINE_MAX + 1;
+    const char *cr = memchr(in, '\r', lim);
+
+    if (!cr)
+        return len > BUS_RESP_LINE_MAX ? -E2BIG : 0;
+    if (memchr(in, '\n', (size_t)(cr - in)))
+        return -EPROTO;
+    if ((size_t)(cr - in) + 1 >= len)
+        return 0;
+    if (cr[1] != '\n')
+        return -EPROTO;
+    *n = (size_t)(cr - in);
+    return 1;
+}
+
+/* A RESP integer: an optional '-', 1 to 18 digits, nothing else. 0 or -EPROTO. */
+static int resp_int(const char *p, size_t n, int64_t *v)
+{
+    int neg = n > 0 && p[0] == '-';
+    int64_t x = 0;
+
+    if (neg) {
+        p++;
+        n--;
+    }
+    if (n == 0 || n > 18)
+        return -EPROTO;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -EPROTO;
+        x = x * 10 + (p[i] - '0');
+    }
+    *v = neg ? -x : x;
+    return 0;
+}
+
+/* One value at in[0, len); arrays only where arrays is set (then it is the array's header alone).
+ * Returns the bytes it takes, 0 if incomplete, or -errno. */
+static ssize_t resp_item(const char *in, size_t len, size_t max_bulk, int arrays,
+                         struct bus_resp_item *it)
+{
+    size_t n;
+    int rc;
+
+    if (len == 0)
+        return 0;
+    memset(it, 0, sizeof(*it));
+    it->type = in[0];
+    if ((rc = resp_line(in + 1, len - 1, &n)) <= 0)
+        return rc;
+    switch (in[0]) {
+    case '+':
+    case '-':
+        it->p = in + 1;
+        it->len = n;
+        return (ssize_t)(n + 3);
+    case ':':
+        if (resp_int(in + 1, n, &it->n) < 0)
+            return -EPROTO;
+        return (ssize_t)(n + 3);
+    case '$': {
+        size_t head = n + 3;
+        if (resp_int(in + 1, n, &it->n) < 0 || it->n < -1)
+            return -EPROTO;
+        if (it->n == -1)
+            return (ssize_t)head;
+        if ((uint64_t)it->n > max_bulk)
+            return -E2BIG;
+        if (len - head < (size_t)it->n + 2)
+            return 0;
+        if (in[head + (size_t)it->n] != '\r' || in[head + (size_t)it->n + 1] != '\n')
+            return -EPROTO;
+        it->p = in + head;
+        it->len = (size_t)it->n;
+        return (ssize_t)(head + (size_t)it->n + 2);
+    }
+    case '*':
+        if (!arrays)
+            return -EPROTO; /* nested: no reply to what this client sends has them */
+        if (resp_int(in + 1, n, &it->n) < 0 || it->n < -1)
+            return -EPROTO;
+        if (it->n > BUS_RESP_MAX_ELEMS)
+            return -E2BIG;
+        return (ssize_t)(n + 3);
+    default:
+        return -EPROTO;
+    }
+}
+
+ssize_t bus_resp_parse(const char *in, size_t len, size_t max_bulk, struct bus_resp *r)
+{
+    ssize_t k, off;
+
+    memset(r, 0, sizeof(*r));
+    if ((off = resp_item(in, len, max_bulk, 1, &r->top)) <= 0)
+        return off;
+    if (r->top.type != '*' || r->top.n <= 0)
+        return off;
+    for (int64_t i = 0; i < r->top.n; i++) {
+        k = resp_item(in + off, len - (size_t)off, max_bulk, 0, &r->elem[r->nelem]);
+        if (k <= 0) {
+            memset(r, 0, sizeof(*r));
+            return k;
+        }
+        r->nelem++;
+        off += k;
+    }
+    return off;
+}
+
+/* Append the bytes p[0, n) at out + *o if they fit in cap. 0 or -ENOSPC. */
+static int put(char *out, size_t cap, size_t *o, const void *p, size_t n)
+{
+    if (cap - *o < n)
+        return -ENOSPC;
+    memcpy(out + *o, p, n);
+    *o += n;
+    return 0;
+}
+
+int bus_resp_command(char *out, size_t cap, int argc, const char *const *argv, const size_t *lens)
+{
+    char head[32];
+    size_t o = 0;
+    int n = snprintf(head, sizeof(head), "*%d\r\n", argc);
+
+    if (put(out, cap, &o, head, (size_t)n) < 0)
+        return -ENOSPC;
+    for (int i = 0; i < argc; i++) {
+        n = snprintf(head, sizeof(head), "$%zu\r\n", lens[i]);
+        if (put(out, cap, &o, head, (size_t)n) < 0 || put(out, cap, &o, argv[i], lens[i]) < 0 ||
+            put(out, cap, &o, "\r\n", 2) < 0)
+            return -ENOSPC;
+    }
+    return o > (size_t)INT32_MAX ? -ENOSPC : (int)o;
+}
+
+/* ---------------------------------------------------------------- the client */
+
+struct bus_slot {
+    uint32_t len;
+    char msg[BUS_MSG_MAX];
+};
+
+enum bus_state { BUS_STARTING, BUS_UP, BUS_DOWN };
+
+struct bus {
+    struct daemon *d;
+    const struct config_bus *cfg;
+    char where[CONFIG_HOST_MAX + 16]; /* host:port, for logs */
+    uint64_t node;
+    uint8_t key_id[SHM_CRED_LEN];
+    int evfd; /* wakes the thread: a purge queued, or stop */
+    pthread_t thread;
+    int stop;              /* set once by bus_stop */
+    int64_t stop_deadline; /* monotonic ms: the flush ends then */
+
+    pthread_mutex_t mu; /* the queue */
+    struct bus_slot *q; /* BUS_QUEUE_MAX slots, seq % BUS_QUEUE_MAX */
+    uint64_t head, next, tail;
+    int64_t drop_logged_ms;
+    uint64_t drop_quiet;
+
+    /* The thread's alone. */
+    int sub, pub; /* -1 when closed */
+    enum bus_state state;
+    char *rx; /* the subscription's unparsed bytes */
+    size_t rx_len;
+    char prx[BUS_PUB_RX];
+    size_t prx_len;
+    uint64_t win[BUS_WINDOW]; /* seqs of the commands awaiting a reply, oldest at win_first */
+    unsigned win_first, win_n;
+    int numsub_pending; /* a PUBSUB NUMSUB is in the window */
+    int64_t numsub_at;  /* monotonic ms: the next one */
+    int64_t subs_now;   /* subscribers of the channel, as last counted */
+    int64_t subs_last;  /* ... as last counted while up and not holding, 0 unknown */
+    int holding;        /* purges queued while down wait for the others to subscribe again */
+    int64_t hold_until, hold_target;
+    int64_t bad_logged_ms;
+    uint64_t bad_quiet;
+
+    /* Figures, read by the admin thread (relaxed atomics). */
+    int connected;
+    uint64_t published, received, applied, bad, key_mismatch, dropped;
+};
+
+#define INC(x) __atomic_add_fetch(&(x), 1, __ATOMIC_RELAXED)
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Give up what the thread is doing: stop asked and, if connected, the flush's time is over. */
+static int cancelled(struct bus *b)
+{
+    if (!__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE))
+        return 0;
+    return b->state != BUS_UP || mono_ms() >= __atomic_load_n(&b->stop_deadline, __ATOMIC_RELAXED);
+}
+
+static void drain_evfd(struct bus *b)
+{
+    uint64_t v;
+
+    if (read(b->evfd, &v, sizeof(v)) < 0) {
+        /* EAGAIN: already drained */
+    }
+}
+
+/* Wait until fd has events (1), deadline passes (0) or the wait is cancelled (-ECANCELED). fd may
+ * be -1 to just sleep. */
+static int wait_fd(struct bus *b, int fd, short events, int64_t deadline)
+{
+    for (;;) {
+        struct pollfd pfd[2] = {{.fd = b->evfd, .events = POLLIN}, {.fd = fd, .events = events}};
+        int64_t left = deadline - mono_ms();
+        int n;
+
+        if (cancelled(b))
+            return -ECANCELED;
+        if (left <= 0)
+            return 0;
+        n = poll(pfd, fd >= 0 ? 2 : 1, (int)left);
+        if (n < 0 && errno != EINTR)
+            return -errno;
+        if (n > 0 && pfd[0].revents)
+            drain_evfd(b);
+        if (n > 0 && fd >= 0 && pfd[1].revents)
+            return 1;
+    }
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+/* A connection to Redis, or -1 with the cause. */
+static int dial(struct bus *b, char *cause, size_t cl)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV},
+                    *res, *ai;
+    char port[8];
+    int fd = -1, rc, one = 1, idle = 15, intvl = 5, cnt = 3;
+
+    snprintf(port, sizeof(port), "%u", b->cfg->port);
+    if ((rc = getaddrinfo(b->cfg->host, port, &hints, &res)) != 0) {
+        snprintf(cause, cl, "resolve %s: %s", b->cfg->host, gai_strerror(rc));
+        return -1;
+    }
+    for (ai = res; ai; ai = ai->ai_next) {
+        int err = 0;
+        socklen_t el = sizeof(err);
+
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            snprintf(cause, cl, "socket: %s", strerror(errno));
+            continue;
+        }
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS)
+            err = errno;
+        else if ((rc = wait_fd(b, fd, POLLOUT, mono_ms() + BUS_IO_TIMEOUT_MS)) <= 0)
+            err = rc == 0 ? ETIMEDOUT : -rc;
+        else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0)
+            err = errno;
+        if (err == 0)
+            break;
+        snprintf(cause, cl, "connect: %s", strerror(err));
+        close_fd(&fd);
+        if (err == ECANCELED)
+            break;
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        return -1;
+    /* Redis may vanish without a FIN (a host gone): keepalive notices within about 30 s. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    return fd;
+}
+
+/* All of buf on fd within BUS_IO_TIMEOUT_MS. 0, or -1 with the cause. */
+static int send_all(struct bus *b, int fd, const char *buf, size_t len, char *cause, size_t cl)
+{
+    int64_t deadline = mono_ms() + BUS_IO_TIMEOUT_MS;
+
+    while (len > 0) {
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        int rc;
+
+        if (n > 0) {
+            buf += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno != EAGAIN) {
+            snprintf(cause, cl, "send: %s", strerror(errno));
+            return -1;
+        }
+        if ((rc = wait_fd(b, fd, POLLOUT, deadline)) <= 0) {
+            snprintf(cause, cl, "send: %s", rc == 0 ? "timed out" : strerror(-rc));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* A Redis error line as a cause: printable ASCII, cut short. */
+static void redis_error(char *cause, size_t cl, const char *what, const struct bus_resp_item *it)
+{
+    char t[81];
+    size_t n = it->len < sizeof(t) - 1 ? it->len : sizeof(t) - 1;
+
+    for (size_t i = 0; i < n; i++)
+        t[i] = it->p[i] >= 0x20 && it->p[i] < 0x7f ? it->p[i] : '?';
+    t[n] = '\0';
+    snprintf(cause, cl, "redis answered %s with an error: %s", what, t);
+}
+
+static void note_up(struct bus *b)
+{
+    uint64_t queued;
+
+    __atomic_store_n(&b->connected, 1, __ATOMIC_RELAXED);
+    if (b->state == BUS_UP)
+        return;
+    pthread_mutex_lock(&b->mu);
+    queued = b->tail - b->head;
+    pthread_mutex_unlock(&b->mu);
+    if (queued)
+        log_info("bus_connected",
+                 "connected to redis %s, channel \"%s\", node id %016llx; %llu "
+                 "purges queued meanwhile go out once the other nodes are back",
+                 b->where, b->cfg->channel, (unsigned long long)b->node,
+                 (unsigned long long)queued);
+    else
+        log_info("bus_connected", "connected to redis %s, channel \"%s\", node id %016llx",
+                 b->where, b->cfg->channel, (unsigned long long)b->node);
+    b->state = BUS_UP;
+}
+
+static void note_down(struct bus *b, const char *cause)
+{
+    __atomic_store_n(&b->connected, 0, __ATOMIC_RELAXED);
+    if (b->state == BUS_UP)
+        log_warn("bus_disconnected",
+                 "lost redis %s (%s); purges made meanwhile are queued (at most "
+                 "%d) and sent on reconnect; retrying",
+                 b->where, cause, BUS_QUEUE_MAX);
+    else if (b->state == BUS_STARTING)
+        log_warn("bus_unreachable",
+                 "cannot use redis %s (%s); purges are queued (at most %d) "
+                 "and sent once it answers; retrying",
+                 b->where, cause, BUS_QUEUE_MAX);
+    else
+        log_debug("bus_retry", "redis %s: %s", b->where, cause);
+    b->state = BUS_DOWN;
+}
+
+/* Open both connections and ask for the subscription. 0, or -1 with the cause. */
+static int bus_connect(struct bus *b, char *cause, size_t cl)
+{
+    char cmd[64 + CONFIG_CHANNEL_MAX];
+    const char *argv[2] = {"SUBSCRIBE", b->cfg->channel};
+    size_t lens[2] = {9, strlen(b->cfg->channel)};
+    int n;
+
+    if ((b->sub = dial(b, cause, cl)) < 0 || (b->pub = dial(b, cause, cl)) < 0)
+        return -1;
+    b->rx_len = b->prx_len = 0;
+    b->win_first = b->win_n = 0;
+    b->numsub_pending = b->holding = 0;
+    pthread_mutex_lock(&b->mu);
+    b->next = b->head; /* what the last connection left unacknowledged goes again */
+    pthread_mutex_unlock(&b->mu);
+    n = bus_resp_command(cmd, sizeof(cmd), 2, argv, lens);
+    if (n < 0) {
+        snprintf(cause, cl, "channel name too long");
+        return -1;
+    }
+    return send_all(b, b->sub, cmd, (size_t)n, cause, cl);
+}
+
+static void bus_close(struct bus *b)
+{
+    close_fd(&b->sub);
+    close_fd(&b->pub);
+}
+
+/* Log a bad message, at most once per BUS_LOG_EVERY_MS (saying how many were not logged). */
+static void log_bad(struct bus *b, const char *event, const char *what, size_t len)
+{
+    int64_t now = mono_ms();
+
+    if (b->bad_logged_ms && now - b->bad_logged_ms < BUS_LOG_EVERY_MS) {
+        b->bad_quiet++;
+        return;
+    }
+    if (b->bad_quiet)
+        log_warn(event,
+                 "%s (%zu bytes); not applied; %llu more not logged since the last such "
+                 "line",
+                 what, len, (unsigned long long)b->bad_quiet);
+    else
+        log_warn(event, "%s (%zu bytes); not applied", what, len);
+    b->bad_logged_ms = now;
+    b->bad_quiet = 0;
+}
+
+/* A message from the channel. */
+static void on_message(struct bus *b, const char *p, size_t len)
+{
+    struct bus_msg m;
+    const char *why;
+    char desc[160];
+    int rc = bus_decode(p, len, b->node, &m, &why);
+
+    if (rc == BUS_OWN)
+        return;
+    INC(b->received);
+    if (rc < 0) {
+        INC(b->bad);
+        snprintf(desc, sizeof(desc), "bad message on the bus: %s", why);
+        log_bad(b, "bus_bad_message", desc, len);
+        return;
+    }
+    if (m.p.kind == PURGE_CREDS && memcmp(m.key_id, b->key_id, SHM_CRED_LEN) != 0) {
+        INC(b->key_mismatch);
+        snprintf(desc, sizeof(desc),
+                 "session purge from node %016llx made with another hash key "
+                 "(give every node the same --hash-key-file)",
+                 (unsigned long long)m.node);
+        log_bad(b, "bus_key_mismatch", desc, len);
+        return;
+    }
+    snprintf(desc, sizeof(desc), "via bus from node %016llx", (unsigned long long)m.node);
+    daemon_purge_local(b->d, &m.p, desc);
+    INC(b->applied);
+}
+
+/* Read what the subscription sent. Sets *up on the subscription's confirmation. 0, or -1 with the
+ * cause. */
+static int read_sub(struct bus *b, int *up, char *cause, size_t cl)
+{
+    struct bus_resp r;
+    ssize_t n = recv(b->sub, b->rx + b->rx_len, BUS_RX_MAX - b->rx_len, 0);
+    size_t off = 0;
+
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return 0;
+    if (n <= 0) {
+        snprintf(cause, cl, "%s", n == 0 ? "redis closed the connection" : strerror(errno));
+        return -1;
+    }
+    b->rx_len += (size_t)n;
+    while ((n = bus_resp_parse(b->rx + off, b->rx_len - off, BUS_RX_BULK_MAX, &r)) > 0) {
+        const struct bus_resp_item *e = r.elem;
+        off += (size_t)n;
+        if (r.top.type == '-') {
+            redis_error(cause, cl, "SUBSCRIBE", &r.top);
+            return -1;
+        }
+        if (r.top.type != '*' || r.nelem < 1 || e[0].type != '$')
+            continue; /* nothing else is sent to a subscriber; ignore what is not for us */
+        if (e[0].len == 7 && memcmp(e[0].p, "message", 7) == 0 && r.nelem == 3 &&
+            e[1].type == '$' && e[1].len == strlen(b->cfg->channel) &&
+            memcmp(e[1].p, b->cfg->channel, e[1].len) == 0 && e[2].type == '$' && e[2].p)
+            on_message(b, e[2].p, e[2].len);
+        else if (e[0].len == 9 && memcmp(e[0].p, "subscribe", 9) == 0)
+            *up = 1;
+    }
+    if (n < 0) {
+        snprintf(cause, cl, "%s from redis on the subscription",
+                 n == -E2BIG ? "a reply over 1 MiB" : "garbled reply");
+        return -1;
+    }
+    memmove(b->rx, b->rx + off, b->rx_len - off);
+    b->rx_len -= off;
+    if (b->rx_len == BUS_RX_MAX) {
+        snprintf(cause, cl, "a reply over 1 MiB from redis on the subscription");
+        return -1;
+    }
+    return 0;
+}
+
+/* A count of subscribers (a PUBLISH's receivers, or PUBSUB NUMSUB). Ends the hold once the
+ * channel has as many as before the outage. */
+static void subscribers(struct bus *b, int64_t n)
+{
+    b->subs_now = n;
+    if (b->holding && n >= b->hold_target)
+        b->holding = 0;
+    if (!b->holding)
+        b->subs_last = n;
+}
+
+/* Read the replies on the publishing connection: each answers the oldest command in the window; a
+ * PUBLISH's answer acknowledges its purge. 0, or -1 with the cause. */
+static int read_pub(struct bus *b, char *cause, size_t cl)
+{
+    struct bus_resp r;
+    ssize_t n = recv(b->pub, b->prx + b->prx_len, sizeof(b->prx) - b->prx_len, 0);
+    size_t off = 0;
+
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return 0;
+    if (n <= 0) {
+        snprintf(cause, cl, "%s", n == 0 ? "redis closed the connection" : strerror(errno));
+        return -1;
+    }
+    b->prx_len += (size_t)n;
+    while ((n = bus_resp_parse(b->prx + off, b->prx_len - off, CONFIG_CHANNEL_MAX, &r)) > 0) {
+        uint64_t seq;
+        off += (size_t)n;
+        if (b->win_n == 0) {
+            snprintf(cause, cl, "a reply from redis to no command");
+            return -1;
+        }
+        seq = b->win[b->win_first];
+        if (r.top.type == '-') {
+            redis_error(cause, cl, seq == BUS_SEQ_NUMSUB ? "PUBSUB NUMSUB" : "PUBLISH", &r.top);
+            return -1;
+        }
+        b->win_first = (b->win_first + 1) % BUS_WINDOW;
+        b->win_n--;
+        if (seq == BUS_SEQ_NUMSUB) {
+            if (r.top.type != '*' || r.nelem != 2 || r.elem[1].type != ':') {
+                snprintf(cause, cl, "unexpected reply to PUBSUB NUMSUB");
+                return -1;
+            }
+            b->numsub_pending = 0;
+            subscribers(b, r.elem[1].n);
+            continue;
+        }
+        if (r.top.type != ':') {
+            snprintf(cause, cl, "unexpected reply to PUBLISH");
+            return -1;
+        }
+        subscribers(b, r.top.n);
+        pthread_mutex_lock(&b->mu);
+        if (seq >= b->head) /* else dropped meanwhile */
+            b->head = seq + 1;
+        pthread_mutex_unlock(&b->mu);
+        INC(b->published);
+    }
+    if (n < 0) {
+        snprintf(cause, cl, "garbled reply on the publishing connection");
+        return -1;
+    }
+    memmove(b->prx, b->prx + off, b->prx_len - off);
+    b->prx_len -= off;
+    return 0;
+}
+
+/* Ask how many subscribe to the channel. 0, or -1 with the cause. */
+static int send_numsub(struct bus *b, char *cause, size_t cl)
+{
+    char cmd[64 + CONFIG_CHANNEL_MAX];
+    const char *argv[3] = {"PUBSUB", "NUMSUB", b->cfg->channel};
+    size_t lens[3] = {6, 6, strlen(b->cfg->channel)};
+    int n = bus_resp_command(cmd, sizeof(cmd), 3, argv, lens);
+
+    if (b->numsub_pending || b->win_n == BUS_WINDOW)
+        return 0;
+    if (n < 0) {
+        snprintf(cause, cl, "channel name too long");
+        return -1;
+    }
+    b->win[(b->win_first + b->win_n) % BUS_WINDOW] = BUS_SEQ_NUMSUB;
+    b->win_n++;
+    b->numsub_pending = 1;
+    return send_all(b, b->pub, cmd, (size_t)n, cause, cl);
+}
+
+/* PUBLISH what waits, up to BUS_WINDOW commands in flight. 0, or -1 with the cause. */
+static int send_queued(struct bus *b, char *cause, size_t cl)
+{
+    char cmd[BUS_MSG_MAX + CONFIG_CHANNEL_MAX + 64];
+    struct bus_slot s;
+
+    while (b->win_n < BUS_WINDOW) {
+        const char *argv[3] = {"PUBLISH", b->cfg->channel, s.msg};
+        size_t lens[3] = {7, strlen(b->cfg->channel), 0};
+        uint64_t seq;
+        int n;
+
+        pthread_mutex_lock(&b->mu);
+        if (b->next == b->tail) {
+            pthread_mutex_unlock(&b->mu);
+            return 0;
+        }
+        seq = b->next++;
+        s.len = b->q[seq % BUS_QUEUE_MAX].len;
+        memcpy(s.msg, b->q[seq % BUS_QUEUE_MAX].msg, s.len);
+        pthread_mutex_unlock(&b->mu);
+        lens[2] = s.len;
+        n = bus_resp_command(cmd, sizeof(cmd), 3, argv, lens);
+        if (n < 0) {
+            snprintf(cause, cl, "PUBLISH too long");
+            return -1;
+        }
+        b->win[(b->win_first + b->win_n) % BUS_WINDOW] = seq;
+        b->win_n++;
+        if (send_all(b, b->pub, cmd, (size_t)n, cause, cl) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The subscription is confirmed: the connection is up. Purges queued while it was down are held
+ * until the channel has as many subscribers as it had before (the other nodes reconnect on their
+ * own back-off; pub/sub keeps nothing for a node not yet subscribed), at most BUS_REJOIN_MS. */
+static void came_up(struct bus *b, int64_t now)
+{
+    uint64_t waiting;
+
+    note_up(b);
+    pthread_mutex_lock(&b->mu);
+    waiting = b->tail - b->next;
+    pthread_mutex_unlock(&b->mu);
+    b->numsub_at = now;
+    if (waiting) {
+        b->holding = 1;
+        b->hold_until = now + BUS_REJOIN_MS;
+        b->hold_target = b->subs_last > 0 ? b->subs_last : 2; /* unknown: this node and one more */
+    }
+}
+
+/* Serve the two connections until one fails (cause set) or the stop's flush is over. Returns 1 if
+ * the subscription was confirmed (the connection was up), else 0. */
+static int bus_serve(struct bus *b, char *cause, size_t cl)
+{
+    int64_t confirm_by = mono_ms() + BUS_IO_TIMEOUT_MS;
+    int up = 0;
+
+    for (;;) {
+        struct pollfd pfd[3] = {{.fd = b->evfd, .events = POLLIN},
+                                {.fd = b->sub, .events = POLLIN},
+                                {.fd = b->pub, .events = POLLIN}};
+        int64_t now = mono_ms(), timeout = 1000;
+        int n;
+
+        if (__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE)) {
+            int64_t end = __atomic_load_n(&b->stop_deadline, __ATOMIC_RELAXED);
+            uint64_t left;
+            pthread_mutex_lock(&b->mu);
+            left = b->tail - b->head;
+            pthread_mutex_unlock(&b->mu);
+            if (!up || left == 0 || now >= end)
+                return up;
+            timeout = end - now;
+            b->holding = 0; /* stopping: send what waits now or never */
+        }
+        if (!up) {
+            if (now >= confirm_by) {
+                snprintf(cause, cl, "no answer to SUBSCRIBE");
+                return 0;
+            }
+            timeout = confirm_by - now;
+        } else {
+            if (b->holding && now >= b->hold_until) {
+                b->holding = 0;
+                log_info("bus_rejoin",
+                         "sending the purges queued while redis was away although "
+                         "only %lld of %lld subscribers are back after %d s",
+                         (long long)b->subs_now, (long long)b->hold_target, BUS_REJOIN_MS / 1000);
+            }
+            if (now >= b->numsub_at) {
+                if (send_numsub(b, cause, cl) < 0)
+                    return up;
+                b->numsub_at = now + (b->holding ? BUS_NUMSUB_HOLD_MS : BUS_NUMSUB_EVERY_MS);
+            }
+            if (!b->holding && send_queued(b, cause, cl) < 0)
+                return up;
+            if (b->numsub_at - now < timeout)
+                timeout = b->numsub_at - now;
+            if (b->holding && b->hold_until - now < timeout)
+                timeout = b->hold_until - now;
+        }
+        n = poll(pfd, 3, (int)(timeout > 0 ? timeout : 0));
+        if (n < 0 && errno != EINTR) {
+            snprintf(cause, cl, "poll: %s", strerror(errno));
+            return up;
+        }
+        if (n <= 0)
+            continue;
+        if (pfd[0].revents)
+            drain_evfd(b);
+        if (pfd[1].revents) {
+            int was = up;
+            if (read_sub(b, &up, cause, cl) < 0)
+                return was || up;
+            if (up && !was)
+                came_up(b, mono_ms());
+        }
+        if (pfd[2].revents && read_pub(b, cause, cl) < 0)
+            return up;
+    }
+}
+
+static void *bus_main(void *arg)
+{
+    struct bus *b = arg;
+    int64_t backoff = BUS_BACKOFF_MIN_MS;
+    char cause[512];
+    uint64_t left;
+
+    while (!__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE)) {
+        int was_up = 0;
+
+        snprintf(cause, sizeof(cause), "stopped");
+        if (bus_connect(b, cause, sizeof(cause)) == 0)
+            was_up = bus_serve(b, cause, sizeof(cause));
+        bus_close(b);
+        if (was_up)
+            backoff = BUS_BACKOFF_MIN_MS;
+        if (__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE))
+            break;
+        note_down(b, cause);
+        wait_fd(b, -1, 0, mono_ms() + backoff);
+        backoff = backoff * 2 > BUS_BACKOFF_MAX_MS ? BUS_BACKOFF_MAX_MS : backoff * 2;
+    }
+    __atomic_store_n(&b->connected, 0, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&b->mu);
+    left = b->tail - b->head;
+    pthread_mutex_unlock(&b->mu);
+    if (left)
+        log_warn("bus_unsent",
+                 "%llu purges not confirmed by redis %s at stop: the other nodes "
+                 "may not have them",
+                 (unsigned long long)left, b->where);
+    return NULL;
+}
+
+int bus_start(struct daemon *d, struct bus **out)
+{
+    struct bus *b = calloc(1, sizeof(*b));
+    int rc;
+
+    *out = NULL;
+    if (!b || !(b->q = calloc(BUS_QUEUE_MAX, sizeof(*b->q))) || !(b->rx = malloc(BUS_RX_MAX))) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    b->d = d;
+    b->cfg = &d->cfg->bus;
+    b->sub = b->pub = -1;
+    snprintf(b->where, sizeof(b->where), strchr(b->cfg->host, ':') ? "[%s]:%u" : "%s:%u",
+             b->cfg->host, b->cfg->port);
+    bus_key_id(&d->shm, b->key_id);
+    /* The node id only tells a node its own messages apart: random, never 0. */
+    while (b->node == 0) {
+        if (getrandom(&b->node, sizeof(b->node), 0) != (ssize_t)sizeof(b->node)) {
+            rc = -EIO;
+            goto fail;
+        }
+    }
+    if ((b->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    pthread_mutex_init(&b->mu, NULL);
+    if ((rc = pthread_create(&b->thread, NULL, bus_main, b)) != 0) {
+        pthread_mutex_destroy(&b->mu);
+        close(b->evfd);
+        rc = -rc;
+        goto fail;
+    }
+    *out = b;
+    return 0;
+fail:
+    if (b) {
+        free(b->q);
+        free(b->rx);
+    }
+    free(b);
+    return rc;
+}
+
+void bus_publish(struct bus *b, const struct purge *p)
+{
+    char msg[BUS_MSG_MAX];
+    uint64_t one = 1, quiet = 0;
+    int64_t now;
+    int n, dropped = 0, log_drop = 0;
+
+    if (!b)
+        return;
+    if ((n = bus_encode(b->node, b->key_id, p, msg, sizeof(msg))) < 0) {
+        log_warn("bus_not_published",
+                 "a purge of a user name of %zu bytes stays on this node: "
+                 "the bus carries names of 1 to %u bytes",
+                 p->user_len, BUS_USER_MAX);
+        return;
+    }
+    now = mono_ms();
+    pthread_mutex_lock(&b->mu);
+    if (b->tail - b->head == BUS_QUEUE_MAX) {
+        b->head++;
+        if (b->next < b->head)
+            b->next = b->head;
+        dropped = 1;
+        if (!b->drop_logged_ms || now - b->drop_logged_ms >= BUS_LOG_EVERY_MS) {
+            log_drop = 1;
+            quiet = b->drop_quiet;
+            b->drop_quiet = 0;
+            b->drop_logged_ms = now;
+        } else {
+            b->drop_quiet++;
+        }
+    }
+    b->q[b->tail % BUS_QUEUE_MAX].len = (uint32_t)n;
+    memcpy(b->q[b->tail % BUS_QUEUE_MAX].msg, msg, (size_t)n);
+    b->tail++;
+    pthread_mutex_unlock(&b->mu);
+    if (dropped)
+        INC(b->dropped);
+    if (log_drop)
+        log_warn("bus_dropped",
+                 "%d purges wait for redis %s: the oldest was dropped (%llu more "
+                 "dropped since the last such line)",
+                 BUS_QUEUE_MAX, b->where, (unsigned long long)quiet);
+    if (write(b->evfd, &one, sizeof(one)) < 0) {
+        /* the counter is saturated only if the thread is gone; nothing to wake then */
+    }
+}
+
+void bus_stop(struct bus *b)
+{
+    struct timespec ts;
+    uint64_t one = 1;
+
+    if (!b)
+        return;
+    __atomic_store_n(&b->stop_deadline, mono_ms() + BUS_FLUSH_MS, __ATOMIC_RELAXED);
+    __atomic_store_n(&b->stop, 1, __ATOMIC_RELEASE);
+    if (write(b->evfd, &one, sizeof(one)) < 0) {
+        /* see bus_publish */
+    }
+    /* Only getaddrinfo can hold the thread past the flush; a drain must not hang on DNS. */
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (BUS_FLUSH_MS + 1500) / 1000 + 1;
+    if (pthread_timedjoin_np(b->thread, NULL, &ts) != 0) {
+        log_warn("bus_stop", "the bus thread did not stop in time (resolving %s?); leaving it",
+                 b->cfg->host);
+        return;
+    }
+    close(b->evfd);
+    pthread_mutex_destroy(&b->mu);
+    free(b->q);
+    free(b->rx);
+    free(b);
+}
+
+void bus_stats_get(struct bus *b, struct bus_stats *st)
+{
+    memset(st, 0, sizeof(*st));
+    if (!b)
+        return;
+    st->enabled = 1;
+    st->connected = __atomic_load_n(&b->connected, __ATOMIC_RELAXED);
+    st->node = b->node;
+    st->published = __atomic_load_n(&b->published, __ATOMIC_RELAXED);
+    st->received = __atomic_load_n(&b->received, __ATOMIC_RELAXED);
+    st->applied = __atomic_load_n(&b->applied, __ATOMIC_RELAXED);
+    st->bad = __atomic_load_n(&b->bad, __ATOMIC_RELAXED);
+    st->key_mismatch = __atomic_load_n(&b->key_mismatch, __ATOMIC_RELAXED);
+    st->dropped = __atomic_load_n(&b->dropped, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&b->mu);
+    st->queued = b->tail - b->head;
+    pthread_mutex_unlock(&b->mu);
+}
