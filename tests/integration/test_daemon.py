@@ -123,11 +123,13 @@ def single_flight_200_concurrent():
         stats = json.loads(admin_get(d, "/v1/stats").body)
         eq(stats["idp"]["requests"], 1, "authcache's own count of IdP requests")
 
-        # A flight that ends in a refusal: every waiter asks the IdP itself and gets its answer.
+        # A flight that ends in a refusal: every waiter asks the IdP itself and gets its answer,
+        # in what is left of its --upstream-timeout (500 ms): the leader's call and its own take
+        # 2 x 100 ms. (test_daemon_outage.py: when that is not enough, a 503 in time.)
         u, k = cookie("flight-unknown"), 20
         req = harness.build_request("GET", AUTH, harness.auth_headers("app1.test", "/", u))
         conns = [harness.Conn(d.port, timeout=15) for _ in range(k)]
-        idp().fault(latency_ms=300)
+        idp().fault(latency_ms=100)
         try:
             for c in conns:
                 c.send(req)
