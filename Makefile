@@ -6,6 +6,8 @@
 #   make deps            install the Debian packages named in deps.txt that are missing
 #   make fuzz            libFuzzer targets, FUZZ_SECONDS each (default 600)
 #   make bench-shm       the shm table benchmark; writes bench/RESULTS.md
+#   make bench           deps, build, then bench/run: every contender under every scenario (~10 min;
+#                        BENCH_QUICK=1 ~1 min); writes bench/RESULTS.md and bench/results.png
 #   make SANITIZER=address,undefined   (or thread) builds into build/san-<name>/
 #   make SANITIZER=thread tsan           what `make test` runs under ThreadSanitizer (TSAN_UNIT, daemon)
 #   V=1                  show the commands
@@ -153,7 +155,8 @@ bench-shm: $(BUILD)/bench/bench_shm
 	$(BUILD)/bench/bench_shm | tee build/bench_shm.txt
 	bench/record shm build/bench_shm.txt
 
-bench: all
+bench: deps
+	$(MAKE) all
 	bench/run
 
 clean:

@@ -38,6 +38,9 @@ PIN=${BENCH_PIN:-1}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 2
+LIB_NAME=hitpath
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 BUILD=$ROOT/${BUILD:-build}
 WORK=$BUILD/bench/hitpath
 SECTION="hit path (wrk -t1 -c32, 1 worker)"
@@ -51,7 +54,6 @@ HOST=app1.test
 BENCH_USER=benchuser
 BENCH_GROUPS='users|staff'
 SHM_NAME=authcache-hitpath-$$
-CLK_TCK=$(getconf CLK_TCK)
 
 for bin in "$BUILD/authcached" "$BUILD/test-idp"; do
     [ -x "$bin" ] || { echo "hitpath: $bin is missing; run: make build/authcached build/test-idp" >&2; exit 2; }
@@ -67,51 +69,8 @@ mkdir -p "$WORK/nginx/tmp" "$WORK/nginx/logs"
 
 # ---------------------------------------------------------------- processes and cleanup
 
-PIDS=()
-cleanup() {
-    local pid
-    trap - EXIT
-    trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    rm -f "/dev/shm/$SHM_NAME"
-}
-trap cleanup EXIT
-trap 'echo "hitpath: interrupted" >&2; exit 130' INT
-trap 'exit 143' TERM
-
-die() {
-    echo "hitpath: $*" >&2
-    exit 1
-}
-
-TAKEN=" "
-free_port() { # VAR: a loopback port in 20000..31999 nothing listens on, not handed out before
-    local p
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 12000))
-        case $TAKEN in *" $p "*) continue ;; esac
-        if ! (: </dev/tcp/127.0.0.1/$p) 2>/dev/null; then
-            TAKEN="$TAKEN$p "
-            printf -v "$1" '%s' "$p"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
-
-wait_http() { # NAME PID URL LOG: until URL answers 200 (5 s)
-    for _ in $(seq 100); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$3")" = 200 ] && return 0
-        kill -0 "$2" 2>/dev/null || die "$1 exited before it was ready: $(tail -n 3 "$4")"
-        sleep 0.05
-    done
-    die "$1 not ready after 5 s: $(tail -n 3 "$4")"
-}
+on_cleanup() { rm -f "/dev/shm/$SHM_NAME"; }
+lib_traps
 
 server_cpu=""
 if [ "$PIN" = 1 ]; then
@@ -143,7 +102,7 @@ export HIT_COOKIE=$COOKIE HIT_HOST=$HOST
 "${WRK[@]}" -t1 -c1 -d1s -s bench/lua/hit.lua "http://127.0.0.1:$AC" >/dev/null 2>&1
 curl -s -D "$WORK/hit.head" -o /dev/null -H "Cookie: authentik_proxy_3f2a1b0c=$COOKIE" \
     -H "X-Forwarded-Host: $HOST" "http://127.0.0.1:$AC/outpost.goauthentik.io/auth/traefik"
-hdr() { tr -d '\r' <"$WORK/hit.head" | awk -v n="$1" 'tolower($0) ~ "^" n ":" { sub(/^[^:]*:[ \t]*/, ""); print; exit }'; }
+hdr() { header_value "$WORK/hit.head" "$1"; }
 [ "$(hdr x-authcache)" = hit ] || die "warm-up: expected X-Authcache: hit, got '$(hdr x-authcache)'"
 H_USER=$(hdr x-authentik-username) H_GROUPS=$(hdr x-authentik-groups) H_EMAIL=$(hdr x-authentik-email)
 [ "$H_USER" = "$BENCH_USER" ] || die "warm-up: the cached answer names user '$H_USER'"
@@ -151,31 +110,10 @@ H_USER=$(hdr x-authentik-username) H_GROUPS=$(hdr x-authentik-groups) H_EMAIL=$(
 # ---------------------------------------------------------------- nginx
 
 NGX_DIR=$WORK/nginx
-cat >"$NGX_DIR/nginx.conf" <<EOF
-# written by bench/hitpath.sh
-worker_processes 1;
-daemon off;
-pid $NGX_DIR/nginx.pid;
-error_log $NGX_DIR/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $NGX_DIR/tmp/body;
-    proxy_temp_path $NGX_DIR/tmp/proxy;
-    fastcgi_temp_path $NGX_DIR/tmp/fastcgi;
-    uwsgi_temp_path $NGX_DIR/tmp/uwsgi;
-    scgi_temp_path $NGX_DIR/tmp/scgi;
-    server {
-        listen 127.0.0.1:$NGX;
-        location / {
-            add_header X-authentik-username "$H_USER";
-            add_header X-authentik-groups "$H_GROUPS";
-            add_header X-authentik-email "$H_EMAIL";
-            return 200;
-        }
-    }
-}
-EOF
+# nginx answers the three identity headers it can name with the values authcached replays
+printf 'X-authentik-username: %s\nX-authentik-groups: %s\nX-authentik-email: %s\n' \
+    "$H_USER" "$H_GROUPS" "$H_EMAIL" >"$WORK/nginx.headers"
+nginx_conf_return200 "$NGX_DIR" "$NGX" "$WORK/nginx.headers" >"$NGX_DIR/nginx.conf"
 $server_cpu nginx -p "$NGX_DIR" -c "$NGX_DIR/nginx.conf" -e "$NGX_DIR/logs/error.log" \
     >"$NGX_DIR/logs/stderr.log" 2>&1 &
 NGX_PID=$!
@@ -188,20 +126,6 @@ grep -qi "^X-authentik-groups: $H_GROUPS" "$WORK/nginx.head" || die "nginx does 
 
 # ---------------------------------------------------------------- measuring
 
-cpu_ticks() { # utime+stime (clock ticks) of the given processes, all threads; fields after "comm)"
-    local sum=0 pid
-    for pid in "$@"; do
-        sum=$((sum + $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }')))
-    done
-    echo "$sum"
-}
-
-busy_ticks() { # all CPUs' non-idle time (clock ticks) from /proc/stat
-    awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
-}
-children_s() { # user+sys seconds of this shell's waited-for children (wrk), from a `times` output
-    awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } print t }' "$1"
-}
 
 hits() { curl -s "http://127.0.0.1:$ADM/v1/stats" | sed -n 's/.*"requests":{"hit":\([0-9]*\).*/\1/p'; }
 idp_calls() { curl -s "http://127.0.0.1:$CTL/calls?cookie=$COOKIE" | sed -n 's/.*"calls":\([0-9]*\).*/\1/p'; }
@@ -251,10 +175,6 @@ run() {
         awk '{ printf "%8d req/s  %6.2f us CPU/req  p50 %.3f ms  p99 %.3f ms  (other load %.2f cores)", $1, $2, $3, $4, $6 }')"
 }
 
-median() { # FILE COLUMN
-    awk -v c="$2" '{ print $c }' "$1" | sort -g | awk '{ v[NR] = $1 } END {
-        if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 rounds() { awk -v c="$2" '{ printf "%s%s", (NR > 1 ? "," : ""), $c }' "$1"; } # FILE COLUMN
 
 echo "hitpath: wrk -t1 -c32 -d${DUR}s --latency, $ROUNDS round(s), A = authcached --workers 1 (pid $AC_PID),"

@@ -12,6 +12,10 @@
 set -u
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+LIB_NAME=demo
+LIB_STOP_TRIES=30 # authcached drains in at most upstream-timeout + 2 s; do not wait longer than that
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 BUILD=$ROOT/${BUILD:-build}
 DAEMON=$BUILD/authcached
 IDP=$BUILD/test-idp
@@ -32,24 +36,12 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/authcache-demo.XXXXXX")
 
 # ---------------------------------------------------------------- cleanup
 
-PIDS=()
-cleanup() {
-    local pid
-    trap - EXIT
-    trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-    for pid in "${PIDS[@]}"; do
-        # authcached drains in at most upstream-timeout + 2 s; do not wait longer than that
-        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
+# Everything started is in PIDS (bench/lib.sh stops them on exit and on Ctrl-C).
+on_cleanup() {
     rm -f "/dev/shm/$SHM_NAME"
     rm -rf "$TMP"
 }
-trap cleanup EXIT
-trap 'echo; echo "demo: interrupted" >&2; exit 130' INT
-trap 'exit 143' TERM
+lib_traps
 
 # ---------------------------------------------------------------- helpers
 
@@ -59,62 +51,12 @@ fail() { # one promise broken: say so now, exit 1 at the end
     FAILED=$((FAILED + 1))
 }
 
-# free_port VAR: a loopback port in 20000..31999 (below the ephemeral range) that nothing listens
-# on, distinct from the ones already handed out (set in this shell, not in a $(...) subshell).
-TAKEN=" "
-free_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 12000))
-        case $TAKEN in *" $p "*) continue ;; esac
-        if ! (: </dev/tcp/127.0.0.1/$p) 2>/dev/null; then
-            TAKEN="$TAKEN$p "
-            printf -v "$1" '%s' "$p"
-            return 0
-        fi
-    done
-    echo "demo: no free port found" >&2
-    exit 1
-}
-
-# wait_http NAME PID URL: until URL answers 200 (5 s), else the log's tail and exit.
-wait_http() {
-    local name=$1 pid=$2 url=$3 log=$4
-    for _ in $(seq 100); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url")" = 200 ] && return 0
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "demo: $name exited before it was ready; $log:" >&2
-            tail -n 5 "$log" >&2
-            exit 1
-        fi
-        sleep 0.05
-    done
-    echo "demo: $name not ready after 5 s; $log:" >&2
-    tail -n 5 "$log" >&2
-    exit 1
-}
-
 newcookie() { head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
-ctl() { # ctl METHOD PATH?QUERY -> the control API's JSON answer
-    curl -s --max-time 5 -X "$1" "http://127.0.0.1:$CTL$2"
-}
-
-calls() { # IdP forward-auth calls seen for a cookie value
-    ctl GET "/calls?cookie=$1" | sed -n 's/.*"calls":\([0-9]*\).*/\1/p'
-}
-
-session() { # session COOKIE USER GROUPS: the user logs in at the IdP under that cookie
-    local out
-    out=$(ctl POST "/session?cookie=$1&user=$2&groups=$3")
-    case $out in *'"ok":true'*) ;; *) echo "demo: IdP control /session failed: $out" >&2; exit 1 ;; esac
-}
-
-fault() {
-    local out
-    out=$(ctl POST "/fault?mode=$1")
-    case $out in *'"ok":true'*) ;; *) echo "demo: IdP control /fault failed: $out" >&2; exit 1 ;; esac
-}
+ctl() { idp_ctl "$CTL" "$@"; }                           # ctl METHOD PATH?QUERY -> JSON answer
+calls() { idp_calls "$CTL" "$1"; }                       # IdP forward-auth calls for a cookie value
+session() { idp_ok "$CTL" "/session?cookie=$1&user=$2&groups=$3"; } # COOKIE USER GROUPS: log in
+fault() { idp_ok "$CTL" "/fault?mode=$1"; }
 
 hdr() { # the first value of header $1 (lower case) in the last answer
     tr -d '\r' <"$TMP/h" | awk -v n="$1" 'tolower($0) ~ "^" n ":" { sub(/^[^:]*:[ \t]*/, ""); print; exit }'
