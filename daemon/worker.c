@@ -156,6 +156,7 @@ struct worker {
     int ring_disabled; /* created disabled: enabled by the worker thread */
     pthread_t thread;
     int listen_fd, port;
+    int64_t refresh_ahead_ms; /* a hit this close to its fresh_until revalidates in the background */
     int accept_armed;
     int accept_failing; /* the last accept failed: logged once until one succeeds */
     struct io_uring_buf_ring *br;
@@ -772,7 +773,7 @@ static void handle_request(struct worker *w, struct conn *c, const struct http_r
                        SHM_LOOKUP_PROMOTE) == 0) {
             if (w->now_ms < a.fresh_until_ms) {
                 answer_identity(w, c, &pc, a.hdrs, a.hdrs_len, RES_HIT);
-                if (w->now_ms >= a.fresh_until_ms - w->cfg->fresh_ttl_ms / 5)
+                if (w->now_ms >= a.fresh_until_ms - w->refresh_ahead_ms)
                     start_background(w, req, pr, &key, a.first_seen_ms);
                 return;
             }
@@ -1758,6 +1759,12 @@ struct worker *worker_new(struct daemon *d, unsigned id, unsigned max_conns, uns
     w->m = &d->metrics[id];
     w->listen_fd = w->efd = -1;
     pthread_mutex_init(&w->qmu, NULL);
+    /* Refresh ahead by as much as the IdP may take (then a busy answer never goes stale), but
+     * not more than a fifth of fresh-ttl: every ms earlier is IdP load. A pair in use all the time
+     * costs fresh-ttl / (fresh-ttl - this) IdP calls per fresh-ttl: 1.07 with the defaults. */
+    w->refresh_ahead_ms = d->cfg->fresh_ttl_ms / 5;
+    if (w->refresh_ahead_ms > d->cfg->upstream_timeout_ms)
+        w->refresh_ahead_ms = d->cfg->upstream_timeout_ms;
     w->max_conns = max_conns;
     w->max_ups = max_ups < 1024 ? max_ups : 1024;
     w->conns = calloc(max_conns, sizeof(*w->conns));

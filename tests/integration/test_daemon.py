@@ -210,6 +210,26 @@ def revalidation_and_refresh_ahead():
            "(four hits in the last fifth started one call)")
 
 
+@case
+def refresh_ahead_starts_no_earlier_than_the_idp_needs():
+    """Refresh ahead within min(fresh-ttl / 5, upstream-timeout) of the end: with fresh-ttl 4 s and
+    upstream-timeout 300 ms, a hit 650 ms before the end asks nothing, one 250 ms before does."""
+    v = cookie("ahead")
+    idp().session(v, "abe")
+    with daemon({"--fresh-ttl": "4s", "--upstream-timeout": "300ms"}) as d:
+        expect(fa(d, "app1.test", "/", v), 200, "miss", "abe", "first request")
+        got = time.monotonic()
+        time.sleep(max(0.0, got + 3.35 - time.monotonic()))
+        expect(fa(d, "app1.test", "/", v), 200, "hit", "abe", "650 ms before the end")
+        time.sleep(0.2)
+        eq(idp().calls(v), 1, "no IdP call for a hit in the last fifth but before the last 300 ms")
+        time.sleep(max(0.0, got + 3.75 - time.monotonic()))
+        r = fa(d, "app1.test", "/", v)
+        check(time.monotonic() < got + 3.95, "still inside fresh-ttl (test timing)")
+        expect(r, 200, "hit", "abe", "250 ms before the end")
+        harness.wait_for(lambda: idp().calls(v) == 2, timeout=2.0,
+                         what="one background IdP call in the last 300 ms")
+
 # ---------------------------------------------------------------- 3b. what revalidation learns
 
 @case
