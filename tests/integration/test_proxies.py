@@ -31,9 +31,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import daemon_util  # noqa: E402  (AUTHCACHED_BIN, the sanitizer check)
 from harness import case, check, eq  # noqa: E402
 
-AUTHCACHED = os.path.join(harness.BUILD, "authcached")
+AUTHCACHED = daemon_util.BIN  # AUTHCACHED_BIN, e.g. the ASan+UBSan build (tests/run)
 CADDYFILE = os.path.join(harness.ROOT, "deploy", "caddy", "Caddyfile")
 NGINX_SITE = os.path.join(harness.ROOT, "deploy", "nginx", "authcache.conf")
 WORK_ROOT = os.path.join(harness.LOG_DIR, "test_proxies")
@@ -278,7 +279,7 @@ def clean_old_runs():
 
 
 def setup():
-    global idp, ac_port, admin_port, app, caddy, nginx, caddy_error, nginx_error
+    global idp, ac_port, admin_port, app, caddy, nginx, caddy_error, nginx_error, ac
     os.makedirs(WORK, exist_ok=True)
     clean_old_runs()
     if not os.access(AUTHCACHED, os.X_OK):
@@ -287,7 +288,7 @@ def setup():
                              "--app", "open.test;skip=/public/"])
     ac_port, admin_port = harness.free_port(), harness.free_port()
     atexit.register(lambda: os.path.exists(f"/dev/shm/{SHM}") and os.unlink(f"/dev/shm/{SHM}"))
-    harness.start([AUTHCACHED, "--upstream", f"http://127.0.0.1:{idp.port}",
+    ac = harness.start([AUTHCACHED, "--upstream", f"http://127.0.0.1:{idp.port}",
                    "--listen", f"127.0.0.1:{ac_port}", "--admin", f"127.0.0.1:{admin_port}",
                    "--shm", SHM, "--workers", "2", "--fresh-ttl", "1s", "--capacity", "1024"],
                   ready_url=f"http://127.0.0.1:{admin_port}/readyz", name="authcached")
@@ -570,6 +571,8 @@ def authcached_healthy_after_both_proxies():
     for px in (caddy, nginx):
         if px:
             check(px.proc.alive(), f"{px.name} still running", px.proc.log_tail())
+    check(ac.alive(), "authcached still running", ac.log_tail())
+    daemon_util.no_sanitizer_report(ac.log_text(), ac.log)
 
 
 if __name__ == "__main__":
