@@ -667,13 +667,11 @@ static void on_message(struct bus *b, const char *p, size_t len)
     INC(b->applied);
 }
 
-/* Read what the subscription sent. Sets *up on the subscription's confirmation. 0, or -1 with the
- * cause. */
-static int read_sub(struct bus *b, int *up, char *cause, size_t cl)
+/* Append what fd has to buf[*len, cap). 1 if something came, 0 if nothing yet, -1 with the cause
+ * if the connection is over. */
+static int conn_fill(int fd, char *buf, size_t *len, size_t cap, char *cause, size_t cl)
 {
-    struct bus_resp r;
-    ssize_t n = recv(b->sub, b->rx + b->rx_len, BUS_RX_MAX - b->rx_len, 0);
-    size_t off = 0;
+    ssize_t n = recv(fd, buf + *len, cap - *len, 0);
 
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return 0;
@@ -681,7 +679,20 @@ static int read_sub(struct bus *b, int *up, char *cause, size_t cl)
         snprintf(cause, cl, "%s", n == 0 ? "redis closed the connection" : strerror(errno));
         return -1;
     }
-    b->rx_len += (size_t)n;
+    *len += (size_t)n;
+    return 1;
+}
+
+/* Read what the subscription sent. Sets *up on the subscription's confirmation. 0, or -1 with the
+ * cause. */
+static int read_sub(struct bus *b, int *up, char *cause, size_t cl)
+{
+    struct bus_resp r;
+    ssize_t n = conn_fill(b->sub, b->rx, &b->rx_len, BUS_RX_MAX, cause, cl);
+    size_t off = 0;
+
+    if (n <= 0)
+        return (int)n;
     while ((n = bus_resp_parse(b->rx + off, b->rx_len - off, BUS_RX_BULK_MAX, &r)) > 0) {
         const struct bus_resp_item *e = r.elem;
         off += (size_t)n;
@@ -728,16 +739,11 @@ static void subscribers(struct bus *b, int64_t n)
 static int read_pub(struct bus *b, char *cause, size_t cl)
 {
     struct bus_resp r;
-    ssize_t n = recv(b->pub, b->prx + b->prx_len, sizeof(b->prx) - b->prx_len, 0);
+    ssize_t n = conn_fill(b->pub, b->prx, &b->prx_len, sizeof(b->prx), cause, cl);
     size_t off = 0;
 
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return 0;
-    if (n <= 0) {
-        snprintf(cause, cl, "%s", n == 0 ? "redis closed the connection" : strerror(errno));
-        return -1;
-    }
-    b->prx_len += (size_t)n;
+    if (n <= 0)
+        return (int)n;
     while ((n = bus_resp_parse(b->prx + off, b->prx_len - off, CONFIG_CHANNEL_MAX, &r)) > 0) {
         uint64_t seq;
         off += (size_t)n;

@@ -20,22 +20,11 @@
 #include <string.h>
 
 #include "bus.h"
+#include "fuzz_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define SELF UINT64_C(0x00000000000000aa)
-
-static void fail(int line, const char *what)
-{
-    fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, line, what);
-    abort();
-}
-#define must(cond) ((cond) ? (void)0 : fail(__LINE__, #cond))
-
-static int inside(const char *buf, size_t n, const char *p, size_t len)
-{
-    return p >= buf && len <= n && (size_t)(p - buf) <= n - len;
-}
 
 static void fuzz_decode(const char *in, size_t n)
 {

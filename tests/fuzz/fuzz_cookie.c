@@ -11,18 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void fail(int line, const char *what)
-{
-    fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, line, what);
-    abort();
-}
-#define must(cond) ((cond) ? (void)0 : fail(__LINE__, #cond))
-
-static int inside(const char *buf, size_t n, const char *p, size_t len)
-{
-    return p >= buf && len <= n && (size_t)(p - buf) <= n - len;
-}
+#include "fuzz_check.h"
 
 static int ows(char c)
 {

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "fuzz_check.h"
 
 #define CAP 24
 
@@ -34,13 +35,6 @@ static int ows(unsigned char c)
 {
     return c == ' ' || c == '\t';
 }
-
-static void fail(int line, const char *what)
-{
-    fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, line, what);
-    abort();
-}
-#define must(cond) ((cond) ? (void)0 : fail(__LINE__, #cond))
 
 /* A success must be exactly: CRLF* method SP target SP HTTP/1.d CRLF (name ":" OWS value OWS CRLF)*
  * CRLF, with the spans where the walk finds them, and framing as the fields say. */

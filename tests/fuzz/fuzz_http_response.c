@@ -15,15 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "fuzz_check.h"
 
 #define CAP 16
-
-static void fail(int line, const char *what)
-{
-    fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, line, what);
-    abort();
-}
-#define must(cond) ((cond) ? (void)0 : fail(__LINE__, #cond))
 
 static int tchar(unsigned char c)
 {
@@ -34,11 +28,6 @@ static int tchar(unsigned char c)
 static int field_byte(unsigned char c)
 {
     return c == '\t' || (c >= 0x20 && c != 0x7f);
-}
-
-static int inside(const char *buf, size_t n, const char *p, size_t len)
-{
-    return p >= buf && len <= n && (size_t)(p - buf) <= n - len;
 }
 
 /* ---- 1: the head ----------------------------------------------------------------------------- */

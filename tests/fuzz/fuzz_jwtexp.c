@@ -17,13 +17,7 @@
 #include <string.h>
 
 #include "jwtexp.h"
-
-static void fail(int line, const char *what)
-{
-    fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, line, what);
-    abort();
-}
-#define must(cond) ((cond) ? (void)0 : fail(__LINE__, #cond))
+#include "fuzz_check.h"
 
 static const int64_t SENTINEL = INT64_C(-777);
 

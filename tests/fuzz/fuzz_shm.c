@@ -34,18 +34,12 @@
 #include <unistd.h>
 
 #include "shm.h"
+#include "fuzz_check.h"
 
 #define NOW INT64_C(1800000000000) /* ms */
 #define BASE_CAPACITY 64
 #define BASE_ANSWERS 200
 #define RAW_MAX (256u * 1024)
-
-static void fail(int line, const char *what)
-{
-    fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, line, what);
-    abort();
-}
-#define must(cond) ((cond) ? (void)0 : fail(__LINE__, #cond))
 
 /* ---- the base segment, made once ---- */
 
