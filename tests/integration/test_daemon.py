@@ -213,22 +213,34 @@ def revalidation_and_refresh_ahead():
 @case
 def refresh_ahead_starts_no_earlier_than_the_idp_needs():
     """Refresh ahead within min(fresh-ttl / 5, upstream-timeout) of the end: with fresh-ttl 4 s and
-    upstream-timeout 300 ms, a hit 650 ms before the end asks nothing, one 250 ms before does."""
-    v = cookie("ahead")
-    idp().session(v, "abe")
+    upstream-timeout 300 ms, a hit 650 ms before the end asks nothing, one 250 ms before does.
+    A loaded machine can make the test late: an attempt whose timing slipped is repeated with a
+    new session (at most 3)."""
     with daemon({"--fresh-ttl": "4s", "--upstream-timeout": "300ms"}) as d:
-        expect(fa(d, "app1.test", "/", v), 200, "miss", "abe", "first request")
-        got = time.monotonic()
-        time.sleep(max(0.0, got + 3.35 - time.monotonic()))
-        expect(fa(d, "app1.test", "/", v), 200, "hit", "abe", "650 ms before the end")
-        time.sleep(0.2)
-        eq(idp().calls(v), 1, "no IdP call for a hit in the last fifth but before the last 300 ms")
-        time.sleep(max(0.0, got + 3.75 - time.monotonic()))
-        r = fa(d, "app1.test", "/", v)
-        check(time.monotonic() < got + 3.95, "still inside fresh-ttl (test timing)")
-        expect(r, 200, "hit", "abe", "250 ms before the end")
-        harness.wait_for(lambda: idp().calls(v) == 2, timeout=2.0,
-                         what="one background IdP call in the last 300 ms")
+        for attempt in range(3):
+            v = cookie(f"ahead{attempt}")
+            idp().session(v, "abe")
+            t0 = time.monotonic()
+            expect(fa(d, "app1.test", "/", v), 200, "miss", "abe", "first request")
+            got = time.monotonic()  # the answer's fresh_until lies in [t0 + 4 s, got + 4 s]
+            time.sleep(max(0.0, got + 3.35 - time.monotonic()))
+            r = fa(d, "app1.test", "/", v)
+            if time.monotonic() > t0 + 3.65:
+                continue  # not clearly before the last 300 ms
+            expect(r, 200, "hit", "abe", "650 ms before the end")
+            time.sleep(0.2)
+            eq(idp().calls(v), 1, "no IdP call for a hit in the last fifth but before the last "
+               "300 ms")
+            time.sleep(max(0.0, got + 3.75 - time.monotonic()))
+            r = fa(d, "app1.test", "/", v)
+            if time.monotonic() > t0 + 3.95:
+                continue  # perhaps past fresh-ttl: a revalidation, not a refresh ahead
+            expect(r, 200, "hit", "abe", "250 ms before the end")
+            harness.wait_for(lambda: idp().calls(v) == 2, timeout=2.0,
+                             what="one background IdP call in the last 300 ms")
+            return
+        raise AssertionError("3 attempts, each too late for its timing (machine overloaded?)")
+
 
 # ---------------------------------------------------------------- 3b. what revalidation learns
 
