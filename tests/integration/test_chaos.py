@@ -381,11 +381,13 @@ def idp_chaos():
                 t_phase = time.monotonic()
                 calls0, m0 = idp().calls(), _metrics(d)
                 tag = name + ("/steady" if pulses else "")
-                load.targets = (tag, [("cached", c, u) for c, u in cached] * 2 +
-                                [("unseen", c, u) for c, u in steady[name]] +
-                                [("anon", c, None) for c in anon])
-                for mode, latency, secs in steps:
+                for i, (mode, latency, secs) in enumerate(steps):
                     idp().fault(mode, latency_ms=latency)
+                    if i == 0:  # after the fault is on: a request of the phase never finds the
+                        # IdP still answering (a "steady" session must never get a real answer)
+                        load.targets = (tag, [("cached", c, u) for c, u in cached] * 2 +
+                                        [("unseen", c, u) for c, u in steady[name]] +
+                                        [("anon", c, None) for c in anon])
                     time.sleep(secs)
                 load.idle(TIMEOUT_S + MARGIN_S + 2)
                 if pulses:
