@@ -9,7 +9,8 @@
  * listed at the function that applies it.
  *
  * Return convention of the message parsers: > 0 bytes parsed, or one of the codes below. A caller
- * maps HTTP_BAD to "400, close" and HTTP_TOO_LARGE to "431, close"; from the IdP, both mean the
+ * maps HTTP_BAD to "400, close" and HTTP_TOO_LARGE to "431, close" (414 when no line ended within
+ * the limit: the request line itself is too long); from the IdP, both mean the
  * answer is unusable and the connection must be dropped (count it as the IdP failing).
  */
 #ifndef AUTHCACHE_HTTP_H
