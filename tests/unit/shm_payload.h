@@ -80,4 +80,48 @@ static inline int payload_check(const char *key, const char *hdrs, size_t len, u
     return 0;
 }
 
+/* What the readers of the concurrency tests saw. torn and regress must stay 0; lost too, unless a
+ * write could have been lapped (test_shm_threads). */
+struct payload_tally {
+    uint64_t lookups, found, torn, lost, regress, evictable_misses;
+};
+
+/*
+ * Counts one lookup of key: rc and *a as shm_lookup gave them; led_ver the version the writer's
+ * ledger confirmed before the lookup (0: none yet), led_hb the head before that write, ring the
+ * log's size. A found answer must be whole and not older than led_ver; a miss of a confirmed
+ * answer is lost unless the log has moved far enough since its write for it to be evicted.
+ */
+static inline void payload_tally_lookup(struct payload_tally *t, const struct shm *h,
+                                        const char *key, int rc, const struct shm_answer *a,
+                                        uint64_t led_ver, uint64_t led_hb, uint64_t ring)
+{
+    uint64_t v;
+
+    t->lookups++;
+    if (rc == 0) {
+        t->found++;
+        if (payload_check(key, a->hdrs, a->hdrs_len, &v) != 0)
+            t->torn++;
+        else if (v < led_ver)
+            t->regress++;
+    } else if (led_ver != 0) {
+        uint64_t head = __atomic_load_n(&h->hdr->head, __ATOMIC_ACQUIRE);
+        if (head - led_hb < ring - 4 * SHM_MAX_RECORD)
+            t->lost++;
+        else
+            t->evictable_misses++;
+    }
+}
+
+static inline void payload_tally_add(struct payload_tally *to, const struct payload_tally *t)
+{
+    to->lookups += t->lookups;
+    to->found += t->found;
+    to->torn += t->torn;
+    to->lost += t->lost;
+    to->regress += t->regress;
+    to->evictable_misses += t->evictable_misses;
+}
+
 #endif

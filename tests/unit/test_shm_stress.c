@@ -31,13 +31,9 @@ struct ledger_entry {
     uint64_t ver;
 };
 
-struct reader_result {
-    uint64_t lookups, found, torn, lost, regress, evictable_misses;
-};
-
 struct shared {
     struct ledger_entry led[WRITERS][KEYS];
-    struct reader_result res[READERS];
+    struct payload_tally res[READERS];
     uint64_t writes[WRITERS];
     int stop;
 };
@@ -86,7 +82,7 @@ static void writer(struct shared *sh, int w)
 static void reader(struct shared *sh, int r)
 {
     static uint8_t buf[SHM_MAX_RECORD];
-    struct reader_result *res = &sh->res[r];
+    struct payload_tally *res = &sh->res[r];
     int writable = r < 2;
     uint64_t x = 0x9e3779b97f4a7c15ull * (uint64_t)(r + 1);
     char key[32];
@@ -97,7 +93,7 @@ static void reader(struct shared *sh, int r)
     while (!__atomic_load_n(&sh->stop, __ATOMIC_RELAXED)) {
         struct shm_answer a;
         struct shm_key k;
-        uint64_t led_ver, led_hb, v;
+        uint64_t led_ver, led_hb;
         int w, kk, rc;
 
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
@@ -109,20 +105,7 @@ static void reader(struct shared *sh, int r)
         payload_key(&h, key, &k);
         rc = shm_lookup(&h, k.digest, NOW, &a, buf, sizeof(buf),
                         writable ? SHM_LOOKUP_PROMOTE : 0);
-        res->lookups++;
-        if (rc == 0) {
-            res->found++;
-            if (payload_check(key, a.hdrs, a.hdrs_len, &v) != 0)
-                res->torn++;
-            else if (v < led_ver)
-                res->regress++;
-        } else if (led_ver != 0) {
-            uint64_t head = __atomic_load_n(&h.hdr->head, __ATOMIC_ACQUIRE);
-            if (head - led_hb < RING - 4 * SHM_MAX_RECORD)
-                res->lost++;
-            else
-                res->evictable_misses++;
-        }
+        payload_tally_lookup(res, &h, key, rc, &a, led_ver, led_hb, RING);
     }
     _exit(0);
 }
@@ -136,7 +119,7 @@ int main(void)
     struct shared *sh;
     struct shm h;
     pid_t pids[WRITERS + READERS];
-    struct reader_result tot = {0};
+    struct payload_tally tot = {0};
     uint64_t writes = 0;
 
     snprintf(seg, sizeof(seg), "authcache-stress-%d", (int)getpid());
@@ -161,12 +144,7 @@ int main(void)
         CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "process %d ended with status %d", i, st);
     }
     for (int r = 0; r < READERS; r++) {
-        tot.lookups += sh->res[r].lookups;
-        tot.found += sh->res[r].found;
-        tot.torn += sh->res[r].torn;
-        tot.lost += sh->res[r].lost;
-        tot.regress += sh->res[r].regress;
-        tot.evictable_misses += sh->res[r].evictable_misses;
+        payload_tally_add(&tot, &sh->res[r]);
     }
     for (int w = 0; w < WRITERS; w++)
         writes += sh->writes[w];

@@ -66,7 +66,8 @@ struct ledger_entry {
 };
 
 struct reader_result {
-    uint64_t lookups, found, torn, lost, regress, evictable_misses, lapped;
+    struct payload_tally n;
+    uint64_t lapped;
     int attach_rc;
 };
 
@@ -162,7 +163,7 @@ static void *reader(void *arg)
     while (!__atomic_load_n(&stop, __ATOMIC_RELAXED)) {
         struct shm_answer a;
         struct shm_key k;
-        uint64_t led_ver, led_hb, hb, v;
+        uint64_t led_ver, led_hb, hb;
         int w, kk, rc;
 
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
@@ -177,20 +178,7 @@ static void *reader(void *arg)
                         writable ? SHM_LOOKUP_PROMOTE : 0);
         if (writable && lapped(&h, hb)) /* a promotion writes a record too */
             out->lapped++;
-        out->lookups++;
-        if (rc == 0) {
-            out->found++;
-            if (payload_check(key, a.hdrs, a.hdrs_len, &v) != 0)
-                out->torn++;
-            else if (v < led_ver)
-                out->regress++;
-        } else if (led_ver != 0) {
-            uint64_t head = __atomic_load_n(&h.hdr->head, __ATOMIC_ACQUIRE);
-            if (head - led_hb < RING - 4 * SHM_MAX_RECORD)
-                out->lost++;
-            else
-                out->evictable_misses++;
-        }
+        payload_tally_lookup(&out->n, &h, key, rc, &a, led_ver, led_hb, RING);
     }
     shm_detach(&h);
     free(buf);
@@ -204,7 +192,7 @@ int main(void)
     static const uint8_t key[SHM_KEY_LEN] = "thread test fixed key, 32 bytes";
     struct shm_params p = {.capacity = WRITERS * KEYS * 2, .ring_bytes = RING, .key = key};
     pthread_t th[WRITERS + READERS];
-    struct reader_result tot = {0};
+    struct payload_tally tot = {0};
     uint64_t total_writes = 0, lapped_ops = 0;
     struct shm h;
     char path[128];
@@ -242,12 +230,7 @@ int main(void)
     }
     for (int r = 0; r < READERS; r++) {
         CHECK(res[r].attach_rc == 0, "reader %d: attach expected 0, got %d", r, res[r].attach_rc);
-        tot.lookups += res[r].lookups;
-        tot.found += res[r].found;
-        tot.torn += res[r].torn;
-        tot.lost += res[r].lost;
-        tot.regress += res[r].regress;
-        tot.evictable_misses += res[r].evictable_misses;
+        payload_tally_add(&tot, &res[r].n);
         lapped_ops += res[r].lapped;
     }
     struct shm_stats st;
