@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "admin.h"
@@ -385,11 +384,9 @@ static void purge(struct admin *a, int fd, const struct http_req *req, struct ht
     reply(fd, 200, "OK", "application/json", body, (size_t)n);
 }
 
-/* Answers the complete (or bad: rc < 0) request in in[0, len) on fd. */
-static void serve(struct admin *a, int fd, const char *in, size_t len, int rc)
+/* Answers on fd the request conn_read parsed: *r when rc > 0, else rc is why it is bad. */
+static void serve(struct admin *a, int fd, const struct http_req *r, int rc)
 {
-    struct http_hdr hdrs[64];
-    struct http_req req = {.hdrs = hdrs, .hdrs_cap = 64};
     struct http_span path, query;
     struct timeval tv = {ADMIN_TIMEOUT_MS / 1000, 0};
     int fl = fcntl(fd, F_GETFL);
@@ -397,15 +394,13 @@ static void serve(struct admin *a, int fd, const char *in, size_t len, int rc)
     /* Back to blocking, with a send timeout: answers are a few KiB and leave at once. */
     fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    if (rc >= 0)
-        rc = http_parse_request(in, len, ADMIN_MAX_REQUEST, &req);
     if (rc < 0) {
         reply_text(fd, rc == HTTP_TOO_LARGE ? 431 : 400, "Bad Request", "bad request\n");
         return;
     }
-    http_target_split(req.target, req.target_len, &path, &query);
+    http_target_split(r->target, r->target_len, &path, &query);
 #define PATH(s_) (path.len == strlen(s_) && memcmp(path.p, s_, path.len) == 0)
-#define IS(m_, s_) (req.method_len == strlen(m_) && memcmp(req.method, m_, req.method_len) == 0 && PATH(s_))
+#define IS(m_, s_) (r->method_len == strlen(m_) && memcmp(r->method, m_, r->method_len) == 0 && PATH(s_))
     if (IS("GET", "/healthz") || IS("HEAD", "/healthz")) {
         reply_text(fd, 200, "OK", "ok\n");
     } else if (IS("GET", "/readyz") || IS("HEAD", "/readyz")) {
@@ -426,7 +421,7 @@ static void serve(struct admin *a, int fd, const char *in, size_t len, int rc)
         reply(fd, 200, "OK", "application/json", b.p ? b.p : "", b.len);
         free(b.p);
     } else if (IS("POST", "/v1/purge")) {
-        purge(a, fd, &req, query);
+        purge(a, fd, r, query);
     } else if (PATH("/healthz") || PATH("/readyz") || PATH("/metrics") || PATH("/v1/stats") ||
                PATH("/v1/purge")) {
         reply_text(fd, 405, "Method Not Allowed", "method not allowed\n");
@@ -435,14 +430,6 @@ static void serve(struct admin *a, int fd, const char *in, size_t len, int rc)
     }
 #undef IS
 #undef PATH
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void conn_close(struct admin_conn *c)
@@ -493,7 +480,7 @@ static void conn_read(struct admin *a, struct admin_conn *c)
     rc = http_parse_request(c->in, c->len, sizeof(c->in), &req);
     if (rc == HTTP_PARTIAL && c->len < sizeof(c->in))
         return;
-    serve(a, c->fd, c->in, c->len, rc == HTTP_PARTIAL ? HTTP_TOO_LARGE : rc);
+    serve(a, c->fd, &req, rc == HTTP_PARTIAL ? HTTP_TOO_LARGE : rc);
     conn_close(c);
 }
 
@@ -515,7 +502,7 @@ static void *admin_main(void *arg)
             }
         }
         ready = poll(pfd, (nfds_t)n, 200);
-        now = mono_ms();
+        now = daemon_mono_ms();
         for (int k = 1; ready > 0 && k < n; k++)
             if (pfd[k].revents)
                 conn_read(a, &a->conns[idx[k]]);

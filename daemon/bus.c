@@ -402,12 +402,15 @@ struct bus {
 
 #define INC(x) __atomic_add_fetch(&(x), 1, __ATOMIC_RELAXED)
 
-static int64_t mono_ms(void)
+/* Purges in the queue not yet acknowledged by Redis (workers append under the mutex). */
+static uint64_t queued_count(struct bus *b)
 {
-    struct timespec ts;
+    uint64_t n;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    pthread_mutex_lock(&b->mu);
+    n = b->tail - b->head;
+    pthread_mutex_unlock(&b->mu);
+    return n;
 }
 
 /* Give up what the thread is doing: stop asked and, if connected, the flush's time is over. */
@@ -415,7 +418,7 @@ static int cancelled(struct bus *b)
 {
     if (!__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE))
         return 0;
-    return b->state != BUS_UP || mono_ms() >= __atomic_load_n(&b->stop_deadline, __ATOMIC_RELAXED);
+    return b->state != BUS_UP || daemon_mono_ms() >= __atomic_load_n(&b->stop_deadline, __ATOMIC_RELAXED);
 }
 
 static void drain_evfd(struct bus *b)
@@ -433,7 +436,7 @@ static int wait_fd(struct bus *b, int fd, short events, int64_t deadline)
 {
     for (;;) {
         struct pollfd pfd[2] = {{.fd = b->evfd, .events = POLLIN}, {.fd = fd, .events = events}};
-        int64_t left = deadline - mono_ms();
+        int64_t left = deadline - daemon_mono_ms();
         int n;
 
         if (cancelled(b))
@@ -483,7 +486,7 @@ static int dial(struct bus *b, char *cause, size_t cl)
         }
         if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS)
             err = errno;
-        else if ((rc = wait_fd(b, fd, POLLOUT, mono_ms() + BUS_IO_TIMEOUT_MS)) <= 0)
+        else if ((rc = wait_fd(b, fd, POLLOUT, daemon_mono_ms() + BUS_IO_TIMEOUT_MS)) <= 0)
             err = rc == 0 ? ETIMEDOUT : -rc;
         else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0)
             err = errno;
@@ -509,7 +512,7 @@ static int dial(struct bus *b, char *cause, size_t cl)
 /* All of buf on fd within BUS_IO_TIMEOUT_MS. 0, or -1 with the cause. */
 static int send_all(struct bus *b, int fd, const char *buf, size_t len, char *cause, size_t cl)
 {
-    int64_t deadline = mono_ms() + BUS_IO_TIMEOUT_MS;
+    int64_t deadline = daemon_mono_ms() + BUS_IO_TIMEOUT_MS;
 
     while (len > 0) {
         ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
@@ -553,9 +556,7 @@ static void note_up(struct bus *b)
     __atomic_store_n(&b->connected, 1, __ATOMIC_RELAXED);
     if (b->state == BUS_UP)
         return;
-    pthread_mutex_lock(&b->mu);
-    queued = b->tail - b->head;
-    pthread_mutex_unlock(&b->mu);
+    queued = queued_count(b);
     if (queued)
         log_info("bus_connected",
                  "connected to redis %s, channel \"%s\", node id %016llx; %llu "
@@ -619,7 +620,7 @@ static void bus_close(struct bus *b)
 /* Log a bad message, at most once per BUS_LOG_EVERY_MS (saying how many were not logged). */
 static void log_bad(struct bus *b, const char *event, const char *what, size_t len)
 {
-    int64_t now = mono_ms();
+    int64_t now = daemon_mono_ms();
 
     if (b->bad_logged_ms && now - b->bad_logged_ms < BUS_LOG_EVERY_MS) {
         b->bad_quiet++;
@@ -865,22 +866,19 @@ static void came_up(struct bus *b, int64_t now)
  * the subscription was confirmed (the connection was up), else 0. */
 static int bus_serve(struct bus *b, char *cause, size_t cl)
 {
-    int64_t confirm_by = mono_ms() + BUS_IO_TIMEOUT_MS;
+    int64_t confirm_by = daemon_mono_ms() + BUS_IO_TIMEOUT_MS;
     int up = 0;
 
     for (;;) {
         struct pollfd pfd[3] = {{.fd = b->evfd, .events = POLLIN},
                                 {.fd = b->sub, .events = POLLIN},
                                 {.fd = b->pub, .events = POLLIN}};
-        int64_t now = mono_ms(), timeout = 1000;
+        int64_t now = daemon_mono_ms(), timeout = 1000;
         int n;
 
         if (__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE)) {
             int64_t end = __atomic_load_n(&b->stop_deadline, __ATOMIC_RELAXED);
-            uint64_t left;
-            pthread_mutex_lock(&b->mu);
-            left = b->tail - b->head;
-            pthread_mutex_unlock(&b->mu);
+            uint64_t left = queued_count(b);
             if (!up || left == 0 || now >= end)
                 return up;
             timeout = end - now;
@@ -926,7 +924,7 @@ static int bus_serve(struct bus *b, char *cause, size_t cl)
             if (read_sub(b, &up, cause, cl) < 0)
                 return was || up;
             if (up && !was)
-                came_up(b, mono_ms());
+                came_up(b, daemon_mono_ms());
         }
         if (pfd[2].revents && read_pub(b, cause, cl) < 0)
             return up;
@@ -952,13 +950,11 @@ static void *bus_main(void *arg)
         if (__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE))
             break;
         note_down(b, cause);
-        wait_fd(b, -1, 0, mono_ms() + backoff);
+        wait_fd(b, -1, 0, daemon_mono_ms() + backoff);
         backoff = backoff * 2 > BUS_BACKOFF_MAX_MS ? BUS_BACKOFF_MAX_MS : backoff * 2;
     }
     __atomic_store_n(&b->connected, 0, __ATOMIC_RELAXED);
-    pthread_mutex_lock(&b->mu);
-    left = b->tail - b->head;
-    pthread_mutex_unlock(&b->mu);
+    left = queued_count(b);
     if (left)
         log_warn("bus_unsent",
                  "%llu purges not confirmed by redis %s at stop: the other nodes "
@@ -1028,7 +1024,7 @@ void bus_publish(struct bus *b, const struct purge *p)
                  p->user_len, BUS_USER_MAX);
         return;
     }
-    now = mono_ms();
+    now = daemon_mono_ms();
     pthread_mutex_lock(&b->mu);
     if (b->tail - b->head == BUS_QUEUE_MAX) {
         b->head++;
@@ -1067,7 +1063,7 @@ void bus_stop(struct bus *b)
 
     if (!b)
         return;
-    __atomic_store_n(&b->stop_deadline, mono_ms() + BUS_FLUSH_MS, __ATOMIC_RELAXED);
+    __atomic_store_n(&b->stop_deadline, daemon_mono_ms() + BUS_FLUSH_MS, __ATOMIC_RELAXED);
     __atomic_store_n(&b->stop, 1, __ATOMIC_RELEASE);
     if (write(b->evfd, &one, sizeof(one)) < 0) {
         /* see bus_publish */
@@ -1101,7 +1097,5 @@ void bus_stats_get(struct bus *b, struct bus_stats *st)
     st->bad = __atomic_load_n(&b->bad, __ATOMIC_RELAXED);
     st->key_mismatch = __atomic_load_n(&b->key_mismatch, __ATOMIC_RELAXED);
     st->dropped = __atomic_load_n(&b->dropped, __ATOMIC_RELAXED);
-    pthread_mutex_lock(&b->mu);
-    st->queued = b->tail - b->head;
-    pthread_mutex_unlock(&b->mu);
+    st->queued = queued_count(b);
 }

@@ -37,6 +37,14 @@ int64_t daemon_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t daemon_mono_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /* ---- circuit breaker ---- */
 
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)

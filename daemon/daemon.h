@@ -129,4 +129,11 @@ int daemon_purge_local(struct daemon *d, const struct purge *p, const char *why)
 /* Wall-clock milliseconds. */
 int64_t daemon_now_ms(void);
 
+/* Monotonic clock, for timeouts and durations (it never jumps with the wall clock). */
+int64_t daemon_mono_us(void);
+static inline int64_t daemon_mono_ms(void)
+{
+    return daemon_mono_us() / 1000;
+}
+
 #endif

@@ -31,7 +31,6 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "http.h"
@@ -129,7 +128,7 @@ struct up {
     int body_mode;
     int64_t content_length;
     struct http_chunked chunked;
-    int64_t started_ms, deadline_ms, idle_since_ms;
+    int64_t deadline_ms, idle_since_ms;
     int64_t started_us; /* monotonic, for the latency histogram */
     uint32_t next_idle;
     /* https upstreams: ciphertext goes through tx (to send) and rx (received) */
@@ -191,7 +190,6 @@ struct worker {
 static void conn_close(struct worker *w, struct conn *c);
 static void conn_process(struct worker *w, struct conn *c);
 static void up_start(struct worker *w, struct pending *p, enum up_owner owner);
-static int64_t mono_us(void);
 static void outcome(struct worker *w, uint32_t slot, uint32_t gen, enum flight_outcome o);
 
 /* ---- ring helpers ---- */
@@ -1079,8 +1077,7 @@ static void up_start(struct worker *w, struct pending *p, enum up_owner owner)
         u->req = w->probe_req;
         u->req_len = w->probe_len;
     }
-    u->started_ms = w->now_ms;
-    u->started_us = mono_us();
+    u->started_us = daemon_mono_us();
     u->deadline_ms = w->now_ms + w->cfg->upstream_timeout_ms;
     if (p && p->deadline_ms < u->deadline_ms)
         u->deadline_ms = p->deadline_ms;
@@ -1270,18 +1267,10 @@ static void on_up_recv(struct worker *w, struct up *u, int res)
     }
 }
 
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* IdP call latency in microseconds: a local outpost answers well under a millisecond. */
 static void up_latency(struct worker *w, struct up *u)
 {
-    int64_t us = mono_us() - u->started_us;
+    int64_t us = daemon_mono_us() - u->started_us;
     int b = 0;
 
     if (us < 0)
