@@ -78,17 +78,24 @@ static const char *dur(int64_t ms, char *b, size_t n)
     return b;
 }
 
-static struct authcache *open_segment(const char *name)
+/* Exits 2 with one line saying why the segment could not be opened (rc < 0), else returns. */
+static void open_or_die(const char *name, int rc)
 {
-    struct authcache *c;
-    int rc = authcache_open(name, &c);
-
     if (rc == -ENOENT)
         die(2, "no segment /dev/shm/%s: is authcached running with --shm %s?", name, name);
     if (rc == -EPROTO)
         die(2, "/dev/shm/%s is not an authcache segment of this version", name);
+    if (rc == -EINVAL)
+        die(2, "--shm %s: not a segment name", name);
     if (rc < 0)
         die(2, "cannot open /dev/shm/%s: %s", name, strerror(-rc));
+}
+
+static struct authcache *open_segment(const char *name)
+{
+    struct authcache *c;
+
+    open_or_die(name, authcache_open(name, &c));
     return c;
 }
 
@@ -392,16 +399,9 @@ static int cmd_check(const char *name)
 {
     struct shm h;
     struct shm_check_report r;
-    int rc = shm_attach(&h, name, 0), pass, active = 0, bad;
+    int pass, active = 0, bad;
 
-    if (rc == -ENOENT)
-        die(2, "no segment /dev/shm/%s: is authcached running with --shm %s?", name, name);
-    if (rc == -EPROTO)
-        die(2, "/dev/shm/%s is not an authcache segment of this version", name);
-    if (rc == -EINVAL)
-        die(2, "--shm %s: not a segment name", name);
-    if (rc < 0)
-        die(2, "cannot open /dev/shm/%s: %s", name, strerror(-rc));
+    open_or_die(name, shm_attach(&h, name, 0));
     /* A pass that saw head or tail move may have raced a write: only a problem every pass finds
      * counts while the segment is in use. */
     for (pass = 1;; pass++) {
