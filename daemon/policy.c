@@ -340,6 +340,22 @@ int policy_identity(const struct config *cfg, const struct http_resp *resp, char
     return 0;
 }
 
+enum policy_verdict policy_on_idp_answer(enum policy_kind kind, int cacheable, int status,
+                                         int names_user)
+{
+    int ok = status >= 200 && status <= 299;
+
+    if (status >= 500)
+        return POLICY_DO_FAIL;
+    if (kind == POLICY_SIGNOUT)
+        return ok && names_user ? POLICY_DO_SIGNOUT_PURGE : POLICY_DO_SIGNOUT;
+    if (!cacheable)
+        return POLICY_DO_PASS;
+    if (ok)
+        return names_user ? POLICY_DO_STORE : POLICY_DO_PASS;
+    return POLICY_DO_DROP_PASS;
+}
+
 void policy_lifetimes(const struct config *cfg, int64_t now_ms, int64_t first_seen_ms,
                       int64_t jwt_exp_ms, struct shm_answer *a)
 {

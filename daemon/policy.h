@@ -58,6 +58,21 @@ struct policy_identity {
 int policy_identity(const struct config *cfg, const struct http_resp *resp, char *out, size_t cap,
                     struct policy_identity *id);
 
+/* What to do with the IdP's answer to a request that had to ask it. */
+enum policy_verdict {
+    POLICY_DO_FAIL,          /* 5xx: the IdP is failing (breaker; a held answer within grace, or 503) */
+    POLICY_DO_STORE,         /* 2xx naming the user, cacheable: store the identity, answer with it */
+    POLICY_DO_SIGNOUT_PURGE, /* sign-out whose 2xx named the user: purge the user, answer signout */
+    POLICY_DO_SIGNOUT,       /* sign-out otherwise: answer signout, store nothing */
+    POLICY_DO_DROP_PASS,     /* a refusal for a cacheable key: drop what is held, pass the answer on */
+    POLICY_DO_PASS,          /* pass the answer on, store nothing (bypass, login flow, a 2xx without
+                           * the user: an open path) */
+};
+/* The verdict on an answer of status to a request of kind (cacheable: it has a key); names_user:
+ * a 2xx whose identity headers named the user (policy_identity). A pure function. */
+enum policy_verdict policy_on_idp_answer(enum policy_kind kind, int cacheable, int status,
+                                         int names_user);
+
 /* The lifetimes of an answer stored at now: fresh_until and session_end (first_seen + session-ttl,
  * cut short by the JWT's exp). */
 void policy_lifetimes(const struct config *cfg, int64_t now_ms, int64_t first_seen_ms,

@@ -231,8 +231,52 @@ static void test_answers(void)
     CHECK_MEM(out, n, want, strlen(want));
 }
 
+/* Every branch of the verdict on an IdP answer, including the boundaries of 2xx and 5xx. */
+static void test_on_idp_answer(void)
+{
+    static const struct {
+        enum policy_kind kind;
+        int cacheable, status, names_user;
+        enum policy_verdict want;
+    } cases[] = {
+        {POLICY_CACHEABLE, 1, 200, 1, POLICY_DO_STORE},
+        {POLICY_CACHEABLE, 1, 204, 1, POLICY_DO_STORE},
+        {POLICY_CACHEABLE, 1, 299, 1, POLICY_DO_STORE},
+        {POLICY_CACHEABLE, 1, 200, 0, POLICY_DO_PASS},       /* an open path: never stored */
+        {POLICY_CACHEABLE, 1, 302, 0, POLICY_DO_DROP_PASS},  /* a refusal drops what is held */
+        {POLICY_CACHEABLE, 1, 401, 0, POLICY_DO_DROP_PASS},
+        {POLICY_CACHEABLE, 1, 403, 1, POLICY_DO_DROP_PASS},  /* names_user means nothing off 2xx */
+        {POLICY_CACHEABLE, 1, 199, 0, POLICY_DO_DROP_PASS},
+        {POLICY_CACHEABLE, 1, 300, 1, POLICY_DO_DROP_PASS},
+        {POLICY_CACHEABLE, 1, 499, 0, POLICY_DO_DROP_PASS},
+        {POLICY_CACHEABLE, 1, 500, 1, POLICY_DO_FAIL},
+        {POLICY_CACHEABLE, 1, 503, 0, POLICY_DO_FAIL},
+        {POLICY_CACHEABLE, 1, 599, 0, POLICY_DO_FAIL},
+        {POLICY_BYPASS, 0, 200, 1, POLICY_DO_PASS},          /* no credential: never stored */
+        {POLICY_BYPASS, 0, 302, 0, POLICY_DO_PASS},
+        {POLICY_BYPASS, 0, 502, 0, POLICY_DO_FAIL},
+        {POLICY_LOGIN_FLOW, 0, 200, 1, POLICY_DO_PASS},      /* the callback: never stored */
+        {POLICY_LOGIN_FLOW, 0, 302, 0, POLICY_DO_PASS},
+        {POLICY_LOGOUT, 0, 200, 1, POLICY_DO_PASS},
+        {POLICY_LOGOUT, 0, 500, 0, POLICY_DO_FAIL},
+        {POLICY_SIGNOUT, 0, 200, 1, POLICY_DO_SIGNOUT_PURGE},
+        {POLICY_SIGNOUT, 0, 200, 0, POLICY_DO_SIGNOUT},
+        {POLICY_SIGNOUT, 0, 302, 0, POLICY_DO_SIGNOUT},
+        {POLICY_SIGNOUT, 0, 302, 1, POLICY_DO_SIGNOUT},
+        {POLICY_SIGNOUT, 0, 500, 1, POLICY_DO_FAIL},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        enum policy_verdict v = policy_on_idp_answer(cases[i].kind, cases[i].cacheable,
+                                                     cases[i].status, cases[i].names_user);
+        CHECK(v == cases[i].want, "case %zu (kind %d, status %d, user %d): expected verdict %d, got %d",
+              i, cases[i].kind, cases[i].status, cases[i].names_user, cases[i].want, v);
+    }
+}
+
 int main(void)
 {
+    test_on_idp_answer();
     test_credentials();
     test_markers();
     test_scope_and_ambiguity();
