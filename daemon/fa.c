@@ -1,0 +1,505 @@
+/*
+ * fa.c — the forward-auth state machine: what happens to one request between its parse (conn.c)
+ * and its answer.
+ *
+ *   fresh answer held       -> 200 hit at once (and, near the end of its freshness, one background
+ *                              revalidation: refresh ahead)
+ *   held but past fresh-ttl -> ask the IdP (revalidated), a held answer if it fails (stale)
+ *   nothing held            -> ask the IdP (miss); concurrent misses of one key share one call
+ *                              (single flight: the others JOIN it and get its outcome)
+ *   sign-out / logout       -> purge what the cache knows of the session, then the IdP
+ *   no credential, login    -> the IdP, never stored (bypass)
+ *
+ * What to do with the IdP's answer is policy_on_idp_answer's verdict (policy.c, a pure function);
+ * this file only carries it out. A request that needs the IdP is a struct fareq in the worker's
+ * request table; worker_int.h says who owns it in each state. The breaker decides whether the IdP
+ * is asked at all, on the monotonic clock; answers' lifetimes are wall time.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "worker_int.h"
+
+/* ---- the request table ---- */
+
+/* A new request for connection c (NULL: a background revalidation), in state REQ_NEW. Returns its
+ * slot, or -E2BIG (too large to forward), -ENOMEM, -EBUSY (table full). */
+static int req_new(struct worker *w, struct conn *c, const struct http_req *req,
+                   const struct policy_req *pr, const char *uri_override)
+{
+    struct reqslot *s;
+    struct fareq *p;
+    uint32_t slot = w->req_free;
+
+    if (slot == SLOT_NONE)
+        return -EBUSY;
+    if (!(p = malloc(sizeof(*p) + UPREQ_MAX)))
+        return -ENOMEM;
+    memset(p, 0, sizeof(*p));
+    p->kind = pr->kind;
+    p->deadline_ms = w->mono_ms + w->cfg->upstream_timeout_ms;
+    p->result = RES_BYPASS;
+    p->upreq_len = policy_upstream_request(w->cfg, req, uri_override, p->upreq, UPREQ_MAX);
+    if (p->upreq_len == 0) {
+        free(p);
+        return -E2BIG;
+    }
+    p->conn_slot = SLOT_NONE;
+    if (c) {
+        p->conn_slot = (uint32_t)(c - w->conns);
+        p->conn_gen = c->gen;
+        p->pc.keep_alive = req->keep_alive && !w->draining;
+        p->pc.http10 = req->minor_version == 0;
+    }
+    if (pr->has_cred && pr->q.host) { /* no key parts for the login flow (policy_classify) */
+        p->host_len = (uint32_t)(pr->q.host_len < SHM_MAX_HOST ? pr->q.host_len : SHM_MAX_HOST);
+        memcpy(p->host, pr->q.host, p->host_len);
+    }
+    s = &w->reqs[slot];
+    w->req_free = s->next_free;
+    s->r = p;
+    s->state = REQ_NEW;
+    return (int)slot;
+}
+
+/* The one place a request ends. */
+static void req_end(struct worker *w, uint32_t slot)
+{
+    struct reqslot *s = &w->reqs[slot];
+
+    free(s->r);
+    s->r = NULL;
+    s->state = REQ_FREE;
+    s->gen++;
+    s->next_free = w->req_free;
+    w->req_free = slot;
+}
+
+/* The connection waiting on request slot, if it is still open. While draining, its answer closes
+ * it. */
+static struct conn *req_conn(struct worker *w, uint32_t slot)
+{
+    struct fareq *p = w->reqs[slot].r;
+    struct conn *c;
+
+    if (p->conn_slot == SLOT_NONE || !(c = conn__get(w, p->conn_slot, p->conn_gen)) ||
+        c->state != CONN_WAITING || c->req_slot != slot)
+        return NULL;
+    if (w->draining)
+        p->pc.keep_alive = 0;
+    return c;
+}
+
+/* End request slot and let its connection (if any) go on with its input. */
+static void req_finish(struct worker *w, uint32_t slot)
+{
+    struct conn *c = req_conn(w, slot);
+
+    req_end(w, slot);
+    if (c)
+        conn__resume(w, c);
+}
+
+void fa__conn_gone(struct worker *w, uint32_t slot, uint32_t gen)
+{
+    /* A request in a call is ended by the call; one being decided by the function deciding it.
+     * One waiting on another's flight has no one else: the flight's outcome will find its slot
+     * reused (the generation) and drop it. */
+    if (slot < w->max_reqs && w->reqs[slot].gen == gen && w->reqs[slot].state == REQ_JOINED)
+        req_end(w, slot);
+}
+
+void fa__free_all(struct worker *w)
+{
+    for (uint32_t i = 0; w->reqs && i < w->max_reqs; i++)
+        free(w->reqs[i].r);
+}
+
+/* ---- answers ---- */
+
+/* The IdP could not be asked or failed: a held answer within the outage grace, else 503. */
+static void serve_failed(struct worker *w, struct conn *c, struct fareq *p, const char *cause)
+{
+    struct shm_answer a;
+
+    if (p->cacheable &&
+        shm_lookup(&w->d->shm, p->key.digest, w->now_ms, &a, w->lbuf, sizeof(w->lbuf), 0) == 0 &&
+        policy_stale_ok(w->cfg, &a, w->now_ms)) {
+        conn__answer_identity(w, c, &p->pc, a.hdrs, a.hdrs_len, RES_STALE);
+        return;
+    }
+    if (p->kind == POLICY_SIGNOUT) { /* purged what we could: the sign-out goes on to the IdP */
+        conn__answer_identity(w, c, &p->pc, "", 0, RES_SIGNOUT);
+        return;
+    }
+    conn__answer_unavailable(w, c, &p->pc, cause);
+}
+
+/* End p's single flight (if it leads one) and tell its waiters the outcome. */
+static void deliver(struct worker *w, struct fareq *p, enum flight_outcome o)
+{
+    struct flight_waiter *fw;
+    size_t n;
+
+    if (!p->leader)
+        return;
+    p->leader = 0;
+    n = flight_end(w->d->flights, p->key.digest, &fw);
+    for (size_t i = 0; i < n; i++) {
+        if (fw[i].worker == w->id)
+            fa__outcome(w, fw[i].slot, fw[i].gen, o);
+        else if (fw[i].worker < w->d->nworkers)
+            worker_post(w->d->workers[fw[i].worker], &fw[i], o);
+    }
+    free(fw);
+}
+
+/* ---- the IdP ---- */
+
+static void idp_call(struct worker *w, const char *req, size_t len, int64_t deadline_ms,
+                     upstream_done_fn *done, uint32_t ctx, uint32_t ctx_gen)
+{
+    if (w->fake_call)
+        w->fake_call(w, req, len, done, ctx, ctx_gen);
+    else
+        upstream__call(w, req, len, deadline_ms, done, ctx, ctx_gen);
+}
+
+/* The breaker's probe asks what last failed (its method-less target, no credentials): an IdP that
+ * fails only its auth endpoints must not look healthy because "/" answers. */
+static void probe_from(struct worker *w, const struct fareq *p)
+{
+    const char *sp1 = memchr(p->upreq, ' ', p->upreq_len), *sp2;
+
+    if (!sp1 || !(sp2 = memchr(sp1 + 1, ' ', p->upreq_len - (size_t)(sp1 + 1 - p->upreq))))
+        return;
+    int n = snprintf(w->probe_req, sizeof(w->probe_req),
+                     "GET %.*s HTTP/1.1\r\nHost: %s\r\nUser-Agent: authcached-probe\r\n\r\n",
+                     (int)(sp2 - sp1 - 1), sp1 + 1, w->cfg->upstream.host_header);
+    if (n > 0 && (size_t)n < sizeof(w->probe_req))
+        w->probe_len = (size_t)n;
+}
+
+/* Count an IdP failure (unreachable, timed out, 5xx, garbage) and tell the breaker. */
+static void idp_failure(struct worker *w, const char *cause)
+{
+    M_ADD(w->m, idp_failures, 1);
+    if (!__atomic_load_n(&w->d->breaker.open, __ATOMIC_RELAXED))
+        log_warn("idp_error", "identity provider call failed: %s", cause);
+    breaker_failure(&w->d->breaker, w->mono_ms, cause);
+}
+
+/* Store the identity of a 2xx for p's key. Returns 1 if stored. */
+static int store(struct worker *w, const struct fareq *p, const struct policy_identity *id)
+{
+    struct shm_answer a = {.key = p->key};
+
+    policy_lifetimes(w->cfg, w->now_ms, p->held_first_seen ? p->held_first_seen : w->now_ms,
+                     id->jwt_exp_ms, &a);
+    a.host = p->host;
+    a.host_len = p->host_len;
+    a.user = id->user.p;
+    a.user_len = (uint32_t)(id->user.len < SHM_MAX_USER ? id->user.len : SHM_MAX_USER);
+    a.hdrs = w->scratch;
+    a.hdrs_len = (uint32_t)id->hdrs_len;
+    return a.session_end_ms > w->now_ms && shm_insert(&w->d->shm, &a) == 0;
+}
+
+/* The completion of a request's IdP call (upstream_done_fn): carry out the verdict on the answer,
+ * answer the connection if it is still there, end the request. */
+static void on_idp_done(struct worker *w, uint32_t slot, uint32_t gen, const struct http_resp *r,
+                        const char *body, size_t body_len, const char *cause)
+{
+    struct reqslot *s = slot < w->max_reqs ? &w->reqs[slot] : NULL;
+    struct policy_identity id = {0};
+    enum policy_verdict v;
+    struct fareq *p;
+    struct conn *c;
+    char why[64];
+    int names_user = 0;
+
+    if (!s || s->gen != gen || s->state != REQ_CALLING)
+        return; /* cannot happen: a call's request is ended only here */
+    s->state = REQ_NEW;
+    p = s->r;
+    loop__clock(w);
+    c = req_conn(w, slot);
+    if (r && r->status >= 200 && r->status <= 299 && (p->cacheable || p->kind == POLICY_SIGNOUT))
+        names_user =
+            policy_identity(w->cfg, r, w->scratch, sizeof(w->scratch), &id) == 0 && id.user.len > 0;
+    v = r ? policy_on_idp_answer(p->kind, p->cacheable, r->status, names_user) : POLICY_DO_FAIL;
+    if (v == POLICY_DO_FAIL) {
+        if (r) {
+            snprintf(why, sizeof(why), "answered %d", r->status);
+            cause = why;
+        }
+        idp_failure(w, cause);
+        probe_from(w, p);
+        deliver(w, p, FLIGHT_FAILED);
+        if (c)
+            serve_failed(w, c, p, cause);
+        req_finish(w, slot);
+        return;
+    }
+    breaker_success(&w->d->breaker);
+    switch (v) {
+    case POLICY_DO_STORE: {
+        int stored = store(w, p, &id);
+        deliver(w, p, stored ? FLIGHT_STORED : FLIGHT_RETRY);
+        if (c)
+            conn__answer_identity(w, c, &p->pc, w->scratch, id.hdrs_len, p->result);
+        break;
+    }
+    case POLICY_DO_SIGNOUT_PURGE:
+        daemon_purge(w->d, id.user.p, id.user.len, NULL, 0, "sign-out");
+        /* fall through */
+    case POLICY_DO_SIGNOUT:
+        deliver(w, p, FLIGHT_RETRY);
+        if (c)
+            conn__answer_identity(w, c, &p->pc, "", 0, RES_SIGNOUT);
+        break;
+    case POLICY_DO_DROP_PASS:
+        shm_delete(&w->d->shm, p->key.digest);
+        /* fall through */
+    default: /* POLICY_DO_PASS */
+        deliver(w, p, FLIGHT_RETRY);
+        if (c)
+            conn__answer_passthrough(w, c, &p->pc, r, body, body_len,
+                                     p->cacheable ? p->result : RES_BYPASS);
+        break;
+    }
+    req_finish(w, slot);
+}
+
+static void call_idp(struct worker *w, uint32_t slot)
+{
+    struct reqslot *s = &w->reqs[slot];
+
+    s->state = REQ_CALLING; /* from here the call owns it: on_idp_done may run before we return */
+    idp_call(w, s->r->upreq, s->r->upreq_len, s->r->deadline_ms, on_idp_done, slot, s->gen);
+}
+
+/* Ask the IdP for request slot, whose connection is parked on it (or fail fast while the breaker
+ * is open). With coalesce, join the key's flight if there is one. */
+static void ask_idp(struct worker *w, uint32_t slot, int coalesce)
+{
+    struct reqslot *s = &w->reqs[slot];
+    struct fareq *p = s->r;
+
+    if (!breaker_allow(&w->d->breaker, w->mono_ms)) {
+        struct conn *c = req_conn(w, slot);
+        if (c)
+            serve_failed(w, c, p, "circuit open after repeated failures");
+        req_finish(w, slot);
+        return;
+    }
+    if (coalesce && p->cacheable) {
+        struct flight_waiter me = {w->id, slot, s->gen};
+        int rc = flight_begin(w->d->flights, p->key.digest, &me);
+        if (rc == 0) {
+            s->state = REQ_JOINED;
+            M_ADD(w->m, idp_coalesced, 1);
+            return; /* fa__outcome goes on */
+        }
+        p->leader = rc == 1;
+    }
+    call_idp(w, slot);
+}
+
+void fa__outcome(struct worker *w, uint32_t slot, uint32_t gen, enum flight_outcome o)
+{
+    struct reqslot *s = slot < w->max_reqs ? &w->reqs[slot] : NULL;
+    struct shm_answer a;
+    struct fareq *p;
+    struct conn *c;
+
+    if (!s || s->gen != gen || s->state != REQ_JOINED)
+        return; /* its connection closed meanwhile */
+    s->state = REQ_NEW;
+    p = s->r;
+    loop__clock(w);
+    if (!(c = req_conn(w, slot))) {
+        req_end(w, slot);
+        return;
+    }
+    /* The stored answer is at least as new as this request, fresh or not (--fresh-ttl 0). */
+    if (o == FLIGHT_STORED &&
+        shm_lookup(&w->d->shm, p->key.digest, w->now_ms, &a, w->lbuf, sizeof(w->lbuf), 0) == 0) {
+        conn__answer_identity(w, c, &p->pc, a.hdrs, a.hdrs_len, p->result);
+    } else if (o == FLIGHT_FAILED) {
+        serve_failed(w, c, p, "identity provider failing");
+    } else if (w->mono_ms >= p->deadline_ms) {
+        serve_failed(w, c, p, "timed out"); /* the leader's call used up this request's time */
+    } else {
+        ask_idp(w, slot, 0); /* on its own, in the time left */
+        return;
+    }
+    req_finish(w, slot);
+}
+
+/* ---- background: refresh ahead and the breaker's probe ---- */
+
+static void start_background(struct worker *w, const struct http_req *req,
+                             const struct policy_req *pr, const struct shm_key *key,
+                             int64_t first_seen)
+{
+    struct fareq *p;
+    int slot;
+
+    if (!breaker_allow(&w->d->breaker, w->mono_ms) ||
+        flight_begin(w->d->flights, key->digest, NULL) != 1)
+        return;
+    if ((slot = req_new(w, NULL, req, pr, NULL)) < 0) {
+        struct flight_waiter *fw;
+        flight_end(w->d->flights, key->digest, &fw);
+        free(fw);
+        return;
+    }
+    p = w->reqs[slot].r;
+    p->leader = 1;
+    p->cacheable = 1;
+    p->key = *key;
+    shm_key_cred(&w->d->shm, pr->q.cred_kind, pr->q.cred, pr->q.cred_len, p->key.cred);
+    p->held_first_seen = first_seen;
+    p->result = RES_REVALIDATED;
+    M_ADD(w->m, idp_background, 1);
+    call_idp(w, (uint32_t)slot);
+}
+
+static void on_probe_done(struct worker *w, uint32_t ctx, uint32_t ctx_gen,
+                          const struct http_resp *r, const char *body, size_t body_len,
+                          const char *cause)
+{
+    char why[64];
+
+    (void)ctx, (void)ctx_gen, (void)body, (void)body_len;
+    loop__clock(w);
+    if (r && r->status < 500) {
+        breaker_success(&w->d->breaker);
+        return;
+    }
+    if (r) {
+        snprintf(why, sizeof(why), "answered %d", r->status);
+        cause = why;
+    }
+    idp_failure(w, cause);
+}
+
+void fa__tick(struct worker *w)
+{
+    if (breaker_take_probe(&w->d->breaker, w->mono_ms)) { /* one worker wins it */
+        M_ADD(w->m, idp_background, 1);
+        idp_call(w, w->probe_req, w->probe_len, w->mono_ms + w->cfg->upstream_timeout_ms,
+                 on_probe_done, SLOT_NONE, 0);
+    }
+}
+
+/* ---- a request ---- */
+
+/* Learn the user of a session from the cache: the exact key, else any answer of the credential. */
+struct find_cred {
+    const uint8_t *cred;
+    char user[SHM_MAX_USER];
+    size_t len;
+};
+
+static int find_cred_fn(const struct shm_answer *a, void *arg)
+{
+    struct find_cred *f = arg;
+
+    if (memcmp(a->key.cred, f->cred, SHM_CRED_LEN) != 0 || a->user_len == 0)
+        return 0;
+    f->len = a->user_len;
+    memcpy(f->user, a->user, a->user_len);
+    return 1;
+}
+
+/* Purge what the cache knows of pr's session. Returns 1 if its user was known. */
+static int purge_session(struct worker *w, const struct policy_req *pr, const char *why)
+{
+    struct shm_key k;
+    struct shm_answer a;
+    struct find_cred f = {0};
+
+    if (!pr->has_cred)
+        return 0;
+    shm_key_query(&w->d->shm, &pr->q, &k, 1);
+    f.cred = k.cred;
+    if (shm_lookup(&w->d->shm, k.digest, w->now_ms, &a, w->lbuf, sizeof(w->lbuf), 0) == 0 &&
+        a.user_len > 0) {
+        f.len = a.user_len;
+        memcpy(f.user, a.user, a.user_len);
+    } else {
+        shm_foreach(&w->d->shm, w->now_ms, find_cred_fn, &f);
+    }
+    /* The user known: all of the user's answers, here and (--bus) on every node. Else the
+     * session's own answers, by its credential digest, here and everywhere. */
+    if (f.len)
+        daemon_purge(w->d, f.user, f.len, NULL, 0, why);
+    else
+        daemon_purge_cred(w->d, k.cred, why);
+    return f.len != 0;
+}
+
+void fa__request(struct worker *w, struct conn *c, const struct http_req *req)
+{
+    struct policy_req *pr = &w->preq;
+    struct policy_conn pc = {req->keep_alive && !w->draining, req->minor_version == 0};
+    struct shm_answer a;
+    struct shm_key key;
+    struct fareq *p;
+    const char *override = NULL;
+    int held = 0, slot;
+
+    policy_classify(w->cfg, req, pr);
+    switch (pr->kind) {
+    case POLICY_CACHEABLE:
+        shm_key_query(&w->d->shm, &pr->q, &key, 0);
+        if (shm_lookup(&w->d->shm, key.digest, w->now_ms, &a, w->lbuf, sizeof(w->lbuf),
+                       SHM_LOOKUP_PROMOTE) == 0) {
+            if (w->now_ms < a.fresh_until_ms) {
+                conn__answer_identity(w, c, &pc, a.hdrs, a.hdrs_len, RES_HIT);
+                if (w->now_ms >= a.fresh_until_ms - w->refresh_ahead_ms)
+                    start_background(w, req, pr, &key, a.first_seen_ms);
+                return;
+            }
+            held = 1;
+        }
+        break;
+    case POLICY_SIGNOUT:
+        if (purge_session(w, pr, "sign-out") || !pr->has_cred) {
+            conn__answer_identity(w, c, &pc, "", 0, RES_SIGNOUT);
+            return;
+        }
+        override = "/"; /* one IdP call to learn whose session this is */
+        break;
+    case POLICY_LOGOUT:
+        purge_session(w, pr, "logout");
+        break;
+    default:
+        break;
+    }
+
+    if ((slot = req_new(w, c, req, pr, override)) < 0) {
+        if (slot == -E2BIG)
+            conn__answer_status(w, c, &pc, 431, "request too large to forward");
+        else
+            conn__answer_unavailable(w, c, &pc, "out of memory");
+        return;
+    }
+    p = w->reqs[slot].r;
+    if (pr->kind == POLICY_CACHEABLE) {
+        p->cacheable = 1;
+        p->key = key;
+        shm_key_cred(&w->d->shm, pr->q.cred_kind, pr->q.cred, pr->q.cred_len, p->key.cred);
+        p->result = held ? RES_REVALIDATED : RES_MISS;
+        p->held_first_seen = held ? a.first_seen_ms : 0;
+    } else if (pr->kind == POLICY_SIGNOUT) {
+        p->result = RES_SIGNOUT;
+    }
+    conn__park(w, c, (uint32_t)slot, w->reqs[slot].gen);
+    ask_idp(w, (uint32_t)slot, 1);
+}

@@ -1,0 +1,435 @@
+/*
+ * test_fa.c — the forward-auth state machine (fa.c) and the connection layer under it (conn.c),
+ * driven without a network: a real worker and segment, requests fed as receive completions, and a
+ * fake IdP (w->fake_call) whose calls the test answers, fails or leaves open. Nothing is submitted
+ * to the ring (the test never flushes), so every effect is in the connection's output, the segment,
+ * the request table and the calls made.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "log.h"
+#include "worker_int.h"
+
+static struct config cfg;
+static struct daemon d;
+static struct worker *w;
+static char shm_name[64];
+
+/* ---- the fake IdP ---- */
+
+struct call {
+    char req[UPREQ_MAX];
+    size_t len;
+    upstream_done_fn *done;
+    uint32_t ctx, gen;
+    int open;
+};
+static struct call calls[32];
+static int ncalls;
+
+static void fake_call(struct worker *wk, const char *req, size_t len, upstream_done_fn *done,
+                      uint32_t ctx, uint32_t gen)
+{
+    (void)wk;
+    if (ncalls == (int)(sizeof(calls) / sizeof(calls[0]))) {
+        fprintf(stderr, "too many fake calls\n");
+        exit(1);
+    }
+    memcpy(calls[ncalls].req, req, len);
+    calls[ncalls].len = len;
+    calls[ncalls].done = done;
+    calls[ncalls].ctx = ctx;
+    calls[ncalls].gen = gen;
+    calls[ncalls].open = 1;
+    ncalls++;
+}
+
+/* Answer call i with a raw HTTP response (Content-Length framed or empty). */
+static void answer(int i, const char *raw)
+{
+    struct http_hdr h[64];
+    struct http_resp r = {.hdrs = h, .hdrs_cap = 64};
+    int rc = http_parse_response(raw, strlen(raw), 65536, &r);
+
+    if (rc <= 0 || !calls[i].open) {
+        fprintf(stderr, "answer(%d): bad test response or call not open\n", i);
+        exit(1);
+    }
+    calls[i].open = 0;
+    calls[i].done(w, calls[i].ctx, calls[i].gen, &r, raw + rc, strlen(raw) - (size_t)rc, NULL);
+}
+
+static void fail(int i, const char *cause)
+{
+    calls[i].open = 0;
+    calls[i].done(w, calls[i].ctx, calls[i].gen, NULL, NULL, 0, cause);
+}
+
+/* ---- connections ---- */
+
+static struct conn *open_conn(void)
+{
+    int sv[2];
+    uint32_t slot = w->free_head;
+    struct io_uring_cqe cqe = {.flags = IORING_CQE_F_MORE};
+
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0 || slot == SLOT_NONE) {
+        fprintf(stderr, "open_conn: no socket pair or no free slot\n");
+        exit(1);
+    }
+    close(sv[1]);
+    cqe.res = sv[0];
+    conn__accept(w, &cqe);
+    return &w->conns[slot];
+}
+
+static void feed(struct conn *c, const char *data)
+{
+    size_t len = strlen(data);
+    struct io_uring_cqe cqe = {.res = (int)len, .flags = IORING_CQE_F_MORE};
+
+    memcpy(w->bufs, data, len); /* buffer 0 */
+    conn__recv(w, c, &cqe);
+}
+
+/* What the connection was sent since the last call (the test plays the kernel's send). */
+static const char *out(struct conn *c)
+{
+    static char buf[65536];
+    size_t n = c->out_len - c->out_off;
+
+    memcpy(buf, c->out + c->out_off, n);
+    buf[n] = 0;
+    c->out_len = c->out_off = 0;
+    return buf;
+}
+
+static int live_reqs(void)
+{
+    int n = 0;
+
+    for (uint32_t i = 0; i < w->max_reqs; i++)
+        n += w->reqs[i].state != REQ_FREE;
+    return n;
+}
+
+static const char *check_req(const char *session)
+{
+    static char buf[1024];
+
+    snprintf(buf, sizeof(buf),
+             "GET /outpost.goauthentik.io/auth/traefik HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+             "Cookie: authentik_proxy_t=%s\r\nX-Forwarded-Host: app.test\r\n"
+             "X-Forwarded-Uri: /page\r\n\r\n",
+             session);
+    return buf;
+}
+
+#define OK_ALICE "HTTP/1.1 200 OK\r\nX-Authentik-Username: alice\r\nContent-Length: 0\r\n\r\n"
+#define REDIRECT                                                                                   \
+    "HTTP/1.1 302 Found\r\nLocation: https://idp.test/login\r\nContent-Length: 5\r\n\r\nlogin"
+
+#define HAS(s, needle) CHECK(strstr((s), (needle)) != NULL, "expected \"%s\" in:\n%s", needle, s)
+
+/* ---- cases ---- */
+
+static void test_miss_then_hit(void)
+{
+    struct conn *c = open_conn();
+    const char *o;
+    int n0 = ncalls;
+
+    feed(c, check_req("S1"));
+    CHECK_INT(ncalls, n0 + 1);
+    CHECK_INT(c->state, CONN_WAITING);
+    CHECK_INT(c->out_len, 0);
+    CHECK(strstr(calls[n0].req, "authentik_proxy_t=S1") != NULL, "the IdP is asked the question");
+    answer(n0, OK_ALICE);
+    o = out(c);
+    HAS(o, "HTTP/1.1 200");
+    HAS(o, "X-Authcache: miss");
+    HAS(o, "X-Authentik-Username: alice");
+    CHECK_INT(c->state, CONN_OPEN);
+    CHECK_INT(live_reqs(), 0);
+    feed(c, check_req("S1"));
+    o = out(c);
+    HAS(o, "X-Authcache: hit");
+    HAS(o, "X-Authentik-Username: alice");
+    CHECK_INT(ncalls, n0 + 1);
+}
+
+/* Two requests read before the first is answered: the second waits, answers stay in order. */
+static void test_pipelined_in_order(void)
+{
+    struct conn *c = open_conn();
+    char two[2048];
+    const char *o;
+    int n0 = ncalls;
+
+    snprintf(two, sizeof(two), "%s%s", check_req("P1"), check_req("S1"));
+    feed(c, two);
+    CHECK_INT(ncalls, n0 + 1);
+    CHECK_INT(c->out_len, 0); /* the hit behind the miss is not answered first */
+    answer(n0, OK_ALICE);
+    o = out(c);
+    CHECK(strstr(o, "X-Authcache: miss") && strstr(o, "X-Authcache: hit") &&
+              strstr(o, "X-Authcache: miss") < strstr(o, "X-Authcache: hit"),
+          "expected miss then hit, got:\n%s", o);
+}
+
+static void test_single_flight(void)
+{
+    struct conn *a = open_conn(), *b = open_conn();
+    int n0 = ncalls;
+
+    feed(a, check_req("S2"));
+    feed(b, check_req("S2"));
+    CHECK_INT(ncalls, n0 + 1);
+    CHECK_INT(w->reqs[b->req_slot].state, REQ_JOINED);
+    answer(n0, OK_ALICE);
+    HAS(out(a), "X-Authcache: miss");
+    HAS(out(b), "X-Authentik-Username: alice");
+    CHECK_INT(live_reqs(), 0);
+}
+
+/* The leader is refused: its refusal is passed on, the waiter asks the IdP itself. */
+static void test_refused_leader(void)
+{
+    struct conn *a = open_conn(), *b = open_conn();
+    const char *o;
+    int n0 = ncalls;
+
+    feed(a, check_req("S3"));
+    feed(b, check_req("S3"));
+    answer(n0, REDIRECT);
+    o = out(a);
+    HAS(o, "HTTP/1.1 302");
+    HAS(o, "Location: https://idp.test/login");
+    HAS(o, "Cache-Control: no-store");
+    CHECK_INT(ncalls, n0 + 2);
+    CHECK_INT(b->state, CONN_WAITING);
+    answer(n0 + 1, OK_ALICE);
+    HAS(out(b), "X-Authcache: miss");
+    CHECK_INT(live_reqs(), 0);
+}
+
+/* A connection that closes while it waits on another's flight: its request ends at once. */
+static void test_close_while_joined(void)
+{
+    struct conn *a = open_conn(), *b = open_conn();
+    int n0 = ncalls;
+
+    feed(a, check_req("S4"));
+    feed(b, check_req("S4"));
+    CHECK_INT(live_reqs(), 2);
+    conn__close(w, b);
+    CHECK_INT(live_reqs(), 1);
+    answer(n0, OK_ALICE);
+    HAS(out(a), "X-Authcache: miss");
+    CHECK_INT(live_reqs(), 0);
+}
+
+/* A connection that closes while its request is in an IdP call: the call ends the request, and
+ * the answer is still stored for the next one. */
+static void test_close_while_calling(void)
+{
+    struct conn *a = open_conn(), *b;
+    int n0 = ncalls;
+
+    feed(a, check_req("S5"));
+    conn__close(w, a);
+    CHECK_INT(live_reqs(), 1);
+    answer(n0, OK_ALICE);
+    CHECK_INT(live_reqs(), 0);
+    b = open_conn();
+    feed(b, check_req("S5"));
+    HAS(out(b), "X-Authcache: hit");
+    CHECK_INT(ncalls, n0 + 1);
+}
+
+/* A waiter whose own time ran out while the leader was refused gets 503, not another call. */
+static void test_waiter_deadline(void)
+{
+    struct conn *a = open_conn(), *b = open_conn();
+    const char *o;
+    int n0 = ncalls;
+
+    feed(a, check_req("S7"));
+    feed(b, check_req("S7"));
+    w->reqs[b->req_slot].r->deadline_ms = w->mono_ms - 1;
+    answer(n0, REDIRECT);
+    out(a);
+    o = out(b);
+    HAS(o, "HTTP/1.1 503");
+    HAS(o, "timed out");
+    CHECK_INT(ncalls, n0 + 1);
+    CHECK_INT(live_reqs(), 0);
+}
+
+static void test_failures_open_the_breaker(void)
+{
+    struct conn *c = open_conn();
+    const char *o;
+    int n0 = ncalls;
+
+    for (int i = 0; i < BREAKER_THRESHOLD; i++) {
+        feed(c, check_req("S6"));
+        CHECK_INT(ncalls, n0 + i + 1);
+        fail(n0 + i, "connection refused or unreachable");
+        o = out(c);
+        HAS(o, "HTTP/1.1 503");
+        HAS(o, "Retry-After:");
+        HAS(o, "connection refused");
+    }
+    CHECK(__atomic_load_n(&d.breaker.open, __ATOMIC_RELAXED), "the breaker opens after %d failures",
+          BREAKER_THRESHOLD);
+    feed(c, check_req("S6"));
+    o = out(c);
+    HAS(o, "HTTP/1.1 503");
+    HAS(o, "circuit open");
+    CHECK_INT(ncalls, n0 + BREAKER_THRESHOLD); /* failed fast: the IdP was not asked */
+    /* The probe: the tick sends one, its success closes the breaker. */
+    __atomic_store_n(&d.breaker.retry_at_ms, 0, __ATOMIC_RELAXED);
+    fa__tick(w);
+    CHECK_INT(ncalls, n0 + BREAKER_THRESHOLD + 1);
+    fa__tick(w);
+    CHECK_INT(ncalls, n0 + BREAKER_THRESHOLD + 1); /* one probe at a time */
+    answer(ncalls - 1, OK_ALICE);
+    CHECK(!__atomic_load_n(&d.breaker.open, __ATOMIC_RELAXED), "the probe's success closes it");
+    CHECK_INT(live_reqs(), 0);
+}
+
+/* A 5xx is an IdP failure too, and a held answer past fresh-ttl is then served stale. */
+static void test_stale_on_5xx(void)
+{
+    struct conn *c = open_conn();
+    const char *o;
+    int n0 = ncalls;
+
+    feed(c, check_req("S8"));
+    answer(n0, OK_ALICE);
+    out(c);
+    usleep(1100 * 1000); /* past --fresh-ttl 1s */
+    feed(c, check_req("S8"));
+    CHECK_INT(ncalls, n0 + 2); /* revalidation */
+    answer(n0 + 1, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+    o = out(c);
+    HAS(o, "HTTP/1.1 200");
+    HAS(o, "X-Authcache: stale");
+    breaker_success(&d.breaker);
+}
+
+static void test_sign_out_purges(void)
+{
+    struct conn *c = open_conn();
+    const char *o;
+    int n0 = ncalls;
+
+    feed(c, check_req("S9"));
+    answer(n0, OK_ALICE);
+    out(c);
+    feed(c, "GET /outpost.goauthentik.io/auth/traefik HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Cookie: authentik_proxy_t=S9\r\nX-Forwarded-Host: app.test\r\n"
+            "X-Forwarded-Uri: /outpost.goauthentik.io/sign_out\r\n\r\n");
+    o = out(c);
+    HAS(o, "X-Authcache: signout");
+    feed(c, check_req("S9"));
+    CHECK_INT(ncalls, n0 + 2); /* purged: asked again */
+    answer(n0 + 1, OK_ALICE);
+    HAS(out(c), "X-Authcache: miss");
+}
+
+/* Deadlines are kept in order on the monotonic clock; the tick closes only the expired. */
+static void test_timers(void)
+{
+    struct conn *idle = open_conn(), *partial = open_conn(), *waiting = open_conn();
+    uint32_t gi = idle->gen, gp = partial->gen;
+    int64_t t0 = w->mono_ms;
+    int n0 = ncalls;
+
+    feed(partial, "GET /outpost.goauthentik.io/auth/traefik HTTP/1.1\r\nHost: x\r\n");
+    CHECK_INT(partial->timer, TIMER_HEADER);
+    feed(waiting, check_req("S10"));
+    CHECK_INT(waiting->timer, TIMER_NONE); /* the IdP call has its own deadline */
+    w->mono_ms = t0 + HEADER_TIMEOUT_MS - 1;
+    conn__expire(w);
+    CHECK(partial->gen == gp && partial->state == CONN_OPEN, "a head within its time stays");
+    w->mono_ms = t0 + HEADER_TIMEOUT_MS + 1;
+    conn__expire(w);
+    CHECK(partial->gen != gp || partial->state == CONN_CLOSING, "an unfinished head is closed");
+    CHECK(idle->gen == gi && idle->state == CONN_OPEN, "an idle connection within its time stays");
+    w->mono_ms = t0 + IDLE_TIMEOUT_MS + 1;
+    conn__expire(w);
+    CHECK(idle->gen != gi || idle->state == CONN_CLOSING, "an idle connection past its time goes");
+    CHECK_INT(waiting->state, CONN_WAITING);
+    w->mono_ms = daemon_mono_ms();
+    answer(n0, OK_ALICE);
+    HAS(out(waiting), "X-Authcache: miss");
+    CHECK_INT(waiting->timer, TIMER_IDLE);
+}
+
+int main(void)
+{
+    char err[512];
+    char *envp[] = {NULL};
+    struct shm_params sp = {.capacity = 1024};
+    int created;
+
+    snprintf(shm_name, sizeof(shm_name), "authcache-test-fa-%d", (int)getpid());
+    char *argv[] = {"authcached",  "--upstream",  "http://127.0.0.1:9",
+                    "--listen",    "127.0.0.1:0", "--admin",
+                    "127.0.0.1:0", "--shm",       shm_name,
+                    "--workers",   "1",           "--fresh-ttl",
+                    "1s",          "--log-level", "error",
+                    NULL};
+    if (config_parse(&cfg, (int)(sizeof(argv) / sizeof(argv[0])) - 1, argv, envp, err,
+                     sizeof(err)) != 0) {
+        fprintf(stderr, "config_parse: %s\n", err);
+        return 1;
+    }
+    log_init(cfg.log_level, cfg.log_format);
+    d.cfg = &cfg;
+    d.nworkers = 1;
+    d.metrics = aligned_alloc(64, sizeof(*d.metrics));
+    memset(d.metrics, 0, sizeof(*d.metrics));
+    d.workers = calloc(1, sizeof(*d.workers));
+    d.flights = flights_new();
+    if (shm_open_or_create(&d.shm, shm_name, &sp, &created) < 0) {
+        fprintf(stderr, "cannot make the segment\n");
+        return 1;
+    }
+    if (!(w = d.workers[0] = worker_new(&d, 0, 64, 8, err, sizeof(err)))) {
+        fprintf(stderr, "worker_new: %s\n", err);
+        return 1;
+    }
+    w->fake_call = fake_call;
+
+    test_miss_then_hit();
+    test_pipelined_in_order();
+    test_single_flight();
+    test_refused_leader();
+    test_close_while_joined();
+    test_close_while_calling();
+    test_waiter_deadline();
+    test_failures_open_the_breaker();
+    test_stale_on_5xx();
+    test_sign_out_purges();
+    test_timers();
+
+    worker_free(w);
+    shm_detach(&d.shm);
+    {
+        char path[128];
+        snprintf(path, sizeof(path), "/dev/shm/%s", shm_name);
+        unlink(path);
+    }
+    flights_free(d.flights);
+    free(d.workers);
+    free(d.metrics);
+    return check_done("test_fa");
+}
