@@ -13,6 +13,9 @@
  * --bus). What the bus receives goes to daemon_purge_local only, so a purge never travels twice.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -29,12 +32,35 @@ const double metrics_lat_bounds_ms[METRICS_LAT_BUCKETS - 1] = {
     0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000,
 };
 
+/* The tests' wall clock: with AUTHCACHE_TEST_WALL_OFFSET_FILE naming a file of 8 bytes, the signed
+ * milliseconds it holds are added to wall time. It is mapped shared, so a test steps the daemon's
+ * wall clock while it runs (tests/integration/test_clock.py) without touching the machine's. Unset
+ * (always, in production), it costs one predictable branch. */
+static const int64_t *wall_offset;
+
+void daemon_clock_init(void)
+{
+    const char *f = getenv("AUTHCACHE_TEST_WALL_OFFSET_FILE");
+    int fd;
+    void *m;
+
+    if (!f || (fd = open(f, O_RDONLY | O_CLOEXEC)) < 0)
+        return;
+    m = mmap(NULL, sizeof(int64_t), PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (m != MAP_FAILED) {
+        wall_offset = m;
+        log_warn("test_clock", "wall clock offset by %s (a test hook)", f);
+    }
+}
+
 int64_t daemon_now_ms(void)
 {
     struct timespec ts;
+    int64_t off = wall_offset ? __atomic_load_n(wall_offset, __ATOMIC_RELAXED) : 0;
 
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + off;
 }
 
 int64_t daemon_mono_us(void)

@@ -126,8 +126,10 @@ int daemon_purge_cred(struct daemon *d, const uint8_t cred[SHM_CRED_LEN], const 
  * again). Returns the number of answers removed, or -errno; logs one line naming why. */
 int daemon_purge_local(struct daemon *d, const struct purge *p, const char *why);
 
-/* Wall-clock milliseconds. */
+/* Wall-clock milliseconds: what answers' lifetimes mean (and nothing else: deadlines are
+ * monotonic). daemon_clock_init, once at start, reads the tests' offset (daemon.c). */
 int64_t daemon_now_ms(void);
+void daemon_clock_init(void);
 
 /* Monotonic clock, for timeouts and durations (it never jumps with the wall clock). */
 int64_t daemon_mono_us(void);

@@ -58,6 +58,7 @@ int main(int argc, char **argv)
         return 0;
     }
     log_init(cfg.log_level, cfg.log_format);
+    daemon_clock_init();
     if (cfg.upstream.tls && tls_global_init(err, sizeof(err)) < 0) {
         fprintf(stderr, "authcached: %s\n", err);
         return 2;
