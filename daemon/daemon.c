@@ -22,6 +22,7 @@
 
 #include "bus.h"
 #include "daemon.h"
+#include "epoch.h"
 #include "log.h"
 
 const char *const result_names[RES_COUNT] = {
@@ -255,6 +256,23 @@ int daemon_purge_local(struct daemon *d, const struct purge *p, const char *why)
 {
     int n = 0, m, err = 0;
 
+    /* Stamped before the segment is touched: an answer in flight that this purge covers is then
+     * either seen stamped after its store (and deleted by its caller) or stored before the purge
+     * below runs (and removed by it). */
+    switch (p->kind) {
+    case PURGE_USER:
+        epoch_purge_user(d->epochs, p->user, p->user_len);
+        break;
+    case PURGE_CREDS:
+        for (unsigned i = 0; i < p->ncred && i < PURGE_MAX_CREDS; i++)
+            epoch_purge_cred(d->epochs, p->cred[i]);
+        break;
+    case PURGE_ALL:
+        epoch_purge_all(d->epochs);
+        break;
+    default:
+        return -EINVAL;
+    }
     switch (p->kind) {
     case PURGE_USER:
         n = shm_purge_user(&d->shm, p->user, p->user_len);

@@ -85,6 +85,7 @@ size_t flight_end(struct flights *f, const uint8_t digest[SHM_DIGEST_LEN],
 
 struct worker;
 struct bus;
+struct epochs;
 
 struct daemon {
     struct config *cfg;
@@ -99,6 +100,7 @@ struct daemon {
     int64_t started_ms;
     uint64_t purged_total;
     struct bus *bus; /* NULL without --bus; set before the workers start */
+    struct epochs *epochs; /* purge stamps against answers in flight (epoch.h) */
 };
 
 /* What one purge removes: the answers of a user, those of a session (by the keyed digests of its

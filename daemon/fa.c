@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "epoch.h"
 #include "log.h"
 #include "worker_int.h"
 
@@ -205,7 +206,17 @@ static int store(struct worker *w, const struct fareq *p, const struct policy_id
     a.user_len = (uint32_t)(id->user.len < SHM_MAX_USER ? id->user.len : SHM_MAX_USER);
     a.hdrs = w->scratch;
     a.hdrs_len = (uint32_t)id->hdrs_len;
-    return a.session_end_ms > w->now_ms && shm_insert(&w->d->shm, &a) == 0;
+    if (a.session_end_ms <= w->now_ms || shm_insert(&w->d->shm, &a) != 0)
+        return 0;
+    /* A purge of this user or session (or of everything) since the call was sent: the answer is
+     * older than the purge and must not outlive it (epoch.h says why checking after the insert
+     * is enough). */
+    if (epoch_covered(w->d->epochs, p->epoch, a.user, a.user_len, p->key.cred)) {
+        shm_delete(&w->d->shm, p->key.digest);
+        log_debug("purged_in_flight", "an answer asked for before a purge was not kept");
+        return 0;
+    }
+    return 1;
 }
 
 /* The completion of a request's IdP call (upstream_done_fn): carry out the verdict on the answer,
@@ -278,6 +289,7 @@ static void call_idp(struct worker *w, uint32_t slot)
 {
     struct reqslot *s = &w->reqs[slot];
 
+    s->r->epoch = epoch_now(w->d->epochs);
     s->state = REQ_CALLING; /* from here the call owns it: on_idp_done may run before we return */
     idp_call(w, s->r->upreq, s->r->upreq_len, s->r->deadline_ms, on_idp_done, slot, s->gen);
 }

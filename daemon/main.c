@@ -18,6 +18,7 @@
 #include "bus.h"
 #include "config.h"
 #include "daemon.h"
+#include "epoch.h"
 #include "log.h"
 #include "tls.h"
 #include "worker.h"
@@ -79,7 +80,8 @@ int main(int argc, char **argv)
     d.metrics = aligned_alloc(64, sizeof(*d.metrics) * cfg.workers);
     d.workers = calloc(cfg.workers, sizeof(*d.workers));
     d.flights = flights_new();
-    if (!d.metrics || !d.workers || !d.flights) {
+    d.epochs = epoch_new();
+    if (!d.metrics || !d.workers || !d.flights || !d.epochs) {
         fprintf(stderr, "authcached: out of memory\n");
         return 1;
     }

@@ -122,6 +122,7 @@ struct fareq {
     enum result result;      /* RES_MISS or RES_REVALIDATED (cacheable), RES_BYPASS, RES_SIGNOUT */
     int cacheable;           /* has key */
     int leader;              /* leads the key's flight: must end it */
+    uint64_t epoch; /* the purge stamp when its IdP call was sent (epoch.h) */
     int64_t held_first_seen; /* first_seen of the answer being revalidated, else 0 (wall) */
     int64_t deadline_ms;     /* monotonic: --upstream-timeout from when the request first needed
                               * the IdP; a waiter that asks again after the leader's call gets only

@@ -487,6 +487,39 @@ def login_redirect_passed_through_byte_faithful():
 # ---------------------------------------------------------------- 12. sign-out
 
 @case
+def an_answer_in_flight_is_not_kept_after_a_purge():
+    """The IdP takes 1.5 s to answer (latency) while the user is purged through the admin API; the
+    answer then reaches the request that asked, but the next request asks the IdP again
+    instead of being served an answer older than the purge. Same for a purge by session."""
+    for how in ("user", "session"):
+        c = cookie(f"inflight-{how}")
+        idp().session(c, "ida")
+        with daemon({"--upstream-timeout": "5s"}) as d:
+            box = {}
+
+            def ask():
+                box["r"] = fa(d, "app1.test", "/", c, timeout=10)
+
+            idp().fault(latency_ms=1500)
+            try:
+                t = threading.Thread(target=ask)
+                t.start()
+                harness.wait_for(lambda: daemon_util.metric(admin_get(d, "/metrics").body,
+                                                            "authcache_idp_requests_total") >= 1,
+                                 what="the miss reached the IdP")
+                q = "user=ida" if how == "user" else f"session={c}"
+                eq(admin_post(d, f"/v1/purge?{q}").status, 200, f"purge by {how}")
+                t.join(10)
+            finally:
+                idp().fault(latency_ms=0)
+            expect(box.get("r"), 200, "miss", "ida", f"{how}: the request in flight")
+            calls = idp().calls(c)
+            expect(fa(d, "app1.test", "/", c), 200, "miss", "ida",
+                   f"{how}: the next request, after the purge")
+            eq(idp().calls(c), calls + 1, f"{how}: IdP calls for the next request")
+
+
+@case
 def sign_out_purges_the_user():
     a1, a2, a3, b1 = cookie("a1"), cookie("a2"), cookie("a3"), cookie("b1")
     for v, u in ((a1, "alice-so"), (a2, "alice-so"), (a3, "alice-so"), (b1, "bob-so")):

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "epoch.h"
 #include "log.h"
 #include "worker_int.h"
 
@@ -344,6 +345,94 @@ static void test_sign_out_purges(void)
     HAS(out(c), "X-Authcache: miss");
 }
 
+static void purge(int kind, const char *session)
+{
+    switch (kind) {
+    case 0:
+        daemon_purge(&d, "alice", 5, NULL, 0, "test");
+        break;
+    case 1:
+        daemon_purge(&d, NULL, 0, session, strlen(session), "test");
+        break;
+    case 2:
+        daemon_purge(&d, NULL, 0, NULL, 0, "test");
+        break;
+    default:
+        daemon_purge(&d, "mallory", 7, NULL, 0, "test"); /* covers someone else */
+        break;
+    }
+}
+
+/* An answer asked for before a purge that covers it (by user, by session, everything) answers the
+ * request that asked, but is not kept: the next request asks the IdP again. A purge of someone
+ * else does not stop it being kept. */
+static void test_purge_overtakes_answer(void)
+{
+    for (int kind = 0; kind < 4; kind++) {
+        struct conn *a = open_conn(), *b = open_conn();
+        char s[16];
+        int n0 = ncalls;
+
+        snprintf(s, sizeof(s), "PF%d", kind);
+        feed(a, check_req(s));
+        feed(b, check_req(s)); /* joins a's flight */
+        purge(kind, s);
+        answer(n0, OK_ALICE);
+        HAS(out(a), "X-Authcache: miss");
+        if (kind == 3) {
+            HAS(out(b), "X-Authentik-Username: alice");
+            feed(a, check_req(s));
+            HAS(out(a), "X-Authcache: hit");
+            CHECK_INT(ncalls, n0 + 1);
+            continue;
+        }
+        CHECK(ncalls == n0 + 2, "purge kind %d: the waiter asks again (expected %d calls, got %d)",
+              kind, n0 + 2, ncalls);
+        answer(n0 + 1, OK_ALICE); /* asked after the purge: kept */
+        HAS(out(b), "X-Authcache: miss");
+        feed(a, check_req(s));
+        HAS(out(a), "X-Authcache: hit");
+        CHECK_INT(ncalls, n0 + 2);
+        CHECK_INT(live_reqs(), 0);
+    }
+}
+
+/* The same for a revalidation of a held answer and for a refresh ahead (a background call nobody
+ * waits for): a sign-out while either is in flight leaves nothing held. */
+static void test_purge_overtakes_revalidation(void)
+{
+    struct conn *c = open_conn();
+    const char *o;
+    int n0 = ncalls;
+
+    feed(c, check_req("RV"));
+    answer(n0, OK_ALICE);
+    out(c);
+    usleep(850 * 1000); /* inside the refresh-ahead window (the last 200 ms of --fresh-ttl 1s) */
+    feed(c, check_req("RV"));
+    CHECK_INT(ncalls, n0 + 2); /* a refresh ahead, or (on a slow machine) a revalidation */
+    purge(0, "RV");
+    answer(n0 + 1, OK_ALICE);
+    o = out(c);
+    HAS(o, "X-Authentik-Username: alice");
+    feed(c, check_req("RV"));
+    CHECK(ncalls == n0 + 3, "after the purge the IdP is asked again (expected %d calls, got %d)",
+          n0 + 3, ncalls);
+    answer(n0 + 2, OK_ALICE);
+    HAS(out(c), "X-Authcache: miss");
+    usleep(1100 * 1000); /* past fresh-ttl: a revalidation */
+    feed(c, check_req("RV"));
+    CHECK_INT(c->state, CONN_WAITING);
+    purge(1, "RV");
+    answer(n0 + 3, OK_ALICE);
+    HAS(out(c), "X-Authcache: revalidated");
+    feed(c, check_req("RV"));
+    CHECK(ncalls == n0 + 5, "after the purge the IdP is asked again (expected %d calls, got %d)",
+          n0 + 5, ncalls);
+    answer(n0 + 4, OK_ALICE);
+    out(c);
+}
+
 /* Deadlines are kept in order on the monotonic clock; the tick closes only the expired. */
 static void test_timers(void)
 {
@@ -399,6 +488,7 @@ int main(void)
     memset(d.metrics, 0, sizeof(*d.metrics));
     d.workers = calloc(1, sizeof(*d.workers));
     d.flights = flights_new();
+    d.epochs = epoch_new();
     if (shm_open_or_create(&d.shm, shm_name, &sp, &created) < 0) {
         fprintf(stderr, "cannot make the segment\n");
         return 1;
@@ -420,6 +510,8 @@ int main(void)
     test_stale_on_5xx();
     test_sign_out_purges();
     test_timers();
+    test_purge_overtakes_answer();
+    test_purge_overtakes_revalidation();
 
     worker_free(w);
     shm_detach(&d.shm);
@@ -429,6 +521,7 @@ int main(void)
         unlink(path);
     }
     flights_free(d.flights);
+    epoch_free(d.epochs);
     free(d.workers);
     free(d.metrics);
     return check_done("test_fa");
