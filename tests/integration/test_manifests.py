@@ -62,6 +62,7 @@ R = {}  # overlay name (or "monitoring") -> list of rendered objects
 
 # ---------------------------------------------------------------- tools
 
+
 def skip(why):
     print(why, flush=True)
     sys.exit(77)
@@ -90,12 +91,16 @@ def npm_install():
         return
     os.makedirs(NPM_PREFIX, exist_ok=True)
     shutil.copy(PACKAGE_JSON, os.path.join(NPM_PREFIX, "package.json"))
-    r = subprocess.run(["npm", "install", "--prefix", NPM_PREFIX, "--no-audit", "--no-fund",
-                        "--loglevel=error"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        ["npm", "install", "--prefix", NPM_PREFIX, "--no-audit", "--no-fund", "--loglevel=error"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if r.returncode != 0:
         ping = subprocess.run(["npm", "ping"], capture_output=True, text=True, timeout=60)
         if ping.returncode != 0:
-            skip("the npm registry is unreachable (npm ping failed): cannot install the schema models")
+            skip("the npm registry is unreachable (npm ping failed): no schema models")
         raise AssertionError(f"npm install failed:\n{r.stderr[-2000:]}")
     if not installed():
         raise AssertionError(f"npm install left {MODULES} without the pinned packages")
@@ -107,18 +112,26 @@ def make_tree(name, with_secrets=True):
     root = os.path.join(WORK, name)
     shutil.rmtree(root, ignore_errors=True)
     for part in ("kubernetes", "seccomp", "monitoring"):
-        shutil.copytree(os.path.join(DEPLOY, part), os.path.join(root, part),
-                        ignore=shutil.ignore_patterns("hash-key", "admin-token", "redis-password"))
+        shutil.copytree(
+            os.path.join(DEPLOY, part),
+            os.path.join(root, part),
+            ignore=shutil.ignore_patterns("hash-key", "admin-token", "redis-password"),
+        )
     if with_secrets:
-        subprocess.run([os.path.join(root, "kubernetes", "base", "secrets", "generate")],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [os.path.join(root, "kubernetes", "base", "secrets", "generate")],
+            check=True,
+            capture_output=True,
+        )
     return root
 
 
 def kustomize(path):
     r = subprocess.run([KUSTOMIZE, "build", path], capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
-        raise AssertionError(f"kustomize build {os.path.relpath(path, WORK)} failed: {r.stderr.strip()}")
+        raise AssertionError(
+            f"kustomize build {os.path.relpath(path, WORK)} failed: {r.stderr.strip()}"
+        )
     return [o for o in yaml.safe_load_all(r.stdout) if o is not None]
 
 
@@ -133,8 +146,13 @@ def unwrap_base64(obj):
 def validate(objects):
     """Runs validate.mjs over objects; returns one (ok, error) per object."""
     objects = [unwrap_base64(o) for o in objects]
-    r = subprocess.run(["node", VALIDATE, MODULES], input=json.dumps(objects),
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["node", VALIDATE, MODULES],
+        input=json.dumps(objects),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if r.returncode not in (0, 1):
         raise AssertionError(f"validate.mjs exited {r.returncode}: {r.stderr.strip()}")
     lines = [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
@@ -161,14 +179,21 @@ def helm_as_deployment(hcc):
     dep = vals["deployment"]
     labels = {"app.kubernetes.io/name": "traefik"}
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {"name": hcc["metadata"]["name"], "namespace": hcc["metadata"]["namespace"]},
-        "spec": {"selector": {"matchLabels": labels}, "template": {
-            "metadata": {"labels": labels},
-            "spec": {"securityContext": vals.get("podSecurityContext", {}),
-                     "containers": [{"name": "traefik", "image": "traefik"}]
-                     + dep.get("additionalContainers", []),
-                     "volumes": dep.get("additionalVolumes", [])}}},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "securityContext": vals.get("podSecurityContext", {}),
+                    "containers": [{"name": "traefik", "image": "traefik"}]
+                    + dep.get("additionalContainers", []),
+                    "volumes": dep.get("additionalVolumes", []),
+                },
+            },
+        },
     }
 
 
@@ -185,7 +210,10 @@ def check_helm_keys(vals):
         check(k in HELM_KEYS, f"HelmChartConfig values: unexpected key {k!r}")
         want = HELM_KEYS[k]
         if isinstance(want, set):
-            check(set(v) <= want, f"HelmChartConfig values: {k} has unexpected keys {sorted(set(v) - want)}")
+            check(
+                set(v) <= want,
+                f"HelmChartConfig values: {k} has unexpected keys {sorted(set(v) - want)}",
+            )
         elif isinstance(want, dict):
             for k2, v2 in v.items():
                 check(k2 in want, f"HelmChartConfig values: unexpected key {k}.{k2}")
@@ -210,6 +238,7 @@ def authcached_container(objects):
 
 # ---------------------------------------------------------------- setup
 
+
 def setup():
     t0 = time.monotonic()
     npm_install()
@@ -222,6 +251,7 @@ def setup():
 
 # ---------------------------------------------------------------- cases
 
+
 @case
 def overlays_render():
     for o in OVERLAYS:
@@ -230,20 +260,41 @@ def overlays_render():
     for o in OVERLAYS:
         for obj in R[o]:
             want = "kube-system" if o.startswith("k3s") else "traefik"
-            eq(obj["metadata"].get("namespace"), want, f"{o}: namespace of {obj['kind']} {obj['metadata']['name']}")
+            eq(
+                obj["metadata"].get("namespace"),
+                want,
+                f"{o}: namespace of {obj['kind']} {obj['metadata']['name']}",
+            )
     check(any(x["kind"] == "HelmChartConfig" for x in R["k3s"]), "k3s renders a HelmChartConfig")
-    check(any(x["kind"] == "DaemonSet" and x["metadata"]["name"] == "traefik" for x in R["daemonset"]),
-          "daemonset renders the DaemonSet traefik")
-    eq(sorted(x["kind"] for x in R["monitoring"]), ["PrometheusRule", "ServiceMonitor"], "monitoring kinds")
+    check(
+        any(
+            x["kind"] == "DaemonSet" and x["metadata"]["name"] == "traefik" for x in R["daemonset"]
+        ),
+        "daemonset renders the DaemonSet traefik",
+    )
+    eq(
+        sorted(x["kind"] for x in R["monitoring"]),
+        ["PrometheusRule", "ServiceMonitor"],
+        "monitoring kinds",
+    )
     # A kubectl whose kustomize is v4 or later (k3s ships v5) renders the same objects.
     kubectl = shutil.which("kubectl")
-    v = subprocess.run([kubectl, "version", "--client"], capture_output=True, text=True,
-                       timeout=30).stdout if kubectl else ""
+    v = (
+        subprocess.run(
+            [kubectl, "version", "--client"], capture_output=True, text=True, timeout=30
+        ).stdout
+        if kubectl
+        else ""
+    )
     m = re.search(r"Kustomize Version: v(\d+)", v)
     if m and int(m.group(1)) >= 4:
         for o in OVERLAYS:
-            r = subprocess.run([kubectl, "kustomize", os.path.join(WORK, "tree", "kubernetes", "overlays", o)],
-                               capture_output=True, text=True, timeout=60)
+            r = subprocess.run(
+                [kubectl, "kustomize", os.path.join(WORK, "tree", "kubernetes", "overlays", o)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             eq(r.returncode, 0, f"kubectl kustomize {o}: {r.stderr.strip()}")
             eq([x for x in yaml.safe_load_all(r.stdout) if x], R[o], f"{o} as kubectl renders it")
         print(f"# kubectl (kustomize v{m.group(1)}) renders the same", flush=True)
@@ -254,8 +305,12 @@ def no_secret_files_no_render():
     # The secrets are generated, never committed: a tree without them must not render (no
     # default key or token can slip into a cluster).
     root = make_tree("no-secrets", with_secrets=False)
-    r = subprocess.run([KUSTOMIZE, "build", os.path.join(root, "kubernetes", "overlays", "k3s")],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [KUSTOMIZE, "build", os.path.join(root, "kubernetes", "overlays", "k3s")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     check(r.returncode != 0, "kustomize build without the secret files should fail", r.stdout[:200])
     check("hash-key" in r.stderr, "the error names the missing file", r.stderr.strip())
 
@@ -267,7 +322,9 @@ def every_object_validates():
         for obj in R[o]:
             if obj["kind"] == "HelmChartConfig":
                 eq(obj["apiVersion"], "helm.cattle.io/v1", "HelmChartConfig apiVersion")
-                check(isinstance(obj["spec"].get("valuesContent"), str), "valuesContent is a string")
+                check(
+                    isinstance(obj["spec"].get("valuesContent"), str), "valuesContent is a string"
+                )
                 check_helm_keys(yaml.safe_load(obj["spec"]["valuesContent"]))
                 obj = helm_as_deployment(obj)
             objects.append(obj)
@@ -281,20 +338,35 @@ def every_object_validates():
 @case
 def validator_rejects_broken_copies():
     good = copy.deepcopy(R["daemonset"])
-    ds_i = next(i for i, o in enumerate(good) if o["kind"] == "DaemonSet" and o["metadata"]["name"] == "traefik")
+    ds_i = next(
+        i
+        for i, o in enumerate(good)
+        if o["kind"] == "DaemonSet" and o["metadata"]["name"] == "traefik"
+    )
     mw_i = next(i for i, o in enumerate(good) if o["kind"] == "Middleware")
     broken = copy.deepcopy(good)
-    c = [c for c in broken[ds_i]["spec"]["template"]["spec"]["containers"] if c["name"] == "authcached"][0]
-    c["ports"][0]["containerPort"] = "9301"               # a string, not an integer
+    c = [
+        c
+        for c in broken[ds_i]["spec"]["template"]["spec"]["containers"]
+        if c["name"] == "authcached"
+    ][0]
+    c["ports"][0]["containerPort"] = "9301"  # a string, not an integer
     broken[mw_i]["spec"]["forwardAuth"]["trustForwardHeader"] = "yes"  # not a boolean
-    broken.append(dict(good[mw_i], kind="Middlewares"))   # no such kind
+    broken.append(dict(good[mw_i], kind="Middlewares"))  # no such kind
     broken.append(dict(good[mw_i], apiVersion="traefik.containo.us/v1alpha2"))  # no such API
     results = validate(broken)
     rejected = {i for i, (ok, _) in enumerate(results) if not ok}
     eq(rejected, {ds_i, mw_i, len(good), len(good) + 1}, "objects rejected in the broken copy")
-    check("containerPort must be integer" in results[ds_i][1], "the DaemonSet's error names the field",
-          results[ds_i][1])
-    check("no model" in results[len(good)][1], "an unknown kind is named as such", results[len(good)][1])
+    check(
+        "containerPort must be integer" in results[ds_i][1],
+        "the DaemonSet's error names the field",
+        results[ds_i][1],
+    )
+    check(
+        "no model" in results[len(good)][1],
+        "an unknown kind is named as such",
+        results[len(good)][1],
+    )
     # And the HelmChartConfig: a misspelt chart key, and a bad container inside the values.
     hcc = copy.deepcopy(find(R["k3s"], "HelmChartConfig", "traefik"))
     vals = yaml.safe_load(hcc["spec"]["valuesContent"])
@@ -307,7 +379,7 @@ def validator_rejects_broken_copies():
     vals = yaml.safe_load(hcc["spec"]["valuesContent"])
     vals["deployment"]["additionalContainers"][0]["imagePullPolicy"] = "Sometimes"
     hcc["spec"]["valuesContent"] = yaml.safe_dump(vals)
-    (ok, err), = validate([helm_as_deployment(hcc)])
+    ((ok, err),) = validate([helm_as_deployment(hcc)])
     check(not ok and "imagePullPolicy" in err, "a bad container in the values is rejected", err)
 
 
@@ -323,8 +395,11 @@ def authcached_hardened_everywhere():
         eq(sc.get("readOnlyRootFilesystem"), True, f"{o}: readOnlyRootFilesystem")
         eq(sc.get("allowPrivilegeEscalation"), False, f"{o}: allowPrivilegeEscalation")
         eq(sc.get("capabilities"), {"drop": ["ALL"]}, f"{o}: capabilities")
-        eq(sc.get("seccompProfile"), {"type": "Localhost", "localhostProfile": SECCOMP_PROFILE},
-           f"{o}: seccompProfile")
+        eq(
+            sc.get("seccompProfile"),
+            {"type": "Localhost", "localhostProfile": SECCOMP_PROFILE},
+            f"{o}: seccompProfile",
+        )
         mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
         check("/dev/shm" in mounts, f"{o}: the segment's volume is mounted at /dev/shm")
         # Every object that runs a container says what seccomp it runs under.
@@ -332,9 +407,13 @@ def authcached_hardened_everywhere():
             if obj["kind"] in ("Deployment", "DaemonSet"):
                 spec = obj["spec"]["template"]["spec"]
                 for ctr in spec.get("initContainers", []) + spec["containers"]:
-                    prof = (ctr.get("securityContext", {}).get("seccompProfile")
-                            or spec.get("securityContext", {}).get("seccompProfile"))
-                    check(prof is not None, f"{o}: {obj['metadata']['name']}/{ctr['name']} names a seccomp profile")
+                    prof = ctr.get("securityContext", {}).get("seccompProfile") or spec.get(
+                        "securityContext", {}
+                    ).get("seccompProfile")
+                    check(
+                        prof is not None,
+                        f"{o}: {obj['metadata']['name']}/{ctr['name']} names a seccomp profile",
+                    )
 
 
 @case
@@ -342,15 +421,20 @@ def one_authcached_container_in_both_variants():
     _, k3s = authcached_container(R["k3s"])
     _, ds = authcached_container(R["daemonset"])
     eq(k3s, ds, "the authcached container of the HelmChartConfig vs the DaemonSet's")
-    eq(helm_values(R["k3s"])["deployment"]["additionalVolumes"],
-       [v for v in R["daemonset"][[i for i, o in enumerate(R["daemonset"]) if o["kind"] == "DaemonSet"
-                                   and o["metadata"]["name"] == "traefik"][0]]["spec"]["template"]["spec"]["volumes"]],
-       "the HelmChartConfig's volumes vs the DaemonSet's")
+    ds_volumes = find(R["daemonset"], "DaemonSet", "traefik")["spec"]["template"]["spec"]["volumes"]
+    eq(
+        helm_values(R["k3s"])["deployment"]["additionalVolumes"],
+        ds_volumes,
+        "the HelmChartConfig's volumes vs the DaemonSet's",
+    )
 
 
 @case
 def node_shm_changes_only_the_segment_volume():
-    hostpath = {"name": "authcache-shm", "hostPath": {"path": "/run/authcache", "type": "Directory"}}
+    hostpath = {
+        "name": "authcache-shm",
+        "hostPath": {"path": "/run/authcache", "type": "Directory"},
+    }
     for base in ("k3s", "daemonset"):
         a, b = R[base], R[base + "-node-shm"]
         eq(len(a), len(b), f"{base}: objects with and without node-shm")
@@ -366,12 +450,22 @@ def node_shm_changes_only_the_segment_volume():
             ys = dict(ys, volumes=None)
             eq(xs, ys, f"{base}: {x['kind']} apart from the volumes")
             if x["kind"] == "HelmChartConfig":
-                eq({k: v for k, v in helm_values(a).items() if k != "deployment"},
-                   {k: v for k, v in helm_values(b).items() if k != "deployment"},
-                   "the rest of the k3s values")
+                eq(
+                    {k: v for k, v in helm_values(a).items() if k != "deployment"},
+                    {k: v for k, v in helm_values(b).items() if k != "deployment"},
+                    "the rest of the k3s values",
+                )
     setup_ds = find(R["daemonset"], "DaemonSet", "authcache-node-setup")
-    paths = {v["hostPath"]["path"] for v in setup_ds["spec"]["template"]["spec"]["volumes"] if "hostPath" in v}
-    eq(paths, {"/var/lib/kubelet/seccomp/profiles", "/run/authcache"}, "the node setup's host paths")
+    paths = {
+        v["hostPath"]["path"]
+        for v in setup_ds["spec"]["template"]["spec"]["volumes"]
+        if "hostPath" in v
+    }
+    eq(
+        paths,
+        {"/var/lib/kubelet/seccomp/profiles", "/run/authcache"},
+        "the node setup's host paths",
+    )
 
 
 @case
@@ -380,8 +474,10 @@ def image_is_overridable():
     over = os.path.join(root, "kubernetes", "overlays", "mine")
     os.makedirs(over)
     with open(os.path.join(over, "kustomization.yaml"), "w") as f:
-        f.write("resources: [../daemonset]\nimages:\n  - name: authcache\n"
-                "    newName: registry.example.com/authcache\n    newTag: \"1.2\"\n")
+        f.write(
+            "resources: [../daemonset]\nimages:\n  - name: authcache\n"
+            '    newName: registry.example.com/authcache\n    newTag: "1.2"\n'
+        )
     _, c = authcached_container(kustomize(over))
     eq(c["image"], "registry.example.com/authcache:1.2", "the overridden image")
     _, c = authcached_container(R["daemonset"])
@@ -396,15 +492,29 @@ def image_is_overridable():
 def traefik_objects_follow_the_outpost_pattern():
     objs = R["k3s"]
     auth = find(objs, "Middleware", "authentik")["spec"]["forwardAuth"]
-    eq(auth["address"], "http://127.0.0.1:9300/outpost.goauthentik.io/auth/traefik", "forwardAuth address")
+    eq(
+        auth["address"],
+        "http://127.0.0.1:9300/outpost.goauthentik.io/auth/traefik",
+        "forwardAuth address",
+    )
     eq(auth["trustForwardHeader"], True, "trustForwardHeader")
-    check(auth["authResponseHeaders"] and all(h.startswith("X-authentik-") for h in auth["authResponseHeaders"]),
-          "authResponseHeaders are X-authentik-*", auth["authResponseHeaders"])
+    check(
+        auth["authResponseHeaders"]
+        and all(h.startswith("X-authentik-") for h in auth["authResponseHeaders"]),
+        "authResponseHeaders are X-authentik-*",
+        auth["authResponseHeaders"],
+    )
     check("X-authentik-username" in auth["authResponseHeaders"], "the user header is passed")
     purge = find(objs, "Middleware", "authcache-purge")["spec"]["forwardAuth"]
     eq(purge["address"], auth["address"], "the sign-out check goes to authcached too")
-    eq([m["name"] for m in find(objs, "Middleware", "authentik-sign-out")["spec"]["chain"]["middlewares"]],
-       ["authcache-purge", "no-store"], "the sign-out chain")
+    eq(
+        [
+            m["name"]
+            for m in find(objs, "Middleware", "authentik-sign-out")["spec"]["chain"]["middlewares"]
+        ],
+        ["authcache-purge", "no-store"],
+        "the sign-out chain",
+    )
     for name, host in (("app", "app.example.com"), ("nas", "nas.example.com")):
         routes = find(objs, "IngressRoute", name)["spec"]["routes"]
         eq(len(routes), 3, f"{name}: routes")
@@ -419,20 +529,41 @@ def traefik_objects_follow_the_outpost_pattern():
                 by["app"] = r
         eq(sorted(by), ["app", "outpost", "signout"], f"{name}: the three routes")
         check("middlewares" not in by["outpost"], f"{name}: the outpost's paths are not checked")
-        eq([m["name"] for m in by["signout"]["middlewares"]], ["authentik-sign-out"], f"{name}: sign-out middlewares")
+        eq(
+            [m["name"] for m in by["signout"]["middlewares"]],
+            ["authentik-sign-out"],
+            f"{name}: sign-out middlewares",
+        )
         eq([m["name"] for m in by["app"]["middlewares"]], ["authentik"], f"{name}: app middlewares")
-        check(by["signout"]["priority"] > by["outpost"]["priority"],
-              f"{name}: sign-out wins over the outpost's prefix")
-        eq(by["outpost"]["services"], by["signout"]["services"], f"{name}: both outpost routes reach the outpost")
+        check(
+            by["signout"]["priority"] > by["outpost"]["priority"],
+            f"{name}: sign-out wins over the outpost's prefix",
+        )
+        eq(
+            by["outpost"]["services"],
+            by["signout"]["services"],
+            f"{name}: both outpost routes reach the outpost",
+        )
     # The off-net application: a Service without selector and its EndpointSlice.
     svc = find(objs, "Service", "nas")
     check("selector" not in svc["spec"], "the off-net Service has no selector")
     eps = find(objs, "EndpointSlice", "nas-1")
     eq(eps["metadata"]["labels"]["kubernetes.io/service-name"], "nas", "EndpointSlice service-name")
-    check(eps["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] != "endpointslice-controller.k8s.io",
-          "the EndpointSlice is not claimed by the controller")
-    eq({p["name"] for p in svc["spec"]["ports"]}, {p["name"] for p in eps["ports"]}, "port names match")
-    eq({p["targetPort"] for p in svc["spec"]["ports"]}, {p["port"] for p in eps["ports"]}, "target ports")
+    check(
+        eps["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"]
+        != "endpointslice-controller.k8s.io",
+        "the EndpointSlice is not claimed by the controller",
+    )
+    eq(
+        {p["name"] for p in svc["spec"]["ports"]},
+        {p["name"] for p in eps["ports"]},
+        "port names match",
+    )
+    eq(
+        {p["targetPort"] for p in svc["spec"]["ports"]},
+        {p["port"] for p in eps["ports"]},
+        "target ports",
+    )
 
 
 @case
@@ -448,23 +579,54 @@ def secrets_and_bus_wiring():
             for src in vols[vname].get("projected", {}).get("sources", []):
                 for it in src["secret"]["items"]:
                     files[f"{path}/{it['path']}"] = (src["secret"]["name"], it["key"])
-        eq(files.get(env["AUTHCACHED_HASH_KEY_FILE"]), ("authcached", "hash-key"), f"{o}: hash key file")
-        eq(files.get(env["AUTHCACHED_ADMIN_TOKEN_FILE"]), ("authcached", "admin-token"), f"{o}: admin token file")
-        eq(files.get(env["AUTHCACHED_BUS_AUTH_FILE"]), ("authcache-redis", "password"), f"{o}: bus auth file")
+        eq(
+            files.get(env["AUTHCACHED_HASH_KEY_FILE"]),
+            ("authcached", "hash-key"),
+            f"{o}: hash key file",
+        )
+        eq(
+            files.get(env["AUTHCACHED_ADMIN_TOKEN_FILE"]),
+            ("authcached", "admin-token"),
+            f"{o}: admin token file",
+        )
+        eq(
+            files.get(env["AUTHCACHED_BUS_AUTH_FILE"]),
+            ("authcache-redis", "password"),
+            f"{o}: bus auth file",
+        )
         for secret, key in files.values():
             check(key in find(R[o], "Secret", secret)["data"], f"{o}: Secret {secret} has {key}")
         m = re.fullmatch(r"redis://([a-z0-9-]+):(\d+)/\w+", env["AUTHCACHED_BUS"])
         check(m, f"{o}: --bus is redis://SERVICE:PORT/CHANNEL", env["AUTHCACHED_BUS"])
         svc = find(R[o], "Service", m.group(1))
-        check(int(m.group(2)) in [p["port"] for p in svc["spec"]["ports"]], f"{o}: the bus port is the Service's")
-        redis = find(R[o], "Deployment", "authcache-redis")["spec"]["template"]["spec"]["containers"][0]
-        check("requirepass $REDIS_PASSWORD" in redis["command"][-1], f"{o}: Redis requires the password")
-        eq(redis["env"][0]["valueFrom"]["secretKeyRef"], {"name": "authcache-redis", "key": "password"},
-           f"{o}: Redis's password comes from the Secret")
-        eq(env["AUTHCACHED_LISTEN"], "127.0.0.1:9300", f"{o}: the forward-auth listener stays on loopback")
+        check(
+            int(m.group(2)) in [p["port"] for p in svc["spec"]["ports"]],
+            f"{o}: the bus port is the Service's",
+        )
+        redis = find(R[o], "Deployment", "authcache-redis")["spec"]["template"]["spec"][
+            "containers"
+        ][0]
+        check(
+            "requirepass $REDIS_PASSWORD" in redis["command"][-1],
+            f"{o}: Redis requires the password",
+        )
+        eq(
+            redis["env"][0]["valueFrom"]["secretKeyRef"],
+            {"name": "authcache-redis", "key": "password"},
+            f"{o}: Redis's password comes from the Secret",
+        )
+        eq(
+            env["AUTHCACHED_LISTEN"],
+            "127.0.0.1:9300",
+            f"{o}: the forward-auth listener stays on loopback",
+        )
         if owner["kind"] == "DaemonSet":
             eq(spec.get("hostNetwork"), True, f"{o}: hostNetwork")
-            eq(spec.get("dnsPolicy"), "ClusterFirstWithHostNet", f"{o}: cluster DNS from the host network")
+            eq(
+                spec.get("dnsPolicy"),
+                "ClusterFirstWithHostNet",
+                f"{o}: cluster DNS from the host network",
+            )
 
 
 @case
@@ -474,8 +636,17 @@ def admin_port_only_from_monitoring():
     for rule in np["ingress"]:
         ports = {p["port"] for p in rule["ports"]}
         if 9301 in ports:
-            eq(rule.get("from"), [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
-               "who may reach 9301")
+            eq(
+                rule.get("from"),
+                [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                        }
+                    }
+                ],
+                "who may reach 9301",
+            )
         else:
             check("from" not in rule, "the entry points are open", rule)
     check(any(9301 in {p["port"] for p in r["ports"]} for r in np["ingress"]), "9301 is named")
@@ -485,9 +656,19 @@ def admin_port_only_from_monitoring():
     sm = find(R["monitoring"], "ServiceMonitor", "authcached")["spec"]
     for o in ("k3s", "daemonset"):
         svc = find(R[o], "Service", "authcached-metrics")
-        check(svc["metadata"]["namespace"] in sm["namespaceSelector"]["matchNames"], f"{o}: namespace scraped")
-        check(sm["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items(), f"{o}: labels selected")
-        eq([p["name"] for p in svc["spec"]["ports"]], [e["port"] for e in sm["endpoints"]], f"{o}: port name")
+        check(
+            svc["metadata"]["namespace"] in sm["namespaceSelector"]["matchNames"],
+            f"{o}: namespace scraped",
+        )
+        check(
+            sm["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items(),
+            f"{o}: labels selected",
+        )
+        eq(
+            [p["name"] for p in svc["spec"]["ports"]],
+            [e["port"] for e in sm["endpoints"]],
+            f"{o}: port name",
+        )
 
 
 @case
@@ -500,12 +681,24 @@ def seccomp_profile():
         check(set(s) <= {"names", "action", "args", "errnoRet"}, "only OCI fields", sorted(s))
         if s["action"] == "SCMP_ACT_ALLOW" and not s.get("args"):
             allowed |= set(s["names"])
-    check({"io_uring_setup", "io_uring_enter", "io_uring_register"} <= allowed, "io_uring is allowed")
-    for danger in ("mount", "unshare", "setns", "bpf", "perf_event_open", "keyctl", "add_key", "kexec_load"):
+    check(
+        {"io_uring_setup", "io_uring_enter", "io_uring_register"} <= allowed, "io_uring is allowed"
+    )
+    for danger in (
+        "mount",
+        "unshare",
+        "setns",
+        "bpf",
+        "perf_event_open",
+        "keyctl",
+        "add_key",
+        "kexec_load",
+    ):
         check(danger not in allowed, f"{danger} stays blocked")
     # The ConfigMap the node setup copies is this file.
     cm = find(R["k3s"], "ConfigMap", "authcache-seccomp")
     eq(json.loads(cm["data"]["authcached.json"]), prof, "the ConfigMap's profile")
+
 
 def seccomp_filter(prof):
     """prof (an OCI seccomp profile) as a libseccomp filter, built the way runc builds it: the
@@ -515,11 +708,17 @@ def seccomp_filter(prof):
         arch = getattr(seccomp.Arch, a.replace("SCMP_ARCH_", ""))
         if not f.exist_arch(arch):
             f.add_arch(arch)
-    ops = {"SCMP_CMP_NE": seccomp.NE, "SCMP_CMP_EQ": seccomp.EQ, "SCMP_CMP_MASKED_EQ": seccomp.MASKED_EQ}
+    ops = {
+        "SCMP_CMP_NE": seccomp.NE,
+        "SCMP_CMP_EQ": seccomp.EQ,
+        "SCMP_CMP_MASKED_EQ": seccomp.MASKED_EQ,
+    }
     for s in prof["syscalls"]:
         act = seccomp.ALLOW if s["action"] == "SCMP_ACT_ALLOW" else seccomp.ERRNO(s["errnoRet"])
-        args = [seccomp.Arg(a["index"], ops[a["op"]], a["value"], a.get("valueTwo", 0))
-                for a in s.get("args", [])]
+        args = [
+            seccomp.Arg(a["index"], ops[a["op"]], a["value"], a.get("valueTwo", 0))
+            for a in s.get("args", [])
+        ]
         for name in s["names"]:
             try:
                 f.add_rule(act, name, *args)
@@ -545,11 +744,27 @@ def run_confined(prof, log_name):
         f.load()
 
     with open(log, "wb") as out:
-        p = subprocess.Popen([bin_, "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}",
-                              "--upstream", f"http://127.0.0.1:{idp.port}", "--shm", shm,
-                              "--capacity", "1024", "--workers", "2"],
-                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                             preexec_fn=confine)
+        p = subprocess.Popen(
+            [
+                bin_,
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--admin",
+                f"127.0.0.1:{admin}",
+                "--upstream",
+                f"http://127.0.0.1:{idp.port}",
+                "--shm",
+                shm,
+                "--capacity",
+                "1024",
+                "--workers",
+                "2",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=confine,
+        )
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -560,18 +775,34 @@ def run_confined(prof, log_name):
                     break
             except (OSError, ConnectionError):
                 pass
-            check(time.monotonic() < deadline, "authcached ready under the profile", open(log).read()[-500:])
+            check(
+                time.monotonic() < deadline,
+                "authcached ready under the profile",
+                open(log).read()[-500:],
+            )
             time.sleep(0.05)
         harness.idp_session(idp.control, "c1", "alice")
         results = []
         for _ in range(3):
-            r = harness.request(port, "GET", harness.AUTH_TRAEFIK, [
-                ("X-Forwarded-Host", "app.test"), ("X-Forwarded-Uri", "/"), ("X-Forwarded-Method", "GET"),
-                ("Cookie", f"{harness.IDP_COOKIE}=c1")])
+            r = harness.request(
+                port,
+                "GET",
+                harness.AUTH_TRAEFIK,
+                [
+                    ("X-Forwarded-Host", "app.test"),
+                    ("X-Forwarded-Uri", "/"),
+                    ("X-Forwarded-Method", "GET"),
+                    ("Cookie", f"{harness.IDP_COOKIE}=c1"),
+                ],
+            )
             results.append((r.status, r.header("X-Authcache")))
         eq(results, [(200, "miss"), (200, "hit"), (200, "hit")], "checks under the profile")
         eq(harness.request(admin, "GET", "/metrics").status, 200, "/metrics under the profile")
-        eq(harness.request(admin, "POST", "/v1/purge?user=alice").status, 200, "a purge under the profile")
+        eq(
+            harness.request(admin, "POST", "/v1/purge?user=alice").status,
+            200,
+            "a purge under the profile",
+        )
         p.send_signal(signal.SIGTERM)
         return p.wait(timeout=15), open(log).read()
     finally:
@@ -601,6 +832,7 @@ def authcached_runs_under_the_profile():
     check(rc is None, "authcached must exit before it is ready without io_uring", rc)
     check("io_uring" in log, "its log names io_uring", log[-300:])
 
+
 @case
 def container_env_starts_a_real_authcached():
     # The rendered container as the kubelet would start it: its command and environment, the
@@ -608,6 +840,7 @@ def container_env_starts_a_real_authcached():
     # script; only ports and the IdP are local ones. Every AUTHCACHED_* names a flag (the daemon
     # ignores unknown ones), it starts under the seccomp profile, and the admin token works.
     import base64
+
     _, c = authcached_container(R["daemonset"])
     bin_ = os.environ.get("AUTHCACHED_BIN") or os.path.join(harness.BUILD, "authcached")
     helptext = subprocess.run([bin_, "--help"], capture_output=True, text=True).stdout
@@ -615,10 +848,13 @@ def container_env_starts_a_real_authcached():
     has_bus_auth = "bus-auth-file" in flags
     for e in c["env"]:
         if e["name"].startswith("AUTHCACHED_"):
-            flag = e["name"][len("AUTHCACHED_"):].lower().replace("_", "-")
+            flag = e["name"][len("AUTHCACHED_") :].lower().replace("_", "-")
             if flag == "bus-auth-file" and not has_bus_auth:
-                print("# NOTE: this authcached has no --bus-auth-file yet: it ignores "
-                      "AUTHCACHED_BUS_AUTH_FILE and cannot AUTH to the bus's Redis", flush=True)
+                print(
+                    "# NOTE: this authcached has no --bus-auth-file yet: it ignores "
+                    "AUTHCACHED_BUS_AUTH_FILE and cannot AUTH to the bus's Redis",
+                    flush=True,
+                )
                 continue
             check(flag in flags, f"{e['name']} names a flag of authcached", flag)
     work = os.path.join(WORK, "container")
@@ -637,16 +873,34 @@ def container_env_starts_a_real_authcached():
                     f.write(base64.b64decode(re.sub(r"\s", "", data[it["key"]])))
                 paths[f"{m['mountPath']}/{it['path']}"] = local
     # Redis, by the Redis container's script, on a local port.
-    redis = find(R["daemonset"], "Deployment", "authcache-redis")["spec"]["template"]["spec"]["containers"][0]
+    redis = find(R["daemonset"], "Deployment", "authcache-redis")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
     redis_port = harness.free_port()
-    password = base64.b64decode(find(R["daemonset"], "Secret", "authcache-redis")["data"]["password"]).decode()
-    script = redis["command"][-1].replace("redis-server -", f"redis-server - --port {redis_port} --bind 127.0.0.1", 1)
+    password = base64.b64decode(
+        find(R["daemonset"], "Secret", "authcache-redis")["data"]["password"]
+    ).decode()
+    script = redis["command"][-1].replace(
+        "redis-server -", f"redis-server - --port {redis_port} --bind 127.0.0.1", 1
+    )
     harness.start(redis["command"][:-1] + [script], env={"REDIS_PASSWORD": password}, name="redis")
-    harness.wait_for(lambda: subprocess.run(["redis-cli", "-p", str(redis_port), "--no-auth-warning", "-a", password,
-                                             "ping"], capture_output=True, text=True).stdout.strip() == "PONG",
-                     timeout=10, what="redis answering PING with the password")
-    eq(subprocess.run(["redis-cli", "-p", str(redis_port), "ping"], capture_output=True, text=True).stdout.strip()[:6],
-       "NOAUTH", "redis without the password")
+    harness.wait_for(
+        lambda: subprocess.run(
+            ["redis-cli", "-p", str(redis_port), "--no-auth-warning", "-a", password, "ping"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        == "PONG",
+        timeout=10,
+        what="redis answering PING with the password",
+    )
+    eq(
+        subprocess.run(
+            ["redis-cli", "-p", str(redis_port), "ping"], capture_output=True, text=True
+        ).stdout.strip()[:6],
+        "NOAUTH",
+        "redis without the password",
+    )
     idp = harness.start_idp(["--app", "app.test"])
     port, admin = harness.free_port(), harness.free_port()
     shm = f"authcache-manifests-{os.getpid()}-container"
@@ -657,9 +911,15 @@ def container_env_starts_a_real_authcached():
     for k, v in env.items():
         env[k] = v.replace("$(POD_IP)", env["POD_IP"])
     eq(env["AUTHCACHED_ADMIN"], "127.0.0.1:9301", "the admin address once POD_IP is set")
-    env.update(AUTHCACHED_LISTEN=f"127.0.0.1:{port}", AUTHCACHED_ADMIN=f"127.0.0.1:{admin}",
-               AUTHCACHED_UPSTREAM=f"http://127.0.0.1:{idp.port}", AUTHCACHED_SHM=shm,
-               AUTHCACHED_BUS=env["AUTHCACHED_BUS"].replace("authcache-redis:6379", f"127.0.0.1:{redis_port}"))
+    env.update(
+        AUTHCACHED_LISTEN=f"127.0.0.1:{port}",
+        AUTHCACHED_ADMIN=f"127.0.0.1:{admin}",
+        AUTHCACHED_UPSTREAM=f"http://127.0.0.1:{idp.port}",
+        AUTHCACHED_SHM=shm,
+        AUTHCACHED_BUS=env["AUTHCACHED_BUS"].replace(
+            "authcache-redis:6379", f"127.0.0.1:{redis_port}"
+        ),
+    )
     with open(os.path.join(DEPLOY, "seccomp", "authcached.json")) as f:
         filt = seccomp_filter(json.load(f))
 
@@ -669,26 +929,47 @@ def container_env_starts_a_real_authcached():
 
     log = os.path.join(work, "authcached.log")
     with open(log, "wb") as out:
-        p = subprocess.Popen([bin_] + c["command"][1:] + c.get("args", []), env=env,
-                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, preexec_fn=confine)
+        p = subprocess.Popen(
+            [bin_] + c["command"][1:] + c.get("args", []),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=confine,
+        )
     try:
+
         def ready():
-            check(p.poll() is None, "authcached started from the container's env", open(log).read()[-600:])
+            check(
+                p.poll() is None,
+                "authcached started from the container's env",
+                open(log).read()[-600:],
+            )
             try:
                 return harness.request(admin, "GET", "/readyz", timeout=1.0).status == 200
             except (OSError, ConnectionError):
                 return False
+
         harness.wait_for(ready, timeout=15, what="authcached ready")
         metrics = harness.request(admin, "GET", "/metrics").body.decode()
         check("authcache_capacity 65536" in metrics, "the container's capacity")
         if has_bus_auth:
-            harness.wait_for(lambda: "authcache_bus_connected 1" in harness.request(admin, "GET", "/metrics").body.decode(),
-                             timeout=10, what="the bus connected with AUTH")
+            harness.wait_for(
+                lambda: "authcache_bus_connected 1"
+                in harness.request(admin, "GET", "/metrics").body.decode(),
+                timeout=10,
+                what="the bus connected with AUTH",
+            )
         token = open(paths["/etc/authcached/admin-token"]).read().strip()
         r = harness.request(admin, "POST", "/v1/purge?all=1")
         check(r.status in (401, 403), "a purge without the token is refused", r.status)
-        eq(harness.request(admin, "POST", "/v1/purge?all=1", [("Authorization", f"Bearer {token}")]).status,
-           200, "a purge with the Secret's token")
+        eq(
+            harness.request(
+                admin, "POST", "/v1/purge?all=1", [("Authorization", f"Bearer {token}")]
+            ).status,
+            200,
+            "a purge with the Secret's token",
+        )
         p.send_signal(signal.SIGTERM)
         eq(p.wait(timeout=15), 0, "authcached's exit status")
     finally:
@@ -699,6 +980,7 @@ def container_env_starts_a_real_authcached():
             os.unlink("/dev/shm/" + shm)
         except FileNotFoundError:
             pass
+
 
 if __name__ == "__main__":
     harness.main(setup=setup)

@@ -1,5 +1,5 @@
-"""test_monitoring.py — deploy/monitoring against promtool (Debian's prometheus package) and a live
-authcached.
+"""test_monitoring.py — deploy/monitoring against promtool (Debian's prometheus package) and a
+live authcached.
 
 The alert rules are the spec.groups of deploy/monitoring/prometheusrule.yaml; the case writes them
 to build/test-logs/test_monitoring/authcache.rules.yml beside a copy of authcache.rules.test.yml.
@@ -54,8 +54,21 @@ def dashboard():
 # ---------------------------------------------------------------- PromQL names
 
 # Words of PromQL that look like names: aggregation modifiers, set and vector-matching operators.
-PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
-                "unless", "bool", "offset", "inf", "nan"}
+PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+}
 
 
 def metric_names(expr):
@@ -98,6 +111,7 @@ def dashboard_exprs():
 
 # ---------------------------------------------------------------- setup
 
+
 def setup():
     if not shutil.which("promtool"):
         raise AssertionError("promtool is missing (Debian package prometheus): run `make deps`")
@@ -109,13 +123,22 @@ def setup():
     # files that import it at the top once more against the sanitizer builds, which would only
     # repeat these checks of text files.
     import daemon_util
+
     idp = daemon_util.setup_idp()
     with daemon_util.daemon({"--workers": "1"}) as d:
         harness.idp_session(idp.control, "c1", "alice")
         for want in ("miss", "hit", "hit"):
-            r = harness.request(d.port, "GET", harness.AUTH_TRAEFIK, [
-                ("X-Forwarded-Host", "app1.test"), ("X-Forwarded-Uri", "/"),
-                ("X-Forwarded-Method", "GET"), ("Cookie", f"{harness.IDP_COOKIE}=c1")])
+            r = harness.request(
+                d.port,
+                "GET",
+                harness.AUTH_TRAEFIK,
+                [
+                    ("X-Forwarded-Host", "app1.test"),
+                    ("X-Forwarded-Uri", "/"),
+                    ("X-Forwarded-Method", "GET"),
+                    ("Cookie", f"{harness.IDP_COOKIE}=c1"),
+                ],
+            )
             eq((r.status, r.header("X-Authcache")), (200, want), "a logged-in check")
         eq(harness.request(d.admin, "POST", "/v1/purge?user=alice").status, 200, "a purge")
         r = harness.request(d.admin, "GET", "/metrics")
@@ -123,12 +146,16 @@ def setup():
         LIVE["text"] = r.body.decode()
     with open(os.path.join(WORK, "live.metrics"), "w") as f:
         f.write(LIVE["text"])
-    LIVE["names"] = {re.split(r"[{\s]", l, 1)[0] for l in LIVE["text"].splitlines()
-                     if l and not l.startswith("#")}
+    LIVE["names"] = {
+        re.split(r"[{\s]", l, 1)[0]
+        for l in LIVE["text"].splitlines()
+        if l and not l.startswith("#")
+    }
     check(len(LIVE["names"]) > 20, "the live daemon exports metrics", sorted(LIVE["names"]))
 
 
 # ---------------------------------------------------------------- cases
+
 
 @case
 def rules_pass_promtool_check():
@@ -159,14 +186,27 @@ def live_metrics_pass_promtool_check():
 
 @case
 def name_parser_finds_names_and_nothing_else():
-    eq(metric_names('histogram_quantile(0.99, sum by (le) (rate(authcache_idp_latency_seconds_bucket'
-                    '{job=~"$job", le!="+Inf"}[$__rate_interval])))'),
-       {"authcache_idp_latency_seconds_bucket"}, "names in a quantile")
-    eq(metric_names('sum without (result) (rate(authcache_requests_total{result=~"hit|stale"}[10m])) '
-                    '/ on (instance) group_left sum(x:y) > 0.5 and authcache_ready offset 5m == bool 1'),
-       {"authcache_requests_total", "x:y", "authcache_ready"}, "names beside operators")
-    eq(variable_names('label_values(authcache_ready{job=~"$job"}, instance)'), {"authcache_ready"},
-       "a label_values variable")
+    eq(
+        metric_names(
+            "histogram_quantile(0.99, sum by (le) (rate(authcache_idp_latency_seconds_bucket"
+            '{job=~"$job", le!="+Inf"}[$__rate_interval])))'
+        ),
+        {"authcache_idp_latency_seconds_bucket"},
+        "names in a quantile",
+    )
+    eq(
+        metric_names(
+            'sum without (result) (rate(authcache_requests_total{result=~"hit|stale"}[10m])) '
+            "/ on (instance) group_left sum(x:y) > 0.5 and authcache_ready offset 5m == bool 1"
+        ),
+        {"authcache_requests_total", "x:y", "authcache_ready"},
+        "names beside operators",
+    )
+    eq(
+        variable_names('label_values(authcache_ready{job=~"$job"}, instance)'),
+        {"authcache_ready"},
+        "a label_values variable",
+    )
     # An invented name is found and reported as not exported.
     names = metric_names("increase(authcache_bus_gaps_total[15m]) > 0")
     eq(names, {"authcache_bus_gaps_total"}, "an invented name")
@@ -180,7 +220,9 @@ def rules_name_only_exported_metrics():
         for r in g["rules"]:
             names = metric_names(r["expr"])
             check(names, f"{r.get('alert') or r.get('record')}: names some metric")
-            bad += [f"{r.get('alert') or r.get('record')}: {n}" for n in sorted(names - LIVE["names"])]
+            bad += [
+                f"{r.get('alert') or r.get('record')}: {n}" for n in sorted(names - LIVE["names"])
+            ]
     check(not bad, "metrics the daemon does not export:\n  " + "\n  ".join(bad))
 
 
@@ -199,14 +241,23 @@ def dashboard_names_only_exported_metrics():
             check(names, f"variable {v['name']}: names some metric", v["query"])
             bad += [f"variable {v['name']}: {n}" for n in sorted(names - LIVE["names"])]
     check(not bad, "metrics the daemon does not export:\n  " + "\n  ".join(bad))
-    print(f"# the dashboard reads {len(seen)} of the {len(LIVE['names'])} exported metrics", flush=True)
+    print(
+        f"# the dashboard reads {len(seen)} of the {len(LIVE['names'])} exported metrics",
+        flush=True,
+    )
 
 
 @case
 def dashboard_expressions_are_promql():
     # Grafana's variables replaced by what they stand for, each target becomes a recording rule
     # that promtool parses.
-    subst = {"$__rate_interval": "5m", "$__range": "1h", "$__interval": "1m", "$job": ".*", "$instance": ".*"}
+    subst = {
+        "$__rate_interval": "5m",
+        "$__range": "1h",
+        "$__interval": "1m",
+        "$job": ".*",
+        "$instance": ".*",
+    }
     rules = []
     for i, (where, expr) in enumerate(dashboard_exprs()):
         for k, v in subst.items():
@@ -222,7 +273,11 @@ def dashboard_expressions_are_promql():
     ids = [p["id"] for p in d["panels"]]
     eq(len(ids), len(set(ids)), "panel ids are unique")
     for p in d["panels"]:
-        eq(p["datasource"], {"type": "prometheus", "uid": "${datasource}"}, f"panel {p['title']!r} datasource")
+        eq(
+            p["datasource"],
+            {"type": "prometheus", "uid": "${datasource}"},
+            f"panel {p['title']!r} datasource",
+        )
 
 
 if __name__ == "__main__":
