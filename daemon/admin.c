@@ -477,7 +477,7 @@ static void conn_read(struct admin *a, struct admin_conn *c)
         return;
     }
     c->len += (size_t)n;
-    rc = http_parse_request(c->in, c->len, sizeof(c->in), &req);
+    rc = http_parse_request(c->in, c->len, 0, sizeof(c->in), &req);
     if (rc == HTTP_PARTIAL && c->len < sizeof(c->in))
         return;
     serve(a, c->fd, &req, rc == HTTP_PARTIAL ? HTTP_TOO_LARGE : rc);

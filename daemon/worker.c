@@ -99,6 +99,7 @@ struct conn {
     uint8_t rearm;          /* multishot receive ended (no buffers): arm again */
     uint8_t in_process;     /* conn_process is running on it (a request answered at once) */
     uint8_t chunk_skip;     /* discarding a chunked request body */
+    uint32_t head_seen;     /* bytes of the head at in[0] seen by the last HTTP_PARTIAL, or 0 */
     int64_t body_skip;      /* bytes of a request body still to discard */
     struct http_chunked chunked;
     char *in;
@@ -451,6 +452,7 @@ static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
     c->in_use = 1;
     c->closing = c->sending = c->waiting = c->close_after_send = c->dirty = c->eof = 0;
     c->chunk_skip = 0;
+    c->head_seen = 0;
     c->in_process = 0;
     c->body_skip = 0;
     c->p = NULL;
@@ -844,7 +846,8 @@ static void conn_process(struct worker *w, struct conn *c)
             off += len - (size_t)left;
             continue;
         }
-        rc = http_parse_request(data, len, MAX_HEADER, &req);
+        rc = http_parse_request(data, len, c->head_seen, MAX_HEADER, &req);
+        c->head_seen = rc == HTTP_PARTIAL ? (uint32_t)len : 0;
         if (rc == HTTP_PARTIAL) {
             if (c->deadline_ms == 0 || off > 0 || c->deadline_ms > w->now_ms + HEADER_TIMEOUT_MS)
                 c->deadline_ms = w->now_ms + HEADER_TIMEOUT_MS;
