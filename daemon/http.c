@@ -20,6 +20,8 @@
 #include <limits.h>
 #include <string.h>
 
+#include "pct.h"
+
 /* Byte classes. */
 enum {
     C_TCHAR = 1, /* RFC 9110 token character */
@@ -74,17 +76,6 @@ static inline int is_ows(char c)
 static inline unsigned char lower(unsigned char c)
 {
     return (unsigned)(c - 'A') < 26u ? (unsigned char)(c | 0x20) : c;
-}
-
-static inline int hexval(char c)
-{
-    unsigned u = (unsigned char)c;
-    if (u - '0' < 10u)
-        return (int)(u - '0');
-    u = lower((unsigned char)u);
-    if (u - 'a' < 6u)
-        return (int)(u - 'a' + 10);
-    return -1;
 }
 
 /* ---- word-at-a-time scanning ----------------------------------------------------------------- */
@@ -315,19 +306,12 @@ int http_target_split(const char *target, size_t len, struct http_span *path,
 static int query_eq(const char *s, size_t n, const char *lit, int icase)
 {
     int eq = 1;
-    size_t j = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '%') {
-            int hi = i + 2 < n ? hexval(s[i + 1]) : -1;
-            int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
-            if (hi < 0 || lo < 0)
-                return -1;
-            c = (unsigned char)(hi << 4 | lo);
-            i += 2;
-        } else if (c == '+') {
-            c = ' ';
-        }
+    size_t i = 0, j = 0;
+    while (i < n) {
+        int d = pct_query_next(s, n, &i);
+        if (d < 0)
+            return -1;
+        unsigned char c = (unsigned char)d;
         if (!eq)
             continue; /* keep going: a later broken escape still voids the parameter */
         if (lit[j] == '\0')
@@ -780,7 +764,7 @@ ssize_t http_chunked_decode(struct http_chunked *st, char *buf, size_t *len)
         }
         case CH_SIZE0:
         case CH_SIZE: {
-            int d = hexval(c);
+            int d = pct_hexval(c);
             if (d >= 0) {
                 st->remaining = st->remaining << 4 | (uint64_t)d;
                 if (st->remaining > (uint64_t)HTTP_MAX_BODY)
