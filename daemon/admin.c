@@ -1,5 +1,5 @@
 /*
- * admin.c — the admin listener (CONTRACT.md): /healthz, /readyz, /metrics (Prometheus text),
+ * admin.c — the admin listener (docs/contract.md): /healthz, /readyz, /metrics (Prometheus text),
  * /v1/stats (JSON), POST /v1/purge. Off the hot path on purpose: one thread, one request per
  * connection, so nothing here can slow a forward-auth answer. The thread polls up to ADMIN_CONNS
  * connections at once, each with a deadline of ADMIN_TIMEOUT_MS to send its request, and when all

@@ -82,7 +82,8 @@ struct pending {
     int64_t held_first_seen;    /* first_seen of the answer being revalidated, else 0 */
     int64_t deadline_ms;        /* --upstream-timeout from when the request first needed the IdP:
                                  * a waiter that must ask again after the leader's call gets only
-                                 * what is left of it (CONTRACT: a miss waits at most that long) */
+                                 * what is left of it (docs/contract.md: a miss waits at most
+                                 * that long) */
     struct shm_key key;
     struct policy_conn pc;
     uint32_t conn_slot, conn_gen;
