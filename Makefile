@@ -83,8 +83,10 @@ $(BUILD)/obj/%.o: %.c
 $(BUILD)/libauthcache.a: $(LIB_OBJ)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/libauthcache.so: $(LIB_OBJ)
-	$(Q)$(CC) $(LDFLAGS) -shared -Wl,-z,defs -Wl,-soname,libauthcache.so -o $@ $^ $(LDLIBS)
+# Only the API (authcache_*) is exported: client/libauthcache.map.
+$(BUILD)/libauthcache.so: $(LIB_OBJ) client/libauthcache.map
+	$(Q)$(CC) $(LDFLAGS) -shared -Wl,-z,defs -Wl,-soname,libauthcache.so \
+		-Wl,--version-script=client/libauthcache.map -o $@ $(LIB_OBJ) $(LDLIBS)
 
 $(BUILD)/libdaemon.a: $(DAEMON_OBJ)
 	$(Q)rm -f $@ && ar rcs $@ $^

@@ -1,7 +1,8 @@
 /*
- * cli.c — `authcache`, the operator's CLI (CONTRACT.md): stats, get, dump and top read the segment
- * directly through the client library; purge goes through the daemon's admin listener, so every
- * node's bus and logs see it. Never prints a credential: dump shows digests, get redacts tokens.
+ * cli.c — `authcache`, the operator's CLI (docs/contract.md): stats, get, dump and top read the
+ * segment directly through the client library; purge goes through the daemon's admin listener, so
+ * every node's bus and logs see it. Never prints a credential: dump shows digests, get redacts
+ * tokens.
  *
  * check attaches the segment read-only through shm/ itself and runs shm_check().
  *

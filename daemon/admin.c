@@ -1,5 +1,5 @@
 /*
- * admin.c — the admin listener (CONTRACT.md): /healthz, /readyz, /metrics (Prometheus text),
+ * admin.c — the admin listener (docs/contract.md): /healthz, /readyz, /metrics (Prometheus text),
  * /v1/stats (JSON), POST /v1/purge. Off the hot path on purpose: one thread, one request per
  * connection, so nothing here can slow a forward-auth answer. The thread polls up to ADMIN_CONNS
  * connections at once, each with a deadline of ADMIN_TIMEOUT_MS to send its request, and when all
@@ -24,6 +24,7 @@
 #include "bus.h"
 #include "http.h"
 #include "log.h"
+#include "pct.h"
 
 #define ADMIN_CONNS 32
 #define ADMIN_TIMEOUT_MS 2000
@@ -281,14 +282,6 @@ static void reply_text(int fd, int status, const char *reason, const char *text)
     reply(fd, status, reason, "text/plain; charset=utf-8", text, strlen(text));
 }
 
-static int hexval(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
-
 /* Percent-decode a query value into out (NUL-terminated). -1 on a bad escape or overflow. */
 static int query_value(const char *q, size_t qlen, const char *key, char *out, size_t cap)
 {
@@ -299,21 +292,13 @@ static int query_value(const char *q, size_t qlen, const char *key, char *out, s
         const char *amp = memchr(p, '&', (size_t)(end - p));
         const char *e = amp ? amp : end;
         if ((size_t)(e - p) > klen && memcmp(p, key, klen) == 0 && p[klen] == '=') {
-            size_t n = 0;
-            for (const char *s = p + klen + 1; s < e; s++) {
-                char c = *s;
-                if (c == '%') {
-                    int hi, lo;
-                    if (e - s < 3 || (hi = hexval(s[1])) < 0 || (lo = hexval(s[2])) < 0)
-                        return -1;
-                    c = (char)(hi * 16 + lo);
-                    s += 2;
-                } else if (c == '+') {
-                    c = ' ';
-                }
-                if (n + 1 >= cap)
+            const char *v = p + klen + 1;
+            size_t n = 0, i = 0, vlen = (size_t)(e - v);
+            while (i < vlen) {
+                int c = pct_query_next(v, vlen, &i);
+                if (c < 0 || n + 1 >= cap)
                     return -1;
-                out[n++] = c;
+                out[n++] = (char)c;
             }
             out[n] = 0;
             return (int)n;
@@ -477,7 +462,7 @@ static void conn_read(struct admin *a, struct admin_conn *c)
         return;
     }
     c->len += (size_t)n;
-    rc = http_parse_request(c->in, c->len, sizeof(c->in), &req);
+    rc = http_parse_request(c->in, c->len, 0, sizeof(c->in), &req);
     if (rc == HTTP_PARTIAL && c->len < sizeof(c->in))
         return;
     serve(a, c->fd, &req, rc == HTTP_PARTIAL ? HTTP_TOO_LARGE : rc);

@@ -1,5 +1,5 @@
 /*
- * bus.c — purges shared across nodes over Redis pub/sub (CONTRACT.md, --bus; docs/daemon.md,
+ * bus.c — purges shared across nodes over Redis pub/sub (docs/contract.md, --bus; docs/daemon.md,
  * "Bus").
  *
  * A purge on this node (daemon_purge: admin API, sign-out, authentik's logout marker) is encoded

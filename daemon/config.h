@@ -1,6 +1,6 @@
 /*
  * config.h — authcached's command line and environment, parsed and checked once at start into one
- * struct config that the hot path only reads (CONTRACT.md, "authcached flags").
+ * struct config that the hot path only reads (docs/contract.md, "authcached flags").
  *
  * Where a value comes from, in rising precedence: built-in defaults; the preset (--preset, or
  * AUTHCACHED_PRESET); AUTHCACHED_<NAME> environment variables; flags. A flag given on the command

@@ -332,6 +332,7 @@ void conn__accept(struct worker *w, struct io_uring_cqe *cqe)
     c->state = CONN_OPEN;
     c->body = BODY_NONE;
     c->sending = c->close_after_send = c->dirty = c->eof = c->in_process = 0;
+    c->head_seen = 0;
     c->body_skip = 0;
     c->req_slot = SLOT_NONE;
     timer_set(w, c, TIMER_IDLE);
@@ -483,7 +484,8 @@ static void conn_process(struct worker *w, struct conn *c)
             off += len - (size_t)left;
             continue;
         }
-        rc = http_parse_request(data, len, MAX_HEADER, &req);
+        rc = http_parse_request(data, len, c->head_seen, MAX_HEADER, &req);
+        c->head_seen = rc == HTTP_PARTIAL ? (uint32_t)len : 0;
         if (rc == HTTP_PARTIAL) {
             /* The head's time runs from its first byte; a request answered in this pass starts
              * the next head's. */

@@ -6,7 +6,10 @@
  * past that window. Every rejection is decided by the bytes seen so far, and running out
  * of bytes is the only way to "need more": that is what makes a prefix's answer final (http.h) and
  * re-parsing from the start on each call safe. Running out yields HTTP_TOO_LARGE instead of
- * HTTP_PARTIAL when the window was cut by max_bytes rather than by len.
+ * HTTP_PARTIAL when the window was cut by max_bytes rather than by len. A request head arriving in
+ * pieces is not re-parsed on every piece, though: given where the last HTTP_PARTIAL ended
+ * (last_len), only the new bytes are searched for something that could end the head
+ * (head_may_be_done), and the full pass runs once that is found, or at the limit.
  *
  * Speed comes from scanning the long runs (targets, field values: cookies, JWTs) eight bytes at a
  * time: a word with no byte that could end or spoil the run is skipped whole; otherwise the bytes
@@ -16,6 +19,8 @@
 
 #include <limits.h>
 #include <string.h>
+
+#include "pct.h"
 
 /* Byte classes. */
 enum {
@@ -71,17 +76,6 @@ static inline int is_ows(char c)
 static inline unsigned char lower(unsigned char c)
 {
     return (unsigned)(c - 'A') < 26u ? (unsigned char)(c | 0x20) : c;
-}
-
-static inline int hexval(char c)
-{
-    unsigned u = (unsigned char)c;
-    if (u - '0' < 10u)
-        return (int)(u - '0');
-    u = lower((unsigned char)u);
-    if (u - 'a' < 6u)
-        return (int)(u - 'a' + 10);
-    return -1;
 }
 
 /* ---- word-at-a-time scanning ----------------------------------------------------------------- */
@@ -312,19 +306,12 @@ int http_target_split(const char *target, size_t len, struct http_span *path,
 static int query_eq(const char *s, size_t n, const char *lit, int icase)
 {
     int eq = 1;
-    size_t j = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '%') {
-            int hi = i + 2 < n ? hexval(s[i + 1]) : -1;
-            int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
-            if (hi < 0 || lo < 0)
-                return -1;
-            c = (unsigned char)(hi << 4 | lo);
-            i += 2;
-        } else if (c == '+') {
-            c = ' ';
-        }
+    size_t i = 0, j = 0;
+    while (i < n) {
+        int d = pct_query_next(s, n, &i);
+        if (d < 0)
+            return -1;
+        unsigned char c = (unsigned char)d;
         if (!eq)
             continue; /* keep going: a later broken escape still voids the parameter */
         if (lit[j] == '\0')
@@ -542,11 +529,70 @@ static size_t window(size_t len, size_t max_bytes, int *incomplete)
     return len < max_bytes ? len : max_bytes;
 }
 
-int http_parse_request(const char *buf, size_t len, size_t max_bytes, struct http_req *req)
+/*
+ * Since buf[0, last_len) (0 < last_len <= end) gave HTTP_PARTIAL: 1 if buf[0, end) may give
+ * something else, so the head must be parsed again; 0 if it surely gives HTTP_PARTIAL as well.
+ * Only the new bytes (and the three before them) are looked at, so feeding a head in n pieces costs
+ * O(its length) here plus one full pass at the end, not n full passes. Two things end a head:
+ *  - its empty line: CRLF CRLF after a byte other than LF. The byte before rules out the empty
+ *    lines allowed before the request line (a run of CRLFs); no other line of a head is empty.
+ *  - a byte that no head may hold at all, which makes the full pass fail (HTTP_BAD, or
+ *    HTTP_TOO_LARGE for a field past hdrs_cap before it): a control byte but HTAB, a CR not
+ *    followed by LF, an LF not after a CR. That is no rule of its own, only a way to give up on a
+ *    stream of garbage at the first such byte rather than at the head's limit; what the grammar
+ *    refuses otherwise (a space before a colon, a byte 0x80-0xFF in a name) waits for one of the
+ *    two.
+ * Nothing before last_len can end the head: those bytes gave HTTP_PARTIAL, by a full pass or by
+ * this function (by induction; the first call, last_len = 0, is a full pass).
+ */
+static int head_may_be_done(const char *buf, size_t last_len, size_t end)
+{
+    const char *p = buf + last_len, *e = buf + end;
+
+    if (p[-1] == '\r' && p < e && *p != '\n') /* the CR that ended the previous piece */
+        return 1;
+    for (;;) {
+        while (e - p >= 8) {
+            uint64_t x = load64(p);
+            if (has_below(x, 0x20) | has_byte(x, 0x7f))
+                break;
+            p += 8;
+        }
+        while (p < e && is_class(*p, C_FIELD))
+            p++;
+        if (p == e)
+            return 0;
+        switch (*p) {
+        case '\t':
+            break;
+        case '\r':
+            if (p + 1 < e && p[1] != '\n')
+                return 1;
+            break;
+        case '\n':
+            if (p[-1] != '\r') /* p > buf: p >= buf + last_len > buf */
+                return 1;
+            if (p - buf >= 4 && p[-2] == '\n' && p[-3] == '\r' && p[-4] != '\n')
+                return 1;
+            break;
+        default:
+            return 1;
+        }
+        p++;
+    }
+}
+
+int http_parse_request(const char *buf, size_t len, size_t last_len, size_t max_bytes,
+                       struct http_req *req)
 {
     int incomplete, rc;
     size_t end = window(len, max_bytes, &incomplete);
     size_t pos = 0;
+
+    /* Resume only where the contract allows it; any other call is a full pass (always right). */
+    if (last_len > 0 && last_len <= len && incomplete == HTTP_PARTIAL &&
+        !head_may_be_done(buf, last_len, end))
+        return HTTP_PARTIAL;
 
     /* empty lines before the request line */
     while (pos < end && buf[pos] == '\r') {
@@ -718,7 +764,7 @@ ssize_t http_chunked_decode(struct http_chunked *st, char *buf, size_t *len)
         }
         case CH_SIZE0:
         case CH_SIZE: {
-            int d = hexval(c);
+            int d = pct_hexval(c);
             if (d >= 0) {
                 st->remaining = st->remaining << 4 | (uint64_t)d;
                 if (st->remaining > (uint64_t)HTTP_MAX_BODY)

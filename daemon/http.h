@@ -4,9 +4,10 @@
  * Everything here works on the caller's bytes: results are spans (pointer + length) into the buffer
  * given, nothing is allocated, nothing is logged, no state is global. The parsers keep no state
  * between calls either: when more bytes arrive, call again with the same buffer start and a larger
- * length. What is accepted is deliberately narrower than what browsers tolerate, because two
- * parsers that disagree about where a message ends are a request-smuggling hole; each rule is
- * listed at the function that applies it.
+ * length (for a request, also the length the previous call saw: it resumes there). What is
+ * accepted is deliberately narrower than what browsers tolerate, because two parsers that disagree
+ * about where a message ends are a request-smuggling hole; each rule is listed at the function
+ * that applies it.
  *
  * Return convention of the message parsers: > 0 bytes parsed, or one of the codes below. A caller
  * maps HTTP_BAD to "400, close" and HTTP_TOO_LARGE to "431, close" (414 when no line ended within
@@ -73,6 +74,17 @@ struct http_resp {
  * The caller sets req->hdrs and req->hdrs_cap; every other field is set by the call. max_bytes
  * bounds the header section (values above INT_MAX count as INT_MAX); bytes past it are never read.
  *
+ * last_len makes a head that arrives in pieces cost its length, not its length times the pieces
+ * (as picohttpparser's last_len): pass 0 on the first call for a head, and after HTTP_PARTIAL, the
+ * len of that call on the next one, with the same bytes at buf[0, last_len). The call then only
+ * looks for the end of the head in the new bytes and parses the head in full once it has ended (or
+ * len reaches max_bytes). So, while the head has not ended, an error in it may be reported late:
+ * HTTP_PARTIAL where last_len = 0 would already give HTTP_BAD or HTTP_TOO_LARGE, until the empty
+ * line ending the head arrives, len reaches max_bytes, or a byte arrives that no head may hold (a
+ * control byte but HTAB, a bare CR or LF). The final answer is the same as with last_len = 0: a
+ * call with last_len > 0 returns either HTTP_PARTIAL or exactly what last_len = 0 returns. A
+ * last_len larger than len counts as 0.
+ *
  * Returns
  *   > 0             complete: the length of the header section, through its empty line. The
  *                   body (see content_length / chunked) or the next pipelined request starts at
@@ -81,9 +93,9 @@ struct http_resp {
  *                   bytes. Never returned when len >= max_bytes.
  *   HTTP_BAD        malformed (below): answer 400 and close.
  *   HTTP_TOO_LARGE  no complete header section within max_bytes, or more than hdrs_cap fields: 431.
- * On anything but > 0 the fields of *req are unspecified. The result depends only on the bytes and
- * the limits, and once a prefix gives anything but HTTP_PARTIAL, every longer buffer that starts
- * with it gives the same result.
+ * On anything but > 0 the fields of *req are unspecified. With last_len = 0 the result depends only
+ * on the bytes and the limits, and once a prefix gives anything but HTTP_PARTIAL, every longer
+ * buffer that starts with it gives the same result.
  *
  * Accepted, exactly:
  *  - any number of empty lines (CRLF) before the request line (RFC 9112 2.2: a stray CRLF after
@@ -105,7 +117,8 @@ struct http_resp {
  *  - Connection: a comma list; "close" and "keep-alive" tokens (any case) set keep_alive.
  * A missing Host is accepted (forward-auth clients always send one; doing without is policy).
  */
-int http_parse_request(const char *buf, size_t len, size_t max_bytes, struct http_req *req);
+int http_parse_request(const char *buf, size_t len, size_t last_len, size_t max_bytes,
+                       struct http_req *req);
 
 /*
  * Parse a status line and header section, same conventions and field rules as http_parse_request

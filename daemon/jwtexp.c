@@ -23,6 +23,7 @@
 #include <strings.h>
 
 #include "jwtexp.h"
+#include "pct.h"
 
 #define JSON_MAX_DEPTH 32
 #define DECODED_MAX (JWTEXP_MAX_TOKEN / 4 * 3 + 3)
@@ -80,17 +81,6 @@ static void json_ws(struct json *j)
         j->p++;
 }
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* A string starting at j->p (the opening quote). Returns 1 if its decoded value is exactly "exp"
  * (escapes count: "\u0065xp" is "exp"), 0 if it is another string, -1 if malformed. */
 static int json_string(struct json *j)
@@ -134,7 +124,7 @@ static int json_string(struct json *j)
                 if (j->end - j->p < 4)
                     return -1;
                 for (int i = 0; i < 4; i++) {
-                    int h = hexval(j->p[i]);
+                    int h = pct_hexval((char)j->p[i]);
 
                     if (h < 0)
                         return -1;

@@ -1,9 +1,9 @@
 /*
  * jwtexp.h — the expiry ("exp" claim) of a JSON Web Token, without verifying it.
  *
- * The daemon never serves an answer past the exp of a JWT among the identity headers (CONTRACT:
- * --session-ttl). The IdP already validated the token it sent; all that is needed here is when it
- * ends, so the signature is not checked and no key is needed.
+ * The daemon never serves an answer past the exp of a JWT among the identity headers
+ * (docs/contract.md: --session-ttl). The IdP already validated the token it sent; all that is
+ * needed here is when it ends, so the signature is not checked and no key is needed.
  *
  * Named jwtexp, not jwt: <jwt.h> is libjwt's header, and -Idaemon must not shadow it.
  *

@@ -4,7 +4,8 @@
  * accepting, finish in-flight requests, flush the bus, exit 0. The segment stays for the next start.
  *
  * Exit status: 0 after a clean stop, 2 for a bad flag or an address that cannot be bound (one line
- * naming the flag), 1 for anything else that stops the start.
+ * naming the flag), 1 for anything else that stops the start. Each step that can fail tells which
+ * by what it returns (config_parse: always 2; worker_new: usage_error), never by its message.
  */
 #include <errno.h>
 #include <signal.h>
@@ -99,10 +100,13 @@ int main(int argc, char **argv)
         return 2;
     }
     for (unsigned i = 0; i < cfg.workers; i++) {
-        d.workers[i] = worker_new(&d, i, per_worker, ups_per_worker, err, sizeof(err));
+        int usage_error;
+
+        d.workers[i] =
+            worker_new(&d, i, per_worker, ups_per_worker, err, sizeof(err), &usage_error);
         if (!d.workers[i]) {
             fprintf(stderr, "authcached: %s\n", err);
-            return strncmp(err, "--", 2) == 0 ? 2 : 1;
+            return usage_error ? 2 : 1;
         }
     }
     admin = admin_bind(&d, err, sizeof(err));

@@ -1,7 +1,7 @@
 /*
  * policy.c — the meaning of a forward-auth request and the bytes of every answer (policy.h).
  *
- * The cache key follows CONTRACT.md: the credential is the session cookie's value, or the
+ * The cache key follows docs/contract.md: the credential is the session cookie's value, or the
  * name=value pairs of every matching cookie in name order (oauth2-proxy splits large sessions), or
  * else the Authorization header; the scope is X-Forwarded-Host (falling back to Host), the
  * forward-auth request's own target, and with --key-scope uri the forwarded method and path. Other

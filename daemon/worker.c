@@ -87,13 +87,14 @@ static int resolve_upstream(struct worker *w, char *err, size_t errlen)
 }
 
 struct worker *worker_new(struct daemon *d, unsigned id, unsigned max_conns, unsigned max_ups,
-                          char *err, size_t errlen)
+                          char *err, size_t errlen, int *usage_error)
 {
     struct worker *w = calloc(1, sizeof(*w));
     struct io_uring_params params = {0};
     struct io_uring_buf_reg reg = {0};
     int rc;
 
+    *usage_error = 0;
     if (!w) {
         snprintf(err, errlen, "out of memory");
         return NULL;
@@ -171,9 +172,9 @@ struct worker *worker_new(struct daemon *d, unsigned id, unsigned max_conns, uns
 
     if ((w->listen_fd = make_listener(&d->cfg->listen, id > 0 ? d->workers[0]->port : -1, &w->port,
                                       err, errlen)) < 0)
-        goto fail;
+        goto fail_usage;
     if (resolve_upstream(w, err, errlen) < 0)
-        goto fail;
+        goto fail_usage;
     if ((w->efd = eventfd(0, EFD_CLOEXEC)) < 0) {
         snprintf(err, errlen, "eventfd: %s", strerror(errno));
         goto fail;
@@ -191,6 +192,8 @@ struct worker *worker_new(struct daemon *d, unsigned id, unsigned max_conns, uns
                          d->cfg->upstream.base_path, d->cfg->upstream.host_header);
     loop__clock(w);
     return w;
+fail_usage:
+    *usage_error = 1;
 fail:
     worker_free(w);
     return NULL;

@@ -13,9 +13,11 @@
 struct worker;
 
 /* Make a worker: ring, listener bound to cfg->listen, buffers; at most max_conns client and
- * max_ups IdP connections (at most 1024). On failure returns NULL with a one-line reason in err. */
+ * max_ups IdP connections (at most 1024). On failure returns NULL with a one-line reason in err,
+ * and *usage_error 1 if a flag's value is the cause (the --listen address cannot be bound, the
+ * --upstream host does not resolve: the exit status of a usage error), else 0. */
 struct worker *worker_new(struct daemon *d, unsigned id, unsigned max_conns, unsigned max_ups,
-                          char *err, size_t errlen);
+                          char *err, size_t errlen, int *usage_error);
 int worker_start(struct worker *w); /* its thread; 0 or -errno */
 void worker_wake(struct worker *w); /* look at d->draining and the message queue now */
 void worker_join(struct worker *w);

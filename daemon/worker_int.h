@@ -85,6 +85,7 @@ struct conn {
     /* operations in flight and small facts; the lifecycle is `state` */
     uint8_t recv_armed, sending, dirty, eof, close_after_send;
     uint8_t in_process; /* conn_process is running on it (a request answered at once) */
+    uint32_t head_seen; /* bytes of the head at in[0] seen by the last HTTP_PARTIAL, or 0 */
     int64_t body_skip;  /* BODY_LENGTH: bytes still to discard */
     struct http_chunked chunked;
     char *in;

@@ -85,8 +85,9 @@ int shm_retired(const struct shm *h);
 /*
  * Keyed digests (HMAC-SHA-256 with the segment's key, each part length-prefixed, so ("ab","c") and
  * ("a","bc") differ). shm_key_digest hashes any parts; shm_key_query is the one scheme every reader
- * and writer of a segment uses for forward-auth answers (CONTRACT.md: credential, X-Forwarded-Host,
- * the auth request's path and query, and with key scope "uri" the forwarded method and path).
+ * and writer of a segment uses for forward-auth answers (docs/contract.md: credential,
+ * X-Forwarded-Host, the auth request's path and query, and with key scope "uri" the forwarded
+ * method and path).
  * shm_key_cred is the credential-only digest kept for purge by session.
  */
 #define SHM_CRED_COOKIE 1        /* the session cookie(s) */

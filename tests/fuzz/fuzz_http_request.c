@@ -1,13 +1,16 @@
 /*
  * fuzz_http_request.c — http_parse_request on arbitrary bytes.
  *
- * Three checks per input, any failure aborts:
+ * Four checks per input, any failure aborts:
  *  1. the input parsed under two limit settings: the answer is a code or a length within the input
  *     and max_bytes, and a success re-reads exactly as the grammar in http.h (every byte of the
  *     head accounted for by the spans, CRLF everywhere, framing fields matching what came back);
  *  2. every prefix (each from an exactly-sized copy, so ASan sees any read past it) gives
  *     HTTP_PARTIAL until the full input's answer is decided, and that same answer after;
- *  3. the input used as a recipe for a valid request, which must parse back to what was built.
+ *  3. the input used as a recipe for a valid request, which must parse back to what was built;
+ *  4. the input parsed in two pieces, the second call given the first's length as last_len: each
+ *     answer is HTTP_PARTIAL or the one-shot answer for the same bytes, and with an empty line
+ *     appended (so that the head surely ends) the last answer is the one-shot answer exactly.
  */
 #include "http.h"
 
@@ -118,18 +121,25 @@ static void check_success(const char *buf, size_t len, size_t maxb, const struct
     must(r->keep_alive == (!close && (r->minor_version == 1 || ka)));
 }
 
-static int parse(const char *buf, size_t len, size_t maxb, size_t cap, struct http_req *r,
-                 struct http_hdr *hdrs)
+/* Parse buf[0, len), resuming at last_len (0: in one shot), and check what came back. */
+static int parse_from(const char *buf, size_t len, size_t last_len, size_t maxb, size_t cap,
+                      struct http_req *r, struct http_hdr *hdrs)
 {
     r->hdrs = hdrs;
     r->hdrs_cap = cap;
-    int rc = http_parse_request(buf, len, maxb, r);
+    int rc = http_parse_request(buf, len, last_len, maxb, r);
     must(rc > 0 || rc == HTTP_BAD || rc == HTTP_PARTIAL || rc == HTTP_TOO_LARGE);
     if (rc == HTTP_PARTIAL)
         must(len < maxb);
     if (rc > 0)
         check_success(buf, len, maxb, r, rc);
     return rc;
+}
+
+static int parse(const char *buf, size_t len, size_t maxb, size_t cap, struct http_req *r,
+                 struct http_hdr *hdrs)
+{
+    return parse_from(buf, len, 0, maxb, cap, r, hdrs);
 }
 
 static void check_prefixes(const uint8_t *data, size_t size, size_t maxb, size_t cap)
@@ -163,6 +173,62 @@ static void check_prefixes(const uint8_t *data, size_t size, size_t maxb, size_t
         }
     }
     free(room);
+}
+
+/* ---- 4: in two pieces ------------------------------------------------------------------------ */
+
+static int same_req(int ra, const struct http_req *a, int rb, const struct http_req *b)
+{
+    if (ra != rb)
+        return 0;
+    if (ra <= 0)
+        return 1;
+    if (a->method != b->method || a->method_len != b->method_len || a->target != b->target ||
+        a->target_len != b->target_len || a->minor_version != b->minor_version ||
+        a->nhdrs != b->nhdrs || a->content_length != b->content_length ||
+        a->chunked != b->chunked || a->keep_alive != b->keep_alive)
+        return 0;
+    for (size_t i = 0; i < a->nhdrs; i++)
+        if (a->hdrs[i].name != b->hdrs[i].name || a->hdrs[i].name_len != b->hdrs[i].name_len ||
+            a->hdrs[i].value != b->hdrs[i].value || a->hdrs[i].value_len != b->hdrs[i].value_len)
+            return 0;
+    return 1;
+}
+
+/* buf[0, len) (an exact heap copy) split at k: the first piece from an exact copy of its own. */
+static void check_split(const char *buf, size_t len, size_t k, size_t maxb, size_t cap, int ended)
+{
+    struct http_hdr hdrs[CAP], hdrs2[CAP];
+    struct http_req one, two;
+    int ro = parse(buf, len, maxb, cap, &one, hdrs);
+
+    char *first = malloc(k ? k : 1);
+    if (!first)
+        abort();
+    memcpy(first, buf, k);
+    int r1 = parse(first, k, maxb, cap, &two, hdrs2);
+    free(first);
+    if (r1 != HTTP_PARTIAL)
+        return; /* a one-shot answer (case 2 checks it against the whole input's) */
+    int r2 = parse_from(buf, len, k, maxb, cap, &two, hdrs2);
+    must(r2 == HTTP_PARTIAL || same_req(r2, &two, ro, &one));
+    if (ended && ro != HTTP_PARTIAL)
+        must(same_req(r2, &two, ro, &one));
+}
+
+static void check_pieces(const uint8_t *data, size_t size, size_t maxb, size_t cap)
+{
+    if (size == 0)
+        return;
+    size_t k = ((size_t)data[0] * 131 + (size_t)data[size - 1] * 7 + size) % (size + 1);
+    char *buf = malloc(size + 4);
+    if (!buf)
+        abort();
+    memcpy(buf, data, size);
+    check_split(buf, size, k, maxb, cap, 0);
+    memcpy(buf + size, "\r\n\r\n", 4);
+    check_split(buf, size + 4, k, maxb, cap, 1);
+    free(buf);
 }
 
 /* ---- 3: a valid request built from the input ------------------------------------------------- */
@@ -266,5 +332,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_prefixes(data, size, 4096, CAP);
     check_prefixes(data, size, 1 + size / 2 + (size & 7), 1 + size % 4);
     check_built(data, size);
+    check_pieces(data, size, 4096, CAP);
+    check_pieces(data, size, 1 + size / 2 + (size & 7), 1 + size % 4);
     return 0;
 }

@@ -2,7 +2,8 @@
 miss/hit and byte-identical replay, single flight, revalidation and refresh-ahead, per-host and
 per-URI keys, cookies that do not change the key, open paths, pass-through of the IdP's refusals,
 sign-out, authentik's login-flow markers, the admin API, flags and exit statuses, SIGTERM drain and
-restart on the same segment, malformed requests and pipelining, requests without a credential.
+restart on the same segment, malformed requests and pipelining, heads arriving in pieces, requests
+without a credential.
 The IdP outage cases (stale, 503, lifetimes, hang) are in test_daemon_outage.py.
 
 Every case starts its own authcached (fresh segment /dev/shm/authcache-it-<pid>-<n>, removed after)
@@ -892,6 +893,42 @@ def malformed_requests_and_pipelining():
             r = c.request("POST", AUTH, harness.auth_headers("app1.test", "/", a), body=b"x" * 5000)
             expect(r, 200, "hit", "pipe-a", "POST with a body")
             expect(fa(d, "app1.test", "/", a, conn=c), 200, "hit", "pipe-a", "after the body")
+
+
+@case
+def request_heads_in_pieces():
+    """Heads that arrive in many receives (the parser resumes where the last one stopped, http.h
+    last_len) are answered as if whole, also on a reused connection, after a pipelined request in
+    the same receive, and a bad one is refused with 400 when its bad byte arrives."""
+    a = cookie("pieces")
+    idp().session(a, "pieces-a")
+    req = harness.build_request("GET", AUTH, harness.auth_headers("app1.test", "/", a) +
+                                [("X-Pad", "p" * 3000)])
+
+    def dribble(c, data, step):
+        for i in range(0, len(data), step):
+            c.send(data[i:i + step])
+            time.sleep(0.001)  # TCP_NODELAY: each piece its own segment, mostly its own receive
+
+    with daemon() as d:
+        with harness.Conn(d.port) as c:
+            dribble(c, req, 7)
+            expect(c.read_response(), 200, "miss", "pieces-a", "a head in 7-byte pieces")
+            dribble(c, req, 1)
+            expect(c.read_response(), 200, "hit", "pieces-a", "the next one byte by byte")
+            # one whole request and the start of the next in one write, the rest in pieces
+            c.send(req + req[:100])
+            expect(c.read_response(), 200, "hit", "pieces-a", "the whole one of a pipelined pair")
+            time.sleep(0.05)
+            dribble(c, req[100:], 50)
+            expect(c.read_response(), 200, "hit", "pieces-a", "the one finished in pieces")
+        with harness.Conn(d.port) as c:
+            dribble(c, b"GET / HTTP/1.1\r\nX-A: a", 3)
+            time.sleep(0.05)
+            c.send(b"\x01")
+            r = c.read_response()
+            eq(r.status, 400, "status when a control byte arrives in an unfinished head")
+            eq(c.read_until_close(), b"", "closed after the 400")
 
 
 # ---------------------------------------------------------------- 18. no credential

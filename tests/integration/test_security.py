@@ -2,8 +2,8 @@
 
 Secrets: session cookie values, the Authorization header a client sends (bearer tokens), the JWTs the
 IdP issues (X-authentik-jwt) and the admin token. STYLE.md: "never a cookie, token or JWT" in a log;
-CONTRACT.md: the segment and `authcache dump` hold no credential, the segment is mode 0600, admin
-writes need the token of --admin-token-file or else a loopback peer.
+docs/contract.md: the segment and `authcache dump` hold no credential, the segment is mode 0600,
+admin writes need the token of --admin-token-file or else a loopback peer.
 
   secrets_stay_out_of_logs_segment_and_outputs
       One authcached at --log-level debug in front of the test IdP, through a small relay (below) that

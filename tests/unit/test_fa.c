@@ -493,7 +493,8 @@ int main(void)
         fprintf(stderr, "cannot make the segment\n");
         return 1;
     }
-    if (!(w = d.workers[0] = worker_new(&d, 0, 64, 8, err, sizeof(err)))) {
+    int usage_error;
+    if (!(w = d.workers[0] = worker_new(&d, 0, 64, 8, err, sizeof(err), &usage_error))) {
         fprintf(stderr, "worker_new: %s\n", err);
         return 1;
     }

@@ -31,7 +31,7 @@ static struct config *cfg_of(const char *preset, const char *scope)
 static struct http_req parse(const char *raw)
 {
     struct http_req req = {.hdrs = hdrs, .hdrs_cap = 64};
-    int rc = http_parse_request(raw, strlen(raw), 65536, &req);
+    int rc = http_parse_request(raw, strlen(raw), 0, 65536, &req);
 
     if (rc <= 0) {
         fprintf(stderr, "test request did not parse (%d): %s\n", rc, raw);
