@@ -24,6 +24,7 @@
 #include "daemon.h"
 #include "epoch.h"
 #include "log.h"
+#include "purger.h"
 
 const char *const result_names[RES_COUNT] = {
     "hit", "stale", "miss", "revalidated", "bypass", "signout", "unavailable", "rejected",
@@ -251,28 +252,33 @@ size_t flight_end(struct flights *f, const uint8_t digest[SHM_DIGEST_LEN],
 
 /* ---- purges ---- */
 
-/* Every purge ends here, whether it began on this node (daemon_purge) or on another one (bus.c). */
-int daemon_purge_local(struct daemon *d, const struct purge *p, const char *why)
+/* Stamp p (epoch.h): from now on no answer it covers is served or kept, whatever the segment
+ * still holds. 0, or -EINVAL for an unknown kind. */
+static int purge_stamp(struct daemon *d, const struct purge *p)
 {
-    int n = 0, m, err = 0;
+    int64_t now = daemon_now_ms();
 
-    /* Stamped before the segment is touched: an answer in flight that this purge covers is then
-     * either seen stamped after its store (and deleted by its caller) or stored before the purge
-     * below runs (and removed by it). */
     switch (p->kind) {
     case PURGE_USER:
-        epoch_purge_user(d->epochs, p->user, p->user_len);
-        break;
+        epoch_purge_user(d->epochs, p->user, p->user_len, now);
+        return 0;
     case PURGE_CREDS:
         for (unsigned i = 0; i < p->ncred && i < PURGE_MAX_CREDS; i++)
-            epoch_purge_cred(d->epochs, p->cred[i]);
-        break;
+            epoch_purge_cred(d->epochs, p->cred[i], now);
+        return 0;
     case PURGE_ALL:
-        epoch_purge_all(d->epochs);
-        break;
+        epoch_purge_all(d->epochs, now);
+        return 0;
     default:
         return -EINVAL;
     }
+}
+
+/* Remove what p covers from the segment (a walk of the whole table), count it and log one line. */
+static int purge_segment(struct daemon *d, const struct purge *p, const char *why)
+{
+    int n = 0, m, err = 0;
+
     switch (p->kind) {
     case PURGE_USER:
         n = shm_purge_user(&d->shm, p->user, p->user_len);
@@ -287,11 +293,9 @@ int daemon_purge_local(struct daemon *d, const struct purge *p, const char *why)
         if (n == 0 && err)
             n = err;
         break;
-    case PURGE_ALL:
+    default:
         n = shm_purge_all(&d->shm);
         break;
-    default:
-        return -EINVAL;
     }
     if (n >= 0)
         __atomic_add_fetch(&d->purged_total, (uint64_t)n, __ATOMIC_RELAXED);
@@ -302,6 +306,65 @@ int daemon_purge_local(struct daemon *d, const struct purge *p, const char *why)
         log_info("purge", "purged %d answers%s (%s)", n,
                  p->kind == PURGE_CREDS ? " of one session" : ", all", why);
     return n;
+}
+
+/* Every purge ends here, whether it began on this node (daemon_purge) or on another one (bus.c). */
+int daemon_purge_local(struct daemon *d, const struct purge *p, const char *why)
+{
+    int rc = purge_stamp(d, p);
+
+    return rc < 0 ? rc : purge_segment(d, p, why);
+}
+
+/* The users of the answers of p's credentials: a session signed out here whose user this node
+ * could not name at once. */
+#define FIND_USERS_MAX 8
+struct find_users {
+    const struct purge *p;
+    unsigned n;
+    uint32_t len[FIND_USERS_MAX];
+    char user[FIND_USERS_MAX][SHM_MAX_USER];
+};
+
+static int find_users_fn(const struct shm_answer *a, void *arg)
+{
+    struct find_users *f = arg;
+    unsigned i;
+
+    for (i = 0; i < f->p->ncred && i < PURGE_MAX_CREDS; i++)
+        if (memcmp(a->key.cred, f->p->cred[i], SHM_CRED_LEN) == 0)
+            break;
+    if (i == f->p->ncred || i == PURGE_MAX_CREDS || a->user_len == 0)
+        return 0;
+    for (i = 0; i < f->n; i++)
+        if (f->len[i] == a->user_len && memcmp(f->user[i], a->user, a->user_len) == 0)
+            return 0;
+    f->len[f->n] = a->user_len;
+    memcpy(f->user[f->n], a->user, a->user_len);
+    return ++f->n == FIND_USERS_MAX;
+}
+
+void daemon__purge_run(struct daemon *d, const struct purge *p, int find_users, const char *why)
+{
+    static __thread struct find_users f;
+
+    if (find_users && p->kind == PURGE_CREDS) { /* before the answers that name them go */
+        f.p = p;
+        f.n = 0;
+        shm_foreach(&d->shm, daemon_now_ms(), find_users_fn, &f);
+    }
+    purge_segment(d, p, why);
+    for (unsigned i = 0; find_users && p->kind == PURGE_CREDS && i < f.n; i++)
+        daemon_purge(d, f.user[i], f.len[i], NULL, 0, why);
+}
+
+void daemon_purge_soon(struct daemon *d, const struct purge *p, int find_users, const char *why)
+{
+    if (purge_stamp(d, p) < 0)
+        return;
+    bus_publish(d->bus, p);
+    if (!d->purger || purger_queue(d->purger, p, find_users, why) < 0)
+        daemon__purge_run(d, p, find_users, why);
 }
 
 int daemon_purge(struct daemon *d, const char *user, size_t user_len, const char *session,
@@ -326,13 +389,4 @@ int daemon_purge(struct daemon *d, const char *user, size_t user_len, const char
     return n;
 }
 
-int daemon_purge_cred(struct daemon *d, const uint8_t cred[SHM_CRED_LEN], const char *why)
-{
-    struct purge p = {.kind = PURGE_CREDS, .ncred = 1};
-    int n;
 
-    memcpy(p.cred[0], cred, SHM_CRED_LEN);
-    n = daemon_purge_local(d, &p, why);
-    bus_publish(d->bus, &p);
-    return n;
-}

@@ -86,6 +86,7 @@ size_t flight_end(struct flights *f, const uint8_t digest[SHM_DIGEST_LEN],
 struct worker;
 struct bus;
 struct epochs;
+struct purger;
 
 struct daemon {
     struct config *cfg;
@@ -100,7 +101,8 @@ struct daemon {
     int64_t started_ms;
     uint64_t purged_total;
     struct bus *bus; /* NULL without --bus; set before the workers start */
-    struct epochs *epochs; /* purge stamps against answers in flight (epoch.h) */
+    struct epochs *epochs; /* purge stamps against answers in flight and held (epoch.h) */
+    struct purger *purger; /* the purge thread; NULL: purges run where they are asked */
 };
 
 /* What one purge removes: the answers of a user, those of a session (by the keyed digests of its
@@ -121,8 +123,14 @@ struct purge {
 int daemon_purge(struct daemon *d, const char *user, size_t user_len, const char *session,
                  size_t session_len, const char *why);
 
-/* Purge the answers of one credential digest (shm_key_cred) here and, with --bus, everywhere. */
-int daemon_purge_cred(struct daemon *d, const uint8_t cred[SHM_CRED_LEN], const char *why);
+/* Purge p here and, with --bus, everywhere, without waiting for the segment: stamped now (from this
+ * moment no answer it covers is served or kept, epoch.h), published now, and the segment purged by
+ * the purge thread (purger.h; at once here without one). With find_users (a session purge), the
+ * users found among the session's answers are purged too. Never blocks on a scan; for workers. */
+void daemon_purge_soon(struct daemon *d, const struct purge *p, int find_users, const char *why);
+
+/* What the purge thread runs: p on the segment (stamped already), then the users it finds. */
+void daemon__purge_run(struct daemon *d, const struct purge *p, int find_users, const char *why);
 
 /* Apply p on this node only: what the bus receiver calls (a received purge is never published
  * again). Returns the number of answers removed, or -errno; logs one line naming why. */

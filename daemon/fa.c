@@ -121,13 +121,24 @@ void fa__free_all(struct worker *w)
 
 /* ---- answers ---- */
 
+/* The answer held for digest, unless a purge covers it (stamped, epoch.h, though the purge thread
+ * may not have removed it yet). 0, or -ENOENT. flags: shm_lookup's. */
+static int held_answer(struct worker *w, const uint8_t digest[SHM_DIGEST_LEN], unsigned flags,
+                       struct shm_answer *a)
+{
+    if (shm_lookup(&w->d->shm, digest, w->now_ms, a, w->lbuf, sizeof(w->lbuf), flags) != 0)
+        return -ENOENT;
+    if (epoch_hides(w->d->epochs, a->confirmed_ms, a->user, a->user_len, a->key.cred))
+        return -ENOENT;
+    return 0;
+}
+
 /* The IdP could not be asked or failed: a held answer within the outage grace, else 503. */
 static void serve_failed(struct worker *w, struct conn *c, struct fareq *p, const char *cause)
 {
     struct shm_answer a;
 
-    if (p->cacheable &&
-        shm_lookup(&w->d->shm, p->key.digest, w->now_ms, &a, w->lbuf, sizeof(w->lbuf), 0) == 0 &&
+    if (p->cacheable && held_answer(w, p->key.digest, 0, &a) == 0 &&
         policy_stale_ok(w->cfg, &a, w->now_ms)) {
         conn__answer_identity(w, c, &p->pc, a.hdrs, a.hdrs_len, RES_STALE);
         return;
@@ -197,6 +208,7 @@ static void idp_failure(struct worker *w, const char *cause)
 static int store(struct worker *w, const struct fareq *p, const struct policy_identity *id)
 {
     struct shm_answer a = {.key = p->key};
+    int64_t last;
 
     policy_lifetimes(w->cfg, w->now_ms, p->held_first_seen ? p->held_first_seen : w->now_ms,
                      id->jwt_exp_ms, &a);
@@ -206,11 +218,17 @@ static int store(struct worker *w, const struct fareq *p, const struct policy_id
     a.user_len = (uint32_t)(id->user.len < SHM_MAX_USER ? id->user.len : SHM_MAX_USER);
     a.hdrs = w->scratch;
     a.hdrs_len = (uint32_t)id->hdrs_len;
+    /* A purge of this user or session (or of everything) since the call was sent: the answer is
+     * older than the purge and must not outlive it. Checked before the insert, and again after it
+     * for a purge that raced it (epoch.h says why that is enough). An answer asked for after the
+     * latest purge that covers it is confirmed after that purge, so that it is not hidden. */
+    if (epoch_covered(w->d->epochs, p->epoch, a.user, a.user_len, p->key.cred))
+        return 0;
+    last = epoch_last_ms(w->d->epochs, a.user, a.user_len, p->key.cred);
+    if (a.confirmed_ms <= last)
+        a.confirmed_ms = last + 1;
     if (a.session_end_ms <= w->now_ms || shm_insert(&w->d->shm, &a) != 0)
         return 0;
-    /* A purge of this user or session (or of everything) since the call was sent: the answer is
-     * older than the purge and must not outlive it (epoch.h says why checking after the insert
-     * is enough). */
     if (epoch_covered(w->d->epochs, p->epoch, a.user, a.user_len, p->key.cred)) {
         shm_delete(&w->d->shm, p->key.digest);
         log_debug("purged_in_flight", "an answer asked for before a purge was not kept");
@@ -264,8 +282,10 @@ static void on_idp_done(struct worker *w, uint32_t slot, uint32_t gen, const str
             conn__answer_identity(w, c, &p->pc, w->scratch, id.hdrs_len, p->result);
         break;
     }
-    case POLICY_DO_SIGNOUT_PURGE:
-        daemon_purge(w->d, id.user.p, id.user.len, NULL, 0, "sign-out");
+    case POLICY_DO_SIGNOUT_PURGE: {
+        struct purge pu = {.kind = PURGE_USER, .user = id.user.p, .user_len = id.user.len};
+        daemon_purge_soon(w->d, &pu, 0, "sign-out");
+    }
         /* fall through */
     case POLICY_DO_SIGNOUT:
         deliver(w, p, FLIGHT_RETRY);
@@ -338,8 +358,7 @@ void fa__outcome(struct worker *w, uint32_t slot, uint32_t gen, enum flight_outc
         return;
     }
     /* The stored answer is at least as new as this request, fresh or not (--fresh-ttl 0). */
-    if (o == FLIGHT_STORED &&
-        shm_lookup(&w->d->shm, p->key.digest, w->now_ms, &a, w->lbuf, sizeof(w->lbuf), 0) == 0) {
+    if (o == FLIGHT_STORED && held_answer(w, p->key.digest, 0, &a) == 0) {
         conn__answer_identity(w, c, &p->pc, a.hdrs, a.hdrs_len, p->result);
     } else if (o == FLIGHT_FAILED) {
         serve_failed(w, c, p, "identity provider failing");
@@ -411,49 +430,28 @@ void fa__tick(struct worker *w)
 
 /* ---- a request ---- */
 
-/* Learn the user of a session from the cache: the exact key, else any answer of the credential. */
-struct find_cred {
-    const uint8_t *cred;
-    char user[SHM_MAX_USER];
-    size_t len;
-};
-
-static int find_cred_fn(const struct shm_answer *a, void *arg)
-{
-    struct find_cred *f = arg;
-
-    if (memcmp(a->key.cred, f->cred, SHM_CRED_LEN) != 0 || a->user_len == 0)
-        return 0;
-    f->len = a->user_len;
-    memcpy(f->user, a->user, a->user_len);
-    return 1;
-}
-
-/* Purge what the cache knows of pr's session. Returns 1 if its user was known. */
+/* Purge what the cache knows of pr's session, off the request path (daemon_purge_soon): the
+ * session's user if the exact key's answer names it, else the session's answers by their
+ * credential digest (and the purge thread purges the users it finds among them). Returns 1 if the
+ * user was known. */
 static int purge_session(struct worker *w, const struct policy_req *pr, const char *why)
 {
     struct shm_key k;
     struct shm_answer a;
-    struct find_cred f = {0};
+    struct purge p = {.kind = PURGE_CREDS, .ncred = 1};
 
     if (!pr->has_cred)
         return 0;
     shm_key_query(&w->d->shm, &pr->q, &k, 1);
-    f.cred = k.cred;
     if (shm_lookup(&w->d->shm, k.digest, w->now_ms, &a, w->lbuf, sizeof(w->lbuf), 0) == 0 &&
         a.user_len > 0) {
-        f.len = a.user_len;
-        memcpy(f.user, a.user, a.user_len);
-    } else {
-        shm_foreach(&w->d->shm, w->now_ms, find_cred_fn, &f);
+        struct purge pu = {.kind = PURGE_USER, .user = a.user, .user_len = a.user_len};
+        daemon_purge_soon(w->d, &pu, 0, why);
+        return 1;
     }
-    /* The user known: all of the user's answers, here and (--bus) on every node. Else the
-     * session's own answers, by its credential digest, here and everywhere. */
-    if (f.len)
-        daemon_purge(w->d, f.user, f.len, NULL, 0, why);
-    else
-        daemon_purge_cred(w->d, k.cred, why);
-    return f.len != 0;
+    memcpy(p.cred[0], k.cred, SHM_CRED_LEN);
+    daemon_purge_soon(w->d, &p, 1, why);
+    return 0;
 }
 
 void fa__request(struct worker *w, struct conn *c, const struct http_req *req)
@@ -470,8 +468,7 @@ void fa__request(struct worker *w, struct conn *c, const struct http_req *req)
     switch (pr->kind) {
     case POLICY_CACHEABLE:
         shm_key_query(&w->d->shm, &pr->q, &key, 0);
-        if (shm_lookup(&w->d->shm, key.digest, w->now_ms, &a, w->lbuf, sizeof(w->lbuf),
-                       SHM_LOOKUP_PROMOTE) == 0) {
+        if (held_answer(w, key.digest, SHM_LOOKUP_PROMOTE, &a) == 0) {
             if (w->now_ms < a.fresh_until_ms) {
                 conn__answer_identity(w, c, &pc, a.hdrs, a.hdrs_len, RES_HIT);
                 if (w->now_ms >= a.fresh_until_ms - w->refresh_ahead_ms)

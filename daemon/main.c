@@ -21,6 +21,7 @@
 #include "daemon.h"
 #include "epoch.h"
 #include "log.h"
+#include "purger.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -127,6 +128,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "authcached: --bus: cannot start its thread: %s\n", strerror(-rc));
         return 1;
     }
+    if ((rc = purger_start(&d, &d.purger)) < 0) {
+        fprintf(stderr, "authcached: cannot start the purge thread: %s\n", strerror(-rc));
+        return 1;
+    }
     if ((rc = admin_run(admin)) < 0) {
         fprintf(stderr, "authcached: --admin: cannot start its thread: %s\n", strerror(-rc));
         return 1;
@@ -159,6 +164,7 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < cfg.workers; i++)
         worker_join(d.workers[i]);
     admin_stop(admin);
+    purger_stop(d.purger); /* runs what is queued; may still publish */
     bus_stop(d.bus); /* after the last purge: sends what is queued (briefly), then closes */
     for (unsigned i = 0; i < cfg.workers; i++)
         worker_free(d.workers[i]);

@@ -30,7 +30,7 @@ struct call {
     uint32_t ctx, gen;
     int open;
 };
-static struct call calls[32];
+static struct call calls[128];
 static int ncalls;
 
 static void fake_call(struct worker *wk, const char *req, size_t len, upstream_done_fn *done,
@@ -433,6 +433,57 @@ static void test_purge_overtakes_revalidation(void)
     out(c);
 }
 
+/* A purge stamped but not yet run on the segment (queued for the purge thread) already stops the
+ * answer it covers being served; an answer asked for after it is kept and served. */
+static void test_stamp_hides_before_the_scan(void)
+{
+    struct conn *c = open_conn();
+    struct shm_answer a;
+    struct shm_key k;
+    int n0 = ncalls;
+
+    feed(c, check_req("ST"));
+    answer(n0, OK_ALICE);
+    out(c);
+    epoch_purge_user(d.epochs, "alice", 5, daemon_now_ms());
+    feed(c, check_req("ST"));
+    CHECK_INT(ncalls, n0 + 2); /* not served: asked again */
+    CHECK_INT(c->state, CONN_WAITING);
+    k = w->reqs[c->req_slot].r->key;
+    CHECK(shm_lookup(&d.shm, k.digest, daemon_now_ms(), &a, w->lbuf, sizeof(w->lbuf), 0) == 0,
+          "the segment still holds the answer (nobody ran the purge)");
+    answer(n0 + 1, OK_ALICE);
+    HAS(out(c), "X-Authcache: miss");
+    feed(c, check_req("ST"));
+    HAS(out(c), "X-Authcache: hit");
+    CHECK_INT(ncalls, n0 + 2);
+}
+
+/* A session purge that finds users: every answer of every user found among the session's answers
+ * goes (another session of the same user too), others stay. */
+static void test_session_purge_finds_users(void)
+{
+    struct conn *c = open_conn();
+    struct purge p = {.kind = PURGE_CREDS, .ncred = 1};
+    int n0 = ncalls;
+
+    feed(c, check_req("FU1"));
+    answer(n0, OK_ALICE);
+    feed(c, check_req("FU2")); /* alice's other session */
+    answer(n0 + 1, OK_ALICE);
+    feed(c, check_req("FU3"));
+    answer(n0 + 2, "HTTP/1.1 200 OK\r\nX-Authentik-Username: bob\r\nContent-Length: 0\r\n\r\n");
+    out(c);
+    shm_key_cred(&d.shm, SHM_CRED_COOKIE, "FU1", 3, p.cred[0]);
+    daemon_purge_soon(&d, &p, 1, "test");
+    feed(c, check_req("FU2"));
+    CHECK_INT(ncalls, n0 + 4); /* alice's other session was purged too */
+    answer(n0 + 3, OK_ALICE);
+    feed(c, check_req("FU3"));
+    HAS(out(c), "X-Authcache: hit"); /* bob's stays */
+    CHECK_INT(ncalls, n0 + 4);
+}
+
 /* Deadlines are kept in order on the monotonic clock; the tick closes only the expired. */
 static void test_timers(void)
 {
@@ -513,6 +564,8 @@ int main(void)
     test_timers();
     test_purge_overtakes_answer();
     test_purge_overtakes_revalidation();
+    test_stamp_hides_before_the_scan();
+    test_session_purge_finds_users();
 
     worker_free(w);
     shm_detach(&d.shm);
