@@ -295,6 +295,9 @@ static void arm_recv(struct worker *w, struct conn *c)
     c->recv_armed = 1;
 }
 
+static int evict_idle(struct worker *w);
+static void conn_open(struct worker *w, int fd);
+
 void conn__accept(struct worker *w, struct io_uring_cqe *cqe)
 {
     int fd = cqe->res;
@@ -318,12 +321,66 @@ void conn__accept(struct worker *w, struct io_uring_cqe *cqe)
         log_info("accept", "worker %u: accepting again", w->id);
         w->accept_failing = 0;
     }
-    if (w->draining || w->free_head == SLOT_NONE) {
-        /* Too many connections: the newest is closed at once, cleanly. */
+    if (w->draining) {
         close(fd);
         M_ADD(w->m, conns_rejected, 1);
         return;
     }
+    if (w->free_head == SLOT_NONE) {
+        /* Full: the oldest idle connection makes room (its slot is free once its receive is
+         * cancelled; the new one waits for it in w->waiting, taken each turn by conn__adopt).
+         * Idle connections must not starve new checks. Nothing idle, or too many waiting: the
+         * newest is closed at once, cleanly. */
+        if (w->nwaiting == CONN_WAITING_MAX || !evict_idle(w)) {
+            close(fd);
+            M_ADD(w->m, conns_rejected, 1);
+            return;
+        }
+        w->waiting[w->nwaiting++] = fd;
+        return;
+    }
+    conn_open(w, fd);
+}
+
+/* The accepted connections that waited for a slot, while there are slots (each loop turn: never
+ * inside another connection's handling, whose slot may be the one freed). */
+void conn__adopt(struct worker *w)
+{
+    uint32_t i = 0;
+
+    for (; i < w->nwaiting && w->free_head != SLOT_NONE; i++)
+        conn_open(w, w->waiting[i]);
+    if (i && i < w->nwaiting)
+        memmove(w->waiting, w->waiting + i, (w->nwaiting - i) * sizeof(*w->waiting));
+    w->nwaiting -= i;
+    if (w->draining) {
+        for (i = 0; i < w->nwaiting; i++) {
+            close(w->waiting[i]);
+            M_ADD(w->m, conns_rejected, 1);
+        }
+        w->nwaiting = 0;
+    }
+}
+
+/* Close the connection idle the longest that has nothing being sent (the idle list is in deadline
+ * order, so its head; a few are looked at). Returns 1 if one was closed. */
+static int evict_idle(struct worker *w)
+{
+    uint32_t s = w->timers[TIMER_IDLE].head;
+
+    for (int n = 0; s != SLOT_NONE && n < 8; n++, s = w->conns[s].tnext) {
+        struct conn *c = &w->conns[s];
+        if (c->state == CONN_OPEN && !c->sending && c->out_off >= c->out_len && c->in_len == 0) {
+            conn__close(w, c);
+            M_ADD(w->m, conns_evicted, 1);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void conn_open(struct worker *w, int fd)
+{
     uint32_t slot = w->free_head;
     struct conn *c = &w->conns[slot];
 
@@ -442,7 +499,7 @@ void conn__resume(struct worker *w, struct conn *c)
 /* What cannot be parsed is answered by authcached itself and the connection closed after it. */
 static void reject(struct worker *w, struct conn *c, int status, const char *text)
 {
-    static const struct policy_conn close_pc = {0, 0};
+    static const struct policy_conn close_pc = {0, 0, 0};
 
     conn__answer_status(w, c, &close_pc, status, text);
 }

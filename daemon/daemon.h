@@ -41,6 +41,7 @@ struct metrics {
     uint64_t idp_lat[METRICS_LAT_BUCKETS];
     uint64_t idp_lat_sum_us;
     uint64_t conns_accepted, conns_rejected, conns_open, conns_timed_out;
+    uint64_t conns_evicted; /* idle connections closed to make room for a new one */
 };
 
 #define M_ADD(m, field, n) __atomic_store_n(&(m)->field, (m)->field + (n), __ATOMIC_RELAXED)

@@ -54,6 +54,7 @@ static int req_new(struct worker *w, struct conn *c, const struct http_req *req,
         p->conn_gen = c->gen;
         p->pc.keep_alive = req->keep_alive && !w->draining;
         p->pc.http10 = req->minor_version == 0;
+        p->pc.head = http_method_is(req, "HEAD");
     }
     if (pr->has_cred && pr->q.host) { /* no key parts for the login flow (policy_classify) */
         p->host_len = (uint32_t)(pr->q.host_len < SHM_MAX_HOST ? pr->q.host_len : SHM_MAX_HOST);
@@ -195,10 +196,34 @@ static void probe_from(struct worker *w, const struct fareq *p)
         w->probe_len = (size_t)n;
 }
 
-/* Count an IdP failure (unreachable, timed out, 5xx, garbage) and tell the breaker. */
-static void idp_failure(struct worker *w, const char *cause)
+/* Whether a failed call says the IdP is down, and so counts for the breaker that fails everybody
+ * fast: a transport failure (unreachable, timed out, reset, garbled) or 502/503/504. Not this
+ * process's own limits (no IdP connection or descriptor free), nor a 500 that one request provoked
+ * (a misconfigured route answers 500 every time: only its own requests should see that). */
+static int idp_down(const struct http_resp *r, int local)
 {
+    if (r)
+        return r->status == 502 || r->status == 503 || r->status == 504;
+    return !local;
+}
+
+/* Count a failed call and, if it says the IdP is down, tell the breaker. Local failures are
+ * logged at most once a second per worker. */
+static void idp_failure(struct worker *w, const char *cause, int down, int local)
+{
+    if (local) {
+        if (w->mono_ms - w->local_warned_ms >= 1000) {
+            w->local_warned_ms = w->mono_ms;
+            log_warn("idp_local", "worker %u cannot ask the identity provider: %s", w->id, cause);
+        }
+        return;
+    }
     M_ADD(w->m, idp_failures, 1);
+    if (!down) {
+        log_warn("idp_error", "identity provider call failed: %s (not counted as an outage)",
+                 cause);
+        return;
+    }
     if (!__atomic_load_n(&w->d->breaker.open, __ATOMIC_RELAXED))
         log_warn("idp_error", "identity provider call failed: %s", cause);
     breaker_failure(&w->d->breaker, w->mono_ms, cause);
@@ -240,7 +265,7 @@ static int store(struct worker *w, const struct fareq *p, const struct policy_id
 /* The completion of a request's IdP call (upstream_done_fn): carry out the verdict on the answer,
  * answer the connection if it is still there, end the request. */
 static void on_idp_done(struct worker *w, uint32_t slot, uint32_t gen, const struct http_resp *r,
-                        const char *body, size_t body_len, const char *cause)
+                        const char *body, size_t body_len, const char *cause, int local)
 {
     struct reqslot *s = slot < w->max_reqs ? &w->reqs[slot] : NULL;
     struct policy_identity id = {0};
@@ -265,8 +290,9 @@ static void on_idp_done(struct worker *w, uint32_t slot, uint32_t gen, const str
             snprintf(why, sizeof(why), "answered %d", r->status);
             cause = why;
         }
-        idp_failure(w, cause);
-        probe_from(w, p);
+        idp_failure(w, cause, idp_down(r, local), local);
+        if (idp_down(r, local))
+            probe_from(w, p);
         deliver(w, p, FLIGHT_FAILED);
         if (c)
             serve_failed(w, c, p, cause);
@@ -400,15 +426,17 @@ static void start_background(struct worker *w, const struct http_req *req,
     call_idp(w, (uint32_t)slot);
 }
 
+/* The breaker's probe: an answer that does not say the IdP is down closes the breaker; any
+ * failure, even a local one, ends this probe (the next comes after a longer back-off). */
 static void on_probe_done(struct worker *w, uint32_t ctx, uint32_t ctx_gen,
                           const struct http_resp *r, const char *body, size_t body_len,
-                          const char *cause)
+                          const char *cause, int local)
 {
     char why[64];
 
     (void)ctx, (void)ctx_gen, (void)body, (void)body_len;
     loop__clock(w);
-    if (r && r->status < 500) {
+    if (r && !idp_down(r, 0)) {
         breaker_success(&w->d->breaker);
         return;
     }
@@ -416,7 +444,9 @@ static void on_probe_done(struct worker *w, uint32_t ctx, uint32_t ctx_gen,
         snprintf(why, sizeof(why), "answered %d", r->status);
         cause = why;
     }
-    idp_failure(w, cause);
+    if (!local)
+        M_ADD(w->m, idp_failures, 1);
+    breaker_failure(&w->d->breaker, w->mono_ms, cause);
 }
 
 void fa__tick(struct worker *w)
@@ -457,7 +487,8 @@ static int purge_session(struct worker *w, const struct policy_req *pr, const ch
 void fa__request(struct worker *w, struct conn *c, const struct http_req *req)
 {
     struct policy_req *pr = &w->preq;
-    struct policy_conn pc = {req->keep_alive && !w->draining, req->minor_version == 0};
+    struct policy_conn pc = {req->keep_alive && !w->draining, req->minor_version == 0,
+                             http_method_is(req, "HEAD")};
     struct shm_answer a;
     struct shm_key key;
     struct fareq *p;

@@ -19,6 +19,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 
 #define HTTP_BAD (-1)       /* malformed */
@@ -219,6 +220,14 @@ int http__caseeq(const char *a, const char *b, size_t n);
  * literals, and most are told apart by length, the rest mostly by their last byte (X-Forwarded-Uri
  * and X-Forwarded-For share 12 of 15). `| 0x20` folds case for letters and never makes two bytes
  * that are equal ignoring case differ, so it is a safe pre-check. */
+/* Whether req's method is exactly lit (methods are case-sensitive). */
+static inline int http_method_is(const struct http_req *req, const char *lit)
+{
+    size_t n = strlen(lit);
+
+    return req->method_len == n && memcmp(req->method, lit, n) == 0;
+}
+
 static inline int http_name_eq(const char *a, size_t alen, const char *lit)
 {
     size_t n = __builtin_strlen(lit);

@@ -186,7 +186,8 @@ void policy_classify(const struct config *cfg, const struct http_req *req, struc
 
     if (cfg->signout_path[0] && path_under(upath, cfg->signout_path)) {
         out->kind = POLICY_SIGNOUT;
-    } else if (uquery.p && http_query_has(uquery.p, uquery.len, "X-authentik-auth-callback", "true")) {
+    } else if (uquery.p &&
+               http_query_has(uquery.p, uquery.len, "X-authentik-auth-callback", "true")) {
         out->kind = POLICY_LOGIN_FLOW;
         return;
     } else if (uquery.p && http_query_has(uquery.p, uquery.len, "X-authentik-logout", "true")) {
@@ -423,7 +424,7 @@ size_t policy_answer_passthrough(const struct policy_conn *c, const struct http_
     for (size_t i = 0; i < resp->nhdrs; i++) {
         const struct http_hdr *h = &resp->hdrs[i];
         if (hop_by_hop(resp->hdrs, resp->nhdrs, h) ||
-            http_name_eq(h->name, h->name_len, "Content-Length") ||
+            (!c->head && http_name_eq(h->name, h->name_len, "Content-Length")) ||
             http_name_eq(h->name, h->name_len, "X-Authcache"))
             continue;
         cache_control |= http_name_eq(h->name, h->name_len, "Cache-Control");
@@ -433,12 +434,16 @@ size_t policy_answer_passthrough(const struct policy_conn *c, const struct http_
         puts_(&o, "Cache-Control: no-store\r\n");
     puts_(&o, "X-Authcache: ");
     puts_(&o, result);
-    puts_(&o, "\r\nContent-Length: ");
-    put_num(&o, (long long)body_len);
     puts_(&o, "\r\n");
+    if (!c->head) {
+        puts_(&o, "Content-Length: ");
+        put_num(&o, (long long)body_len);
+        puts_(&o, "\r\n");
+    }
     conn_headers(&o, c);
     puts_(&o, "\r\n");
-    put(&o, body, body_len);
+    if (!c->head)
+        put(&o, body, body_len);
     return o.full ? 0 : o.len;
 }
 
@@ -460,25 +465,38 @@ size_t policy_answer_unavailable(const struct policy_conn *c, const char *cause,
     puts_(&o, "\r\n");
     conn_headers(&o, c);
     puts_(&o, "\r\n");
-    put(&o, body, (size_t)n);
+    if (!c->head)
+        put(&o, body, (size_t)n);
     return o.full ? 0 : o.len;
 }
 
 static const char *reason(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    default: return "Status";
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Status";
     }
 }
 
@@ -489,12 +507,15 @@ size_t policy_answer_status(const struct policy_conn *c, int status, const char 
     size_t n = strlen(text);
 
     status_line(&o, status, reason(status));
-    puts_(&o, "Content-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: ");
+    puts_(&o,
+          "Content-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: ");
     put_num(&o, (long long)n + 1);
     puts_(&o, "\r\n");
     conn_headers(&o, c);
     puts_(&o, "\r\n");
-    put(&o, text, n);
-    put(&o, "\n", 1);
+    if (!c->head) {
+        put(&o, text, n);
+        put(&o, "\n", 1);
+    }
     return o.full ? 0 : o.len;
 }

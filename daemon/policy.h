@@ -60,13 +60,13 @@ int policy_identity(const struct config *cfg, const struct http_resp *resp, char
 
 /* What to do with the IdP's answer to a request that had to ask it. */
 enum policy_verdict {
-    POLICY_DO_FAIL,          /* 5xx: the IdP is failing (breaker; a held answer within grace, or 503) */
-    POLICY_DO_STORE,         /* 2xx naming the user, cacheable: store the identity, answer with it */
+    POLICY_DO_FAIL,  /* 5xx: the IdP is failing (breaker; a held answer within grace, or 503) */
+    POLICY_DO_STORE, /* 2xx naming the user, cacheable: store the identity, answer with it */
     POLICY_DO_SIGNOUT_PURGE, /* sign-out whose 2xx named the user: purge the user, answer signout */
     POLICY_DO_SIGNOUT,       /* sign-out otherwise: answer signout, store nothing */
-    POLICY_DO_DROP_PASS,     /* a refusal for a cacheable key: drop what is held, pass the answer on */
-    POLICY_DO_PASS,          /* pass the answer on, store nothing (bypass, login flow, a 2xx without
-                           * the user: an open path) */
+    POLICY_DO_DROP_PASS, /* a refusal for a cacheable key: drop what is held, pass the answer on */
+    POLICY_DO_PASS,      /* pass the answer on, store nothing (bypass, login flow, a 2xx without
+                          * the user: an open path) */
 };
 /* The verdict on an answer of status to a request of kind (cacheable: it has a key); names_user:
  * a 2xx whose identity headers named the user (policy_identity). A pure function. */
@@ -84,17 +84,19 @@ int policy_stale_ok(const struct config *cfg, const struct shm_answer *a, int64_
 /*
  * Answers. Each writes a whole HTTP/1.1 response into out and returns its length, or 0 if cap is
  * too small. keep_alive 0 adds "Connection: close"; http10 answers a 1.0 client (keep-alive then
- * needs saying).
+ * needs saying); head answers a HEAD request: the same head as for GET, no body.
  */
 struct policy_conn {
     int keep_alive;
     int http10;
+    int head;
 };
 /* 200 with the stored identity headers and X-Authcache: result. */
 size_t policy_answer_identity(const struct policy_conn *c, const char *hdrs, size_t hdrs_len,
                               const char *result, char *out, size_t cap);
 /* The IdP's answer passed on: status, headers (less hop-by-hop, framing recomputed), body, plus
- * Cache-Control: no-store when the IdP sent none and the status is not 2xx. */
+ * Cache-Control: no-store when the IdP sent none and the status is not 2xx. To a HEAD request
+ * (the IdP answered HEAD too) the IdP's own Content-Length is passed on, and no body. */
 size_t policy_answer_passthrough(const struct policy_conn *c, const struct http_resp *resp,
                                  const char *body, size_t body_len, const char *result, char *out,
                                  size_t cap);

@@ -91,8 +91,9 @@ static void up_latency(struct worker *w, struct up *u)
     M_ADD(w->m, idp_lat_sum_us, (uint64_t)us);
 }
 
-/* The call failed: the connection is closed, then the completion is told why. */
-static void up_fail(struct worker *w, struct up *u, const char *cause)
+/* The call failed: the connection is closed, then the completion is told why (local: on this
+ * side, not the IdP's). */
+static void up_fail_as(struct worker *w, struct up *u, const char *cause, int local)
 {
     upstream_done_fn *done = u->done;
     uint32_t ctx = u->ctx, ctx_gen = u->ctx_gen;
@@ -101,7 +102,12 @@ static void up_fail(struct worker *w, struct up *u, const char *cause)
     if (u->fd >= 0)
         up_latency(w, u);
     up_close(u);
-    done(w, ctx, ctx_gen, NULL, NULL, 0, cause);
+    done(w, ctx, ctx_gen, NULL, NULL, 0, cause, local);
+}
+
+static void up_fail(struct worker *w, struct up *u, const char *cause)
+{
+    up_fail_as(w, u, cause, 0);
 }
 
 /* A whole answer: the connection goes back to the pool with the spare buffer, and the completion
@@ -127,7 +133,7 @@ static void up_answered(struct worker *w, struct up *u)
     w->spare_buf = buf;
     w->spare_cap = cap;
     w->spare_hdrs = hdrs;
-    done(w, ctx, ctx_gen, &r, buf + hdr_len, body_len, NULL);
+    done(w, ctx, ctx_gen, &r, buf + hdr_len, body_len, NULL, 0);
 }
 
 static void up_submit_send(struct worker *w, struct up *u)
@@ -147,7 +153,8 @@ static int up_room(struct worker *w, struct up *u, size_t used)
     uint32_t cap = u->cap ? u->cap * 2 : 8192;
     char *n;
     if (cap > UP_MAX_RESPONSE || !(n = realloc(u->buf, cap))) {
-        up_fail(w, u, cap > UP_MAX_RESPONSE ? "answer too large" : "out of memory");
+        up_fail_as(w, u, cap > UP_MAX_RESPONSE ? "answer too large" : "out of memory",
+                   cap <= UP_MAX_RESPONSE);
         return -1;
     }
     u->buf = n;
@@ -234,7 +241,7 @@ static void up_begin_io(struct worker *w, struct up *u)
         if ((!u->tx && !(u->tx = malloc(TLS_TX_CAP))) ||
             (!u->rx && !(u->rx = malloc(TLS_RX_CAP))) ||
             !(u->tls = tls_new(w->cfg->upstream.host))) {
-            up_fail(w, u, "out of memory for TLS");
+            up_fail_as(w, u, "out of memory for TLS", 1);
             return;
         }
     }
@@ -273,7 +280,7 @@ void upstream__call(struct worker *w, const char *req, size_t len, int64_t deadl
         w->nidle--;
         u->reused = 1;
     } else if (!(u = up_alloc(w))) {
-        done(w, ctx, ctx_gen, NULL, NULL, 0, "too many IdP connections");
+        done(w, ctx, ctx_gen, NULL, NULL, 0, "too many IdP connections", 1);
         return;
     }
     u->done = done;
@@ -283,6 +290,7 @@ void upstream__call(struct worker *w, const char *req, size_t len, int64_t deadl
     u->retried = 0;
     u->req = req;
     u->req_len = len;
+    u->head = len >= 5 && memcmp(req, "HEAD ", 5) == 0;
     u->started_us = daemon_mono_us();
     u->deadline_ms = deadline_ms;
     M_ADD(w->m, idp_calls, 1);
@@ -290,7 +298,7 @@ void upstream__call(struct worker *w, const char *req, size_t len, int64_t deadl
         up_begin_io(w, u);
     } else if (up_connect(w, u) < 0) {
         u->fd = -1;
-        up_fail(w, u, "cannot create a socket");
+        up_fail_as(w, u, "cannot create a socket", 1);
     }
 }
 
@@ -354,7 +362,7 @@ static int up_parse(struct up *u, int eof)
         u->hdr_len = (uint32_t)rc;
         u->raw_pos = u->hdr_len;
         u->body_len = 0;
-        u->body_mode = http_resp_body_mode(&u->resp, 0);
+        u->body_mode = http_resp_body_mode(&u->resp, u->head);
         if (u->body_mode == HTTP_BODY_CHUNKED)
             http_chunked_init(&u->chunked);
     }
@@ -391,7 +399,7 @@ static int up_parse(struct up *u, int eof)
 static int up_tls_received(struct worker *w, struct up *u, int res, int *eof)
 {
     if (res > 0 && tls_feed(u->tls, u->rx, (size_t)res) < 0) {
-        up_fail(w, u, "out of memory for TLS");
+        up_fail_as(w, u, "out of memory for TLS", 1);
         return -1;
     }
     if (!u->hs_done) {

@@ -43,6 +43,7 @@
 #define OUT_HIGH_WATER (256u << 10) /* stop parsing a connection until its output drains */
 #define UPREQ_MAX (MAX_HEADER + 4096)
 #define SLOT_NONE UINT32_MAX
+#define CONN_WAITING_MAX 64 /* accepted connections waiting for an evicted one's slot */
 
 /* ---- the ring's user data: operation, slot, generation ---- */
 
@@ -123,7 +124,7 @@ struct fareq {
     enum result result;      /* RES_MISS or RES_REVALIDATED (cacheable), RES_BYPASS, RES_SIGNOUT */
     int cacheable;           /* has key */
     int leader;              /* leads the key's flight: must end it */
-    uint64_t epoch; /* the purge stamp when its IdP call was sent (epoch.h) */
+    uint64_t epoch;          /* the purge stamp when its IdP call was sent (epoch.h) */
     int64_t held_first_seen; /* first_seen of the answer being revalidated, else 0 (wall) */
     int64_t deadline_ms;     /* monotonic: --upstream-timeout from when the request first needed
                               * the IdP; a waiter that asks again after the leader's call gets only
@@ -147,13 +148,15 @@ struct reqslot {
 
 /*
  * How an IdP call ends: r is the parsed answer with its body, or NULL and cause says why the call
- * failed (unreachable, timed out, reset, garbled, too large). Runs exactly once per call, on the
- * worker's thread, possibly before upstream__call returns. The connection is back in the pool (or
- * closed) before it runs; r and body stay valid until it returns.
+ * failed (unreachable, timed out, reset, garbled, too large); local: the failure was this
+ * process's (no IdP connection free, no descriptor, no memory), which says nothing of the IdP.
+ * Runs exactly once per call, on the worker's thread, possibly before upstream__call returns. The
+ * connection is back in the pool (or closed) before it runs; r and body stay valid until it
+ * returns.
  */
 typedef void upstream_done_fn(struct worker *w, uint32_t ctx, uint32_t ctx_gen,
                               const struct http_resp *r, const char *body, size_t body_len,
-                              const char *cause);
+                              const char *cause, int local);
 
 enum up_state { UP_FREE = 0, UP_CONNECTING, UP_SENDING, UP_READING, UP_IDLE };
 
@@ -162,6 +165,7 @@ struct up {
     uint32_t gen;
     enum up_state state;
     int reused, timed_out, hdr_done, retried;
+    int head; /* the request is HEAD: the answer has no body, whatever its framing headers say */
     upstream_done_fn *done;
     uint32_t ctx, ctx_gen;
     const char *req;
@@ -211,6 +215,8 @@ struct worker {
     uint32_t *dirty;
     uint32_t ndirty;
     struct timer_list timers[TIMER_KINDS];
+    int waiting[CONN_WAITING_MAX]; /* accepted, waiting for the slot of an evicted idle one */
+    uint32_t nwaiting;
     /* requests waiting on the IdP: max_conns + max_ups + 1 slots (a closed connection's request
      * lives on only in its IdP call, and each call has at most one) */
     struct reqslot *reqs;
@@ -238,6 +244,7 @@ struct worker {
     int64_t drain_deadline_ms; /* monotonic */
     int64_t now_ms;            /* wall: answers' lifetimes */
     int64_t mono_ms;           /* monotonic: deadlines */
+    int64_t local_warned_ms;   /* the last "cannot ask the IdP" warning (at most one a second) */
     /* scratch */
     struct policy_req preq;
     struct http_hdr hdrs[MAX_HDRS];
@@ -264,8 +271,11 @@ void conn__recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe);
 void conn__sent(struct worker *w, struct conn *c, int res);
 void conn__flush(struct worker *w); /* submit the turn's sends */
 void conn__close(struct worker *w, struct conn *c);
-void conn__expire(struct worker *w);     /* close connections past their deadline */
-void conn__drain_idle(struct worker *w); /* close those with nothing in progress */
+void conn__expire(struct worker *w); /* close connections past their deadline */
+void conn__drain_idle(struct worker *w);
+void conn__adopt(struct worker *w);
+    /* give waiting accepted connections the slots freed */ /* close those with nothing in progress
+                                                             */
 struct conn *conn__get(struct worker *w, uint32_t slot, uint32_t gen); /* open, or NULL */
 void conn__park(struct worker *w, struct conn *c, uint32_t req_slot, uint32_t req_gen);
 void conn__resume(struct worker *w, struct conn *c); /* its request is answered: go on */

@@ -615,7 +615,9 @@ def bad_chunked_body():
 @case
 def connection_limit():
     """docs/daemon.md: (open-files limit - 128) / (workers + 1) connections per worker; over it, a
-    new connection is closed at once. The daemon runs with a limit of 512 here."""
+    new connection takes the place of the connection idle the longest (idle connections must not
+    starve new checks), and is closed at once only when none is idle. The daemon runs with a
+    limit of 512 here."""
     nofile = 512
     ck = cookie("limit")
     idp().session(ck, "lisa")
@@ -631,18 +633,17 @@ def connection_limit():
         try:
             def settled():
                 m = metrics(d)
-                return (metric(m, "authcache_connections_accepted_total") - acc0 +
-                        metric(m, "authcache_connections_rejected_total")) == n and m
+                return (metric(m, "authcache_connections_accepted_total") - acc0 == n and
+                        metric(m, "authcache_connections_open") == 2 * per) and m
             m = harness.wait_for(settled, timeout=10, interval=0.05,
-                                 what=f"the daemon took or refused all {n} connections")
-            eq(metric(m, "authcache_connections_open"), 2 * per, "connections held")
-            eq(metric(m, "authcache_connections_rejected_total"), extra, "connections refused")
-            # The refused ones see the close at once; the held ones stay open.
+                                 what=f"the daemon took all {n} connections, {2 * per} held")
+            eq(metric(m, "authcache_connections_rejected_total"), 0, "connections refused")
+            # The evicted ones see the close at once; the held ones stay open.
             p = select.poll()
             fds = {}
-            for s in socks:
+            for i, s in enumerate(socks):
                 p.register(s, select.POLLIN | select.POLLHUP | select.POLLERR)
-                fds[s.fileno()] = s
+                fds[s.fileno()] = i
             deadline = time.monotonic() + 3
             shut = set()
             while len(shut) < extra and time.monotonic() < deadline:
@@ -651,20 +652,21 @@ def connection_limit():
                         shut.add(fd)
                         p.unregister(fd)
             eq(len(shut), extra, "connections that saw the daemon close them")
+            # Each worker closed its oldest: none of the newest `per` (fewer than `per` came after
+            # any of them, on either worker) was closed.
+            newest_closed = [fds[fd] for fd in shut if fds[fd] >= n - per]
+            eq(newest_closed, [], "closed connections among the newest")
             for fd in shut:
                 try:
-                    eq(fds[fd].recv(100), b"", "a refused connection gets nothing, then EOF")
+                    eq(socks[fds[fd]].recv(100), b"", "an evicted connection gets nothing, then EOF")
                 except ConnectionResetError:
                     pass
             held = [s for s in socks if s.fileno() not in shut]
-            for s in held[:5]:
+            for s in held[-5:]:
                 expect(fa(d, HOST, "/", ck, conn=conn_of(s, d.port)), 200, "hit", "lisa",
                        "a held connection")
-            # Full: one more is refused too.
-            with harness.Conn(d.port) as c:
-                closed, rest = closed_by_peer(c, 3.0)
-                check(closed and rest == b"", "a new connection while full is closed at once",
-                      (closed, rest))
+            # Full: one more is still answered, in place of an idle one.
+            expect(fa(d, HOST, "/", ck, timeout=5), 200, "hit", "lisa", "a new check while full")
         finally:
             for s in socks:
                 s.close()
@@ -673,7 +675,41 @@ def connection_limit():
         expect(fa(d, HOST, "/", ck), 200, "hit", "lisa", "after the clients left")
     figure("limit_nofile", nofile)
     figure("limit_conns_per_worker", per)
-    figure("limit_refused", extra)
+    figure("limit_evicted", extra)
+
+
+@case
+def busy_connections_are_not_evicted():
+    """When every connection is busy (waiting on the IdP), there is nothing idle to evict: a new
+    connection over the limit is closed at once, and the busy ones are all answered."""
+    nofile = 64
+    cks = [cookie(f"busy{i}") for i in range(40)]
+    for ck in cks:
+        idp().session(ck, "bea")
+    idp().fault(latency_ms=1500)
+    try:
+        with child_nofile(nofile), daemon(dict(FLAGS, **{"--workers": "1",
+                                                         "--upstream-timeout": "5s"})) as d:
+            per = per_worker_limit(d)
+            check(per < len(cks), "more checks than connections", per)
+            conns = [harness.Conn(d.port) for _ in range(per)]
+            try:
+                for c, ck in zip(conns, cks):
+                    c.send(harness.build_request("GET", harness.AUTH_TRAEFIK,
+                                                 harness.auth_headers(HOST, "/", ck)))
+                time.sleep(0.3)  # all of them waiting on the IdP
+                with harness.Conn(d.port) as extra:
+                    closed, rest = closed_by_peer(extra, 1.0)
+                    check(closed and rest == b"", "a new connection while all are busy is closed",
+                          (closed, rest))
+                for c in conns:
+                    r = c.read_response()
+                    eq(r.status, 200, "a busy connection's answer")
+            finally:
+                for c in conns:
+                    c.close()
+    finally:
+        idp().fault(latency_ms=0)
 
 
 def _served_after(d, ck, what, n=10):

@@ -62,13 +62,18 @@ static void answer(int i, const char *raw)
         exit(1);
     }
     calls[i].open = 0;
-    calls[i].done(w, calls[i].ctx, calls[i].gen, &r, raw + rc, strlen(raw) - (size_t)rc, NULL);
+    calls[i].done(w, calls[i].ctx, calls[i].gen, &r, raw + rc, strlen(raw) - (size_t)rc, NULL, 0);
+}
+
+static void fail_as(int i, const char *cause, int local)
+{
+    calls[i].open = 0;
+    calls[i].done(w, calls[i].ctx, calls[i].gen, NULL, NULL, 0, cause, local);
 }
 
 static void fail(int i, const char *cause)
 {
-    calls[i].open = 0;
-    calls[i].done(w, calls[i].ctx, calls[i].gen, NULL, NULL, 0, cause);
+    fail_as(i, cause, 0);
 }
 
 /* ---- connections ---- */
@@ -303,6 +308,38 @@ static void test_failures_open_the_breaker(void)
     answer(ncalls - 1, OK_ALICE);
     CHECK(!__atomic_load_n(&d.breaker.open, __ATOMIC_RELAXED), "the probe's success closes it");
     CHECK_INT(live_reqs(), 0);
+}
+
+/* Failures that do not say the IdP is down fail their own request (503) but never open the breaker
+ * for everybody: this process's limits (no IdP connection free) and a 500 one request provoked.
+ * 502, 503 and 504 do. */
+static void test_breaker_counts_only_outages(void)
+{
+    struct conn *c = open_conn();
+    const char *o;
+    int n0 = ncalls;
+
+    for (int i = 0; i < 2 * BREAKER_THRESHOLD; i++) {
+        feed(c, check_req("LB"));
+        CHECK_INT(ncalls, n0 + 2 * i + 1);
+        fail_as(n0 + 2 * i, "too many IdP connections", 1);
+        o = out(c);
+        HAS(o, "HTTP/1.1 503");
+        HAS(o, "too many IdP connections");
+        feed(c, check_req("LB"));
+        answer(n0 + 2 * i + 1, "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n");
+        HAS(out(c), "HTTP/1.1 503");
+    }
+    CHECK(!__atomic_load_n(&d.breaker.open, __ATOMIC_RELAXED),
+          "local failures and 500s leave the breaker closed");
+    n0 = ncalls;
+    for (int i = 0; i < BREAKER_THRESHOLD; i++) {
+        feed(c, check_req("LB"));
+        answer(n0 + i, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+        out(c);
+    }
+    CHECK(__atomic_load_n(&d.breaker.open, __ATOMIC_RELAXED), "502s open it");
+    breaker_success(&d.breaker);
 }
 
 /* A 5xx is an IdP failure too, and a held answer past fresh-ttl is then served stale. */
@@ -560,6 +597,7 @@ int main(void)
     test_waiter_deadline();
     test_failures_open_the_breaker();
     test_stale_on_5xx();
+    test_breaker_counts_only_outages();
     test_sign_out_purges();
     test_timers();
     test_purge_overtakes_answer();

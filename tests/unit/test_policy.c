@@ -15,8 +15,14 @@ static struct policy_req pr;
 static struct config *cfg_of(const char *preset, const char *scope)
 {
     static struct config cfg;
-    char *argv[] = {"authcached", "--upstream", "http://idp.internal:9000/base", "--preset",
-                    (char *)preset, scope ? "--key-scope" : NULL, (char *)scope, NULL};
+    char *argv[] = {"authcached",
+                    "--upstream",
+                    "http://idp.internal:9000/base",
+                    "--preset",
+                    (char *)preset,
+                    scope ? "--key-scope" : NULL,
+                    (char *)scope,
+                    NULL};
     char err[256];
     char *envp[] = {NULL};
 
@@ -88,8 +94,9 @@ static void test_markers(void)
     struct config *cfg = cfg_of("authentik", NULL);
     struct http_req r;
 
-    r = parse("GET /outpost.goauthentik.io/auth/traefik HTTP/1.1\r\nCookie: authentik_proxy_a=S\r\n"
-              "X-Forwarded-Host: app1.test\r\nX-Forwarded-Uri: /outpost.goauthentik.io/sign_out\r\n\r\n");
+    r = parse(
+        "GET /outpost.goauthentik.io/auth/traefik HTTP/1.1\r\nCookie: authentik_proxy_a=S\r\n"
+        "X-Forwarded-Host: app1.test\r\nX-Forwarded-Uri: /outpost.goauthentik.io/sign_out\r\n\r\n");
     policy_classify(cfg, &r, &pr);
     CHECK_INT(pr.kind, POLICY_SIGNOUT);
     CHECK_INT(pr.has_cred, 1);
@@ -136,7 +143,8 @@ static void test_scope_and_ambiguity(void)
     SPAN_IS(pr.q.uri_path, pr.q.uri_path_len, "/admin");
     SPAN_IS(pr.q.method, pr.q.method_len, "GET");
     /* Path rules without a path or method to key on: never cached. */
-    r = parse("GET /api/verify HTTP/1.1\r\nCookie: authelia_session=S\r\nX-Forwarded-Host: a\r\n\r\n");
+    r = parse(
+        "GET /api/verify HTTP/1.1\r\nCookie: authelia_session=S\r\nX-Forwarded-Host: a\r\n\r\n");
     policy_classify(cfg, &r, &pr);
     CHECK_INT(pr.kind, POLICY_BYPASS);
 
@@ -211,15 +219,16 @@ static void test_identity_and_lifetimes(void)
 static void test_answers(void)
 {
     char out[2048];
-    struct policy_conn keep = {1, 0}, close10 = {0, 1};
+    struct policy_conn keep = {1, 0, 0}, close10 = {0, 1, 0}, head = {1, 0, 1};
     size_t n = policy_answer_identity(&keep, "X-A: 1\r\n", 8, "hit", out, sizeof(out));
     const char *want = "HTTP/1.1 200 OK\r\nX-A: 1\r\nX-Authcache: hit\r\nContent-Length: 0\r\n\r\n";
     CHECK_MEM(out, n, want, strlen(want));
     n = policy_answer_unavailable(&close10, "timed out", 3, out, sizeof(out));
     out[n] = 0;
     CHECK(strstr(out, "HTTP/1.1 503 ") == out && strstr(out, "Retry-After: 3\r\n") &&
-              strstr(out, "Connection: close\r\n") && strstr(out, "\r\n\r\nauthcache: identity "
-                                                              "provider unavailable: timed out\n"),
+              strstr(out, "Connection: close\r\n") &&
+              strstr(out, "\r\n\r\nauthcache: identity "
+                          "provider unavailable: timed out\n"),
           "503 answer: %s", out);
     const char *raw = "HTTP/1.1 302 Found\r\nLocation: /login\r\nSet-Cookie: s=1\r\n"
                       "Transfer-Encoding: chunked\r\n\r\n";
@@ -229,6 +238,21 @@ static void test_answers(void)
     want = "HTTP/1.1 302 Found\r\nLocation: /login\r\nSet-Cookie: s=1\r\n"
            "Cache-Control: no-store\r\nX-Authcache: miss\r\nContent-Length: 4\r\n\r\nbody";
     CHECK_MEM(out, n, want, strlen(want));
+    /* HEAD: the IdP's own head, its Content-Length passed on, no body, in every answer */
+    raw = "HTTP/1.1 302 Found\r\nLocation: /login\r\nContent-Length: 42\r\n\r\n";
+    CHECK(http_parse_response(raw, strlen(raw), 65536, &resp) > 0, "HEAD 302 parses");
+    n = policy_answer_passthrough(&head, &resp, "", 0, "miss", out, sizeof(out));
+    want = "HTTP/1.1 302 Found\r\nLocation: /login\r\nContent-Length: 42\r\n"
+           "Cache-Control: no-store\r\nX-Authcache: miss\r\n\r\n";
+    CHECK_MEM(out, n, want, strlen(want));
+    n = policy_answer_unavailable(&head, "timed out", 3, out, sizeof(out));
+    CHECK(n > 4 && memcmp(out + n - 4, "\r\n\r\n", 4) == 0 &&
+              memmem(out, n, "Content-Length: ", 16),
+          "HEAD 503: a head ending the answer, with the GET's Content-Length: %.*s", (int)n, out);
+    n = policy_answer_status(&head, 400, "malformed request", out, sizeof(out));
+    CHECK(n > 4 && memcmp(out + n - 4, "\r\n\r\n", 4) == 0 &&
+              memmem(out, n, "Content-Length: 18", 18),
+          "HEAD 400: no body: %.*s", (int)n, out);
 }
 
 /* Every branch of the verdict on an IdP answer, including the boundaries of 2xx and 5xx. */
@@ -242,20 +266,20 @@ static void test_on_idp_answer(void)
         {POLICY_CACHEABLE, 1, 200, 1, POLICY_DO_STORE},
         {POLICY_CACHEABLE, 1, 204, 1, POLICY_DO_STORE},
         {POLICY_CACHEABLE, 1, 299, 1, POLICY_DO_STORE},
-        {POLICY_CACHEABLE, 1, 200, 0, POLICY_DO_PASS},       /* an open path: never stored */
-        {POLICY_CACHEABLE, 1, 302, 0, POLICY_DO_DROP_PASS},  /* a refusal drops what is held */
+        {POLICY_CACHEABLE, 1, 200, 0, POLICY_DO_PASS},      /* an open path: never stored */
+        {POLICY_CACHEABLE, 1, 302, 0, POLICY_DO_DROP_PASS}, /* a refusal drops what is held */
         {POLICY_CACHEABLE, 1, 401, 0, POLICY_DO_DROP_PASS},
-        {POLICY_CACHEABLE, 1, 403, 1, POLICY_DO_DROP_PASS},  /* names_user means nothing off 2xx */
+        {POLICY_CACHEABLE, 1, 403, 1, POLICY_DO_DROP_PASS}, /* names_user means nothing off 2xx */
         {POLICY_CACHEABLE, 1, 199, 0, POLICY_DO_DROP_PASS},
         {POLICY_CACHEABLE, 1, 300, 1, POLICY_DO_DROP_PASS},
         {POLICY_CACHEABLE, 1, 499, 0, POLICY_DO_DROP_PASS},
         {POLICY_CACHEABLE, 1, 500, 1, POLICY_DO_FAIL},
         {POLICY_CACHEABLE, 1, 503, 0, POLICY_DO_FAIL},
         {POLICY_CACHEABLE, 1, 599, 0, POLICY_DO_FAIL},
-        {POLICY_BYPASS, 0, 200, 1, POLICY_DO_PASS},          /* no credential: never stored */
+        {POLICY_BYPASS, 0, 200, 1, POLICY_DO_PASS}, /* no credential: never stored */
         {POLICY_BYPASS, 0, 302, 0, POLICY_DO_PASS},
         {POLICY_BYPASS, 0, 502, 0, POLICY_DO_FAIL},
-        {POLICY_LOGIN_FLOW, 0, 200, 1, POLICY_DO_PASS},      /* the callback: never stored */
+        {POLICY_LOGIN_FLOW, 0, 200, 1, POLICY_DO_PASS}, /* the callback: never stored */
         {POLICY_LOGIN_FLOW, 0, 302, 0, POLICY_DO_PASS},
         {POLICY_LOGOUT, 0, 200, 1, POLICY_DO_PASS},
         {POLICY_LOGOUT, 0, 500, 0, POLICY_DO_FAIL},
@@ -269,8 +293,9 @@ static void test_on_idp_answer(void)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         enum policy_verdict v = policy_on_idp_answer(cases[i].kind, cases[i].cacheable,
                                                      cases[i].status, cases[i].names_user);
-        CHECK(v == cases[i].want, "case %zu (kind %d, status %d, user %d): expected verdict %d, got %d",
-              i, cases[i].kind, cases[i].status, cases[i].names_user, cases[i].want, v);
+        CHECK(v == cases[i].want,
+              "case %zu (kind %d, status %d, user %d): expected verdict %d, got %d", i,
+              cases[i].kind, cases[i].status, cases[i].names_user, cases[i].want, v);
     }
 }
 
