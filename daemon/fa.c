@@ -304,8 +304,8 @@ static void on_idp_done(struct worker *w, uint32_t slot, uint32_t gen, const str
     case POLICY_DO_STORE: {
         int stored = store(w, p, &id);
         deliver(w, p, stored ? FLIGHT_STORED : FLIGHT_RETRY);
-        if (c)
-            conn__answer_identity(w, c, &p->pc, w->scratch, id.hdrs_len, p->result);
+        if (c) /* with the IdP's Set-Cookie, which is not stored */
+            conn__answer_identity(w, c, &p->pc, w->scratch, id.answer_len, p->result);
         break;
     }
     case POLICY_DO_SIGNOUT_PURGE: {

@@ -335,9 +335,15 @@ int policy_identity(const struct config *cfg, const struct http_resp *resp, char
                 id->jwt_exp_ms = ms;
         }
     }
+    id->hdrs_len = o.len;
+    for (size_t i = 0; i < resp->nhdrs; i++) {
+        const struct http_hdr *h = &resp->hdrs[i];
+        if (http_name_eq(h->name, h->name_len, "Set-Cookie"))
+            put_hdr(&o, h->name, h->name_len, h->value, h->value_len);
+    }
     if (o.full)
         return -E2BIG;
-    id->hdrs_len = o.len;
+    id->answer_len = o.len;
     return 0;
 }
 

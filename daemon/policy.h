@@ -48,9 +48,13 @@ size_t policy_upstream_request(const struct config *cfg, const struct http_req *
                                const char *uri_override, char *out, size_t cap);
 
 /* What an IdP 2xx carries: the identity headers as "Name: value\r\n" lines (only names matching
- * --identity-header, never Set-Cookie or hop-by-hop), the user, and the earliest JWT exp. */
+ * --identity-header, never Set-Cookie or hop-by-hop), the user, and the earliest JWT exp. The
+ * IdP's Set-Cookie lines follow the identity headers in the same buffer: the request that got this
+ * answer passes them on to the browser (the IdP refreshed or saved its session); they are never
+ * stored. */
 struct policy_identity {
-    size_t hdrs_len;
+    size_t hdrs_len;       /* the identity headers: what is stored and replayed */
+    size_t answer_len;     /* hdrs_len + the Set-Cookie lines: what this answer carries */
     struct http_span user; /* points into the response; len 0 if absent */
     int64_t jwt_exp_ms;    /* 0 if no JWT with an exp */
 };

@@ -169,6 +169,31 @@ static void test_miss_then_hit(void)
     CHECK_INT(ncalls, n0 + 1);
 }
 
+/* A 2xx with Set-Cookie (the IdP refreshed or saved the session): the request that got it passes
+ * it on to the browser; the answer is stored without it, and a hit never replays it. */
+static void test_set_cookie_on_2xx(void)
+{
+    struct conn *c = open_conn(), *b = open_conn();
+    const char *o;
+    int n0 = ncalls;
+
+    feed(c, check_req("SC"));
+    feed(b, check_req("SC")); /* a waiter on the same flight gets the stored answer */
+    answer(n0,
+           "HTTP/1.1 200 OK\r\nX-Authentik-Username: alice\r\n"
+           "Set-Cookie: authentik_proxy_t=ROTATED; Path=/; HttpOnly\r\nContent-Length: 0\r\n\r\n");
+    o = out(c);
+    HAS(o, "X-Authcache: miss");
+    HAS(o, "Set-Cookie: authentik_proxy_t=ROTATED; Path=/; HttpOnly\r\n");
+    o = out(b);
+    HAS(o, "X-Authentik-Username: alice");
+    CHECK(!strstr(o, "Set-Cookie"), "the waiter's answer has no Set-Cookie:\n%s", o);
+    feed(c, check_req("SC"));
+    o = out(c);
+    HAS(o, "X-Authcache: hit");
+    CHECK(!strstr(o, "Set-Cookie"), "a hit replays no Set-Cookie:\n%s", o);
+}
+
 /* Two requests read before the first is answered: the second waits, answers stay in order. */
 static void test_pipelined_in_order(void)
 {
@@ -590,6 +615,7 @@ int main(void)
 
     test_miss_then_hit();
     test_pipelined_in_order();
+    test_set_cookie_on_2xx();
     test_single_flight();
     test_refused_leader();
     test_close_while_joined();
