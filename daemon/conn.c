@@ -84,17 +84,7 @@ void conn__expire(struct worker *w)
 
 static int out_reserve(struct conn *c, size_t need)
 {
-    if (c->out_len + need <= c->out_cap)
-        return 0;
-    size_t cap = c->out_cap ? c->out_cap : 2048;
-    while (cap < c->out_len + need)
-        cap *= 2;
-    char *n = realloc(c->out, cap);
-    if (!n)
-        return -ENOMEM;
-    c->out = n;
-    c->out_cap = (uint32_t)cap;
-    return 0;
+    return BUF_RESERVE(c->out, c->out_cap, c->out_len + need, 2048, 0);
 }
 
 static void mark_dirty(struct worker *w, struct conn *c)
@@ -403,16 +393,10 @@ static void conn_open(struct worker *w, int fd)
 
 static int in_append(struct conn *c, const char *data, size_t len)
 {
-    if (c->in_len + len > c->in_cap) {
-        size_t cap = c->in_cap ? c->in_cap : 4096;
-        while (cap < c->in_len + len)
-            cap *= 2;
-        char *n = realloc(c->in, cap);
-        if (!n)
-            return -ENOMEM;
-        c->in = n;
-        c->in_cap = (uint32_t)cap;
-    }
+    int rc = BUF_RESERVE(c->in, c->in_cap, c->in_len + len, 4096, 0);
+
+    if (rc < 0)
+        return rc;
     memcpy(c->in + c->in_len, data, len);
     c->in_len += (uint32_t)len;
     return 0;

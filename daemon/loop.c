@@ -113,15 +113,9 @@ void worker_post(struct worker *w, const struct flight_waiter *fw, enum flight_o
     uint64_t one = 1;
 
     pthread_mutex_lock(&w->qmu);
-    if (w->qn == w->qcap) {
-        size_t cap = w->qcap ? w->qcap * 2 : 64;
-        struct wmsg *n = realloc(w->q, cap * sizeof(*n));
-        if (!n) {
-            pthread_mutex_unlock(&w->qmu);
-            return; /* the waiter is answered when its own deadline passes (fa__outcome) */
-        }
-        w->q = n;
-        w->qcap = cap;
+    if (BUF_RESERVE(w->q, w->qcap, w->qn + 1, 64, 0) < 0) {
+        pthread_mutex_unlock(&w->qmu);
+        return; /* out of memory: this waiter is not told, its client (the proxy) times out */
     }
     w->q[w->qn++] = (struct wmsg){fw->slot, fw->gen, o};
     pthread_mutex_unlock(&w->qmu);

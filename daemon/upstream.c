@@ -115,7 +115,8 @@ static void up_fail(struct worker *w, struct up *u, const char *cause)
 static void up_answered(struct worker *w, struct up *u)
 {
     upstream_done_fn *done = u->done;
-    uint32_t ctx = u->ctx, ctx_gen = u->ctx_gen, cap = u->cap, body_len = u->body_len;
+    uint32_t ctx = u->ctx, ctx_gen = u->ctx_gen, body_len = u->body_len;
+    size_t cap = u->cap;
     uint32_t hdr_len = u->hdr_len;
     struct http_resp r = u->resp;
     char *buf = u->buf;
@@ -145,20 +146,16 @@ static void up_submit_send(struct worker *w, struct up *u)
     io_uring_sqe_set_data64(sqe, UD(OP_UP_SEND, up_slot(w, u), u->gen));
 }
 
-/* Room for more of the answer in u->buf: 0, or -1 when the call failed (too large, no memory). */
+/* Room for more of the answer in u->buf than used: 0, or -1 when the call failed (too large, no
+ * memory). */
 static int up_room(struct worker *w, struct up *u, size_t used)
 {
-    if (used < u->cap)
-        return 0;
-    uint32_t cap = u->cap ? u->cap * 2 : 8192;
-    char *n;
-    if (cap > UP_MAX_RESPONSE || !(n = realloc(u->buf, cap))) {
-        up_fail_as(w, u, cap > UP_MAX_RESPONSE ? "answer too large" : "out of memory",
-                   cap <= UP_MAX_RESPONSE);
+    int rc = BUF_RESERVE(u->buf, u->cap, used + 1, 8192, UP_MAX_RESPONSE);
+
+    if (rc < 0) {
+        up_fail_as(w, u, rc == -E2BIG ? "answer too large" : "out of memory", rc == -ENOMEM);
         return -1;
     }
-    u->buf = n;
-    u->cap = cap;
     return 0;
 }
 

@@ -28,6 +28,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "buf.h"
 #include "daemon.h"
 #include "http.h"
 #include "policy.h"
@@ -90,9 +91,11 @@ struct conn {
     int64_t body_skip;  /* BODY_LENGTH: bytes still to discard */
     struct http_chunked chunked;
     char *in;
-    uint32_t in_len, in_cap;
+    uint32_t in_len;
+    size_t in_cap;
     char *out;
-    uint32_t out_len, out_cap, out_off;
+    uint32_t out_len, out_off;
+    size_t out_cap;
     uint32_t req_slot, req_gen; /* CONN_WAITING: the request in w->reqs */
     /* timer: at most one list (header or idle), ordered by deadline since every entry of a list
      * got the same timeout; monotonic ms */
@@ -171,7 +174,8 @@ struct up {
     const char *req;
     size_t req_len, req_off;
     char *buf;
-    uint32_t len, cap;
+    uint32_t len;
+    size_t cap;
     struct http_hdr *hdrs; /* the answer's head, parsed once when it is whole */
     struct http_resp resp;
     uint32_t hdr_len, raw_pos, body_len;
@@ -226,7 +230,7 @@ struct worker {
     uint32_t max_ups, idle_head, nidle;
     char *spare_buf; /* swapped with a finished call's buffer, so the call can be reused while its
                       * completion reads the answer */
-    uint32_t spare_cap;
+    size_t spare_cap;
     struct http_hdr *spare_hdrs;
     struct sockaddr_storage up_addr;
     socklen_t up_addrlen;
@@ -274,8 +278,8 @@ void conn__close(struct worker *w, struct conn *c);
 void conn__expire(struct worker *w); /* close connections past their deadline */
 void conn__drain_idle(struct worker *w);
 void conn__adopt(struct worker *w);
-    /* give waiting accepted connections the slots freed */ /* close those with nothing in progress
-                                                             */
+/* give waiting accepted connections the slots freed */ /* close those with nothing in progress
+                                                         */
 struct conn *conn__get(struct worker *w, uint32_t slot, uint32_t gen); /* open, or NULL */
 void conn__park(struct worker *w, struct conn *c, uint32_t req_slot, uint32_t req_gen);
 void conn__resume(struct worker *w, struct conn *c); /* its request is answered: go on */
