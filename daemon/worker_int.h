@@ -44,7 +44,7 @@
 #define OUT_HIGH_WATER (256u << 10) /* stop parsing a connection until its output drains */
 #define UPREQ_MAX (MAX_HEADER + 4096)
 #define SLOT_NONE UINT32_MAX
-#define CONN_WAITING_MAX 64 /* accepted connections waiting for an evicted one's slot */
+#define CONN_WAITING_MAX 1024 /* accepted connections waiting for an evicted one's slot */
 
 /* ---- the ring's user data: operation, slot, generation ---- */
 

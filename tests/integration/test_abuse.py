@@ -631,12 +631,19 @@ def connection_limit():
         n = 2 * per + extra
         socks = open_idle(d.port, n)
         try:
+            last = {}
+
             def settled():
                 m = metrics(d)
-                return (metric(m, "authcache_connections_accepted_total") - acc0 == n and
-                        metric(m, "authcache_connections_open") == 2 * per) and m
-            m = harness.wait_for(settled, timeout=10, interval=0.05,
-                                 what=f"the daemon took all {n} connections, {2 * per} held")
+                last.update(accepted=metric(m, "authcache_connections_accepted_total") - acc0,
+                            open=metric(m, "authcache_connections_open"),
+                            rejected=metric(m, "authcache_connections_rejected_total"))
+                return last["accepted"] == n and last["open"] == 2 * per and m
+            try:
+                m = harness.wait_for(settled, timeout=10, interval=0.05,
+                                     what=f"the daemon took all {n} connections, {2 * per} held")
+            except AssertionError as e:
+                raise AssertionError(f"{e}; last seen {last}")
             eq(metric(m, "authcache_connections_rejected_total"), 0, "connections refused")
             # The evicted ones see the close at once; the held ones stay open.
             p = select.poll()
