@@ -620,6 +620,7 @@ static void apply_preset(struct config *cfg, enum config_preset preset)
         set_patterns(&cfg->identity_headers, ak_headers);
         strcpy(cfg->user_header, "X-Authentik-Username");
         cfg->key_scope = CONFIG_SCOPE_HOST;
+        cfg->background_revalidation = 1;
         strcpy(cfg->signout_path, "/outpost.goauthentik.io/sign_out");
         break;
     case CONFIG_PRESET_OAUTH2_PROXY:
@@ -627,6 +628,7 @@ static void apply_preset(struct config *cfg, enum config_preset preset)
         set_patterns(&cfg->identity_headers, o2_headers);
         strcpy(cfg->user_header, "X-Auth-Request-User");
         cfg->key_scope = CONFIG_SCOPE_HOST;
+        cfg->background_revalidation = 0; /* /oauth2/auth refreshes with Set-Cookie */
         strcpy(cfg->signout_path, "/oauth2/sign_out");
         break;
     case CONFIG_PRESET_AUTHELIA:
@@ -634,6 +636,7 @@ static void apply_preset(struct config *cfg, enum config_preset preset)
         set_patterns(&cfg->identity_headers, al_headers);
         strcpy(cfg->user_header, "Remote-User");
         cfg->key_scope = CONFIG_SCOPE_URI;
+        cfg->background_revalidation = 1;
         strcpy(cfg->signout_path, "/logout");
         break;
     }

@@ -243,6 +243,7 @@ static int store(struct worker *w, const struct fareq *p, const struct policy_id
     a.user_len = (uint32_t)(id->user.len < SHM_MAX_USER ? id->user.len : SHM_MAX_USER);
     a.hdrs = w->scratch;
     a.hdrs_len = (uint32_t)id->hdrs_len;
+    a.flags = id->answer_len > id->hdrs_len ? SHM_ANSWER_ROTATES : 0;
     /* A purge of this user or session (or of everything) since the call was sent: the answer is
      * older than the purge and must not outlive it. Checked before the insert, and again after it
      * for a purge that raced it (epoch.h says why that is enough). An answer asked for after the
@@ -502,7 +503,10 @@ void fa__request(struct worker *w, struct conn *c, const struct http_req *req)
         if (held_answer(w, key.digest, SHM_LOOKUP_PROMOTE, &a) == 0) {
             if (w->now_ms < a.fresh_until_ms) {
                 conn__answer_identity(w, c, &pc, a.hdrs, a.hdrs_len, RES_HIT);
-                if (w->now_ms >= a.fresh_until_ms - w->refresh_ahead_ms)
+                /* Never in the background for an answer that came with Set-Cookie, nor for an IdP
+                 * that may rotate sessions there: the new cookie would reach no browser. */
+                if (w->now_ms >= a.fresh_until_ms - w->refresh_ahead_ms &&
+                    w->cfg->background_revalidation && !(a.flags & SHM_ANSWER_ROTATES))
                     start_background(w, req, pr, &key, a.first_seen_ms);
                 return;
             }

@@ -195,6 +195,7 @@ static void answer_from_copy(struct shm_answer *a, const void *buf, uint64_t pos
     a->confirmed_ms = c->confirmed_ms;
     a->fresh_until_ms = c->fresh_until_ms;
     a->session_end_ms = c->session_end_ms;
+    a->flags = c->flags;
     a->host = p;
     a->host_len = c->host_len;
     a->user = p + c->host_len;
@@ -343,6 +344,7 @@ static uint64_t write_record(struct shm *h, const struct shm_answer *a, uint64_t
         .kind = SHM_REC_ANSWER,
         .host_len = (uint16_t)a->host_len,
         .user_len = (uint16_t)a->user_len,
+        .flags = a->flags,
         .hdrs_len = a->hdrs_len,
         .first_seen_ms = a->first_seen_ms,
         .confirmed_ms = a->confirmed_ms,

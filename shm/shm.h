@@ -53,6 +53,7 @@ struct shm_key {
 struct shm_answer {
     struct shm_key key;
     int64_t first_seen_ms, confirmed_ms, fresh_until_ms, session_end_ms;
+    uint16_t flags; /* SHM_ANSWER_* */
     const char *host;
     const char *user;
     const char *hdrs;

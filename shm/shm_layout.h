@@ -115,6 +115,9 @@ struct shm_bucket_sh {
 _Static_assert(sizeof(struct shm_bucket_sh) == SHM_BUCKET_SIZE, "a bucket is one cache line");
 
 #define SHM_REC_ANSWER 1u /* an answer */
+/* The IdP sent Set-Cookie with this answer (it refreshes or saves sessions on its auth endpoint):
+ * revalidate it only for a request whose browser gets the new cookie, never in the background. */
+#define SHM_ANSWER_ROTATES 1u
 #define SHM_REC_FILLER 2u /* padding at the end of the ring; len bytes to skip */
 
 /*
@@ -129,7 +132,7 @@ struct shm_rec_sh {
     uint16_t kind;       /* SHM_REC_* */
     uint16_t host_len;
     uint16_t user_len;
-    uint16_t reserved;
+    uint16_t flags;         /* SHM_ANSWER_*; 0 in segments written before they existed */
     uint32_t hdrs_len;
     uint8_t digest[SHM_DIGEST_LEN];
     uint8_t cred[SHM_CRED_LEN];

@@ -194,6 +194,36 @@ static void test_set_cookie_on_2xx(void)
     CHECK(!strstr(o, "Set-Cookie"), "a hit replays no Set-Cookie:\n%s", o);
 }
 
+/* An answer that came with Set-Cookie is never revalidated in the background (the new cookie would
+ * reach no browser): inside the refresh-ahead window it is served without a call; past fresh-ttl
+ * the request that finds it waits for the IdP and gets the Set-Cookie. */
+static void test_rotating_answers_revalidate_in_band(void)
+{
+    struct conn *c = open_conn();
+    const char *o;
+    int n0 = ncalls;
+
+    feed(c, check_req("RO"));
+    answer(n0, "HTTP/1.1 200 OK\r\nX-Authentik-Username: alice\r\n"
+               "Set-Cookie: authentik_proxy_t=RO2\r\nContent-Length: 0\r\n\r\n");
+    out(c);
+    usleep(850 * 1000); /* inside the refresh-ahead window */
+    feed(c, check_req("RO"));
+    if (c->state == CONN_OPEN) { /* (a slow machine may be past fresh-ttl already) */
+        HAS(out(c), "X-Authcache: hit");
+        CHECK_INT(ncalls, n0 + 1); /* no background call */
+        usleep(300 * 1000);
+        feed(c, check_req("RO"));
+    }
+    CHECK_INT(c->state, CONN_WAITING); /* past fresh-ttl: in band */
+    CHECK_INT(ncalls, n0 + 2);
+    answer(n0 + 1, "HTTP/1.1 200 OK\r\nX-Authentik-Username: alice\r\n"
+                   "Set-Cookie: authentik_proxy_t=RO3\r\nContent-Length: 0\r\n\r\n");
+    o = out(c);
+    HAS(o, "X-Authcache: revalidated");
+    HAS(o, "Set-Cookie: authentik_proxy_t=RO3");
+}
+
 /* Two requests read before the first is answered: the second waits, answers stay in order. */
 static void test_pipelined_in_order(void)
 {
@@ -616,6 +646,7 @@ int main(void)
     test_miss_then_hit();
     test_pipelined_in_order();
     test_set_cookie_on_2xx();
+    test_rotating_answers_revalidate_in_band();
     test_single_flight();
     test_refused_leader();
     test_close_while_joined();

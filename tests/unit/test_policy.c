@@ -299,8 +299,18 @@ static void test_on_idp_answer(void)
     }
 }
 
+/* Refresh ahead is a preset's: off for oauth2-proxy, whose /oauth2/auth may refresh the session
+ * with a Set-Cookie a background call would lose. */
+static void test_background_revalidation_by_preset(void)
+{
+    CHECK_INT(cfg_of("authentik", NULL)->background_revalidation, 1);
+    CHECK_INT(cfg_of("oauth2-proxy", NULL)->background_revalidation, 0);
+    CHECK_INT(cfg_of("authelia", NULL)->background_revalidation, 1);
+}
+
 int main(void)
 {
+    test_background_revalidation_by_preset();
     test_on_idp_answer();
     test_credentials();
     test_markers();
