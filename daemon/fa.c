@@ -229,18 +229,21 @@ static void idp_failure(struct worker *w, const char *cause, int down, int local
     breaker_failure(&w->d->breaker, w->mono_ms, cause);
 }
 
-/* Store the identity of a 2xx for p's key. Returns 1 if stored. */
+/* Store the identity of a 2xx for p's key. Returns 1 if stored. A user name longer than the
+ * segment keeps is not stored at all: cut short, a purge by the whole name would miss it. */
 static int store(struct worker *w, const struct fareq *p, const struct policy_identity *id)
 {
     struct shm_answer a = {.key = p->key};
     int64_t last;
 
+    if (id->user.len > SHM_MAX_USER)
+        return 0;
     policy_lifetimes(w->cfg, w->now_ms, p->held_first_seen ? p->held_first_seen : w->now_ms,
                      id->jwt_exp_ms, &a);
     a.host = p->host;
     a.host_len = p->host_len;
     a.user = id->user.p;
-    a.user_len = (uint32_t)(id->user.len < SHM_MAX_USER ? id->user.len : SHM_MAX_USER);
+    a.user_len = (uint32_t)id->user.len;
     a.hdrs = w->scratch;
     a.hdrs_len = (uint32_t)id->hdrs_len;
     a.flags = id->answer_len > id->hdrs_len ? SHM_ANSWER_ROTATES : 0;

@@ -224,6 +224,39 @@ static void test_rotating_answers_revalidate_in_band(void)
     HAS(o, "Set-Cookie: authentik_proxy_t=RO3");
 }
 
+/* A user name longer than the segment keeps (SHM_MAX_USER) is passed on but never stored: cut
+ * short, a purge by that name would miss it. One of exactly the limit is stored. */
+static void test_long_user_names(void)
+{
+    static char resp[2048], name[SHM_MAX_USER + 2];
+    struct conn *c = open_conn();
+    int n0 = ncalls;
+
+    for (int len = SHM_MAX_USER + 1, k = 0; k < 2; k++, len = SHM_MAX_USER) {
+        const char *s = k ? "LN2" : "LN1";
+        memset(name, 'n', (size_t)len);
+        name[len] = 0;
+        snprintf(resp, sizeof(resp),
+                 "HTTP/1.1 200 OK\r\nX-Authentik-Username: %s\r\nContent-Length: 0\r\n\r\n", name);
+        feed(c, check_req(s));
+        answer(ncalls - 1, resp);
+        HAS(out(c), "X-Authcache: miss");
+        feed(c, check_req(s));
+        if (k == 0) {
+            CHECK_INT(ncalls, n0 + 2); /* not stored: asked again */
+            answer(ncalls - 1, resp);
+            HAS(out(c), "X-Authcache: miss");
+        } else {
+            HAS(out(c), "X-Authcache: hit");
+            daemon_purge(&d, name, (size_t)len, NULL, 0, "test");
+            feed(c, check_req(s));
+            CHECK_INT(c->state, CONN_WAITING); /* the purge by the whole name found it */
+            answer(ncalls - 1, resp);
+            out(c);
+        }
+    }
+}
+
 /* Two requests read before the first is answered: the second waits, answers stay in order. */
 static void test_pipelined_in_order(void)
 {
@@ -646,6 +679,7 @@ int main(void)
     test_miss_then_hit();
     test_pipelined_in_order();
     test_set_cookie_on_2xx();
+    test_long_user_names();
     test_rotating_answers_revalidate_in_band();
     test_single_flight();
     test_refused_leader();
