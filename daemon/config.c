@@ -607,17 +607,18 @@ static void set_patterns(struct config_patterns *ps, const char *const *names)
 static void apply_preset(struct config *cfg, enum config_preset preset)
 {
     static const char *const ak_cookies[] = {"authentik_proxy_*", NULL};
-    static const char *const ak_headers[] = {"X-Authentik-*", "Authorization", NULL};
+    /* Every header of the IdP's 2xx is identity (policy_identity leaves out those that describe the
+     * response itself): authentik's additionalHeaders, oauth2-proxy's GAP-Auth and injected
+     * headers reach the application as they do without the cache. */
+    static const char *const all_headers[] = {"*", NULL};
     static const char *const o2_cookies[] = {"_oauth2_proxy*", NULL};
-    static const char *const o2_headers[] = {"X-Auth-Request-*", "Authorization", NULL};
     static const char *const al_cookies[] = {"authelia_session", NULL};
-    static const char *const al_headers[] = {"Remote-*", "Authorization", NULL};
 
     cfg->preset = preset;
     switch (preset) {
     case CONFIG_PRESET_AUTHENTIK:
         set_patterns(&cfg->session_cookies, ak_cookies);
-        set_patterns(&cfg->identity_headers, ak_headers);
+        set_patterns(&cfg->identity_headers, all_headers);
         strcpy(cfg->user_header, "X-Authentik-Username");
         cfg->key_scope = CONFIG_SCOPE_HOST;
         cfg->background_revalidation = 1;
@@ -625,7 +626,7 @@ static void apply_preset(struct config *cfg, enum config_preset preset)
         break;
     case CONFIG_PRESET_OAUTH2_PROXY:
         set_patterns(&cfg->session_cookies, o2_cookies);
-        set_patterns(&cfg->identity_headers, o2_headers);
+        set_patterns(&cfg->identity_headers, all_headers);
         strcpy(cfg->user_header, "X-Auth-Request-User");
         cfg->key_scope = CONFIG_SCOPE_HOST;
         cfg->background_revalidation = 0; /* /oauth2/auth refreshes with Set-Cookie */
@@ -633,7 +634,7 @@ static void apply_preset(struct config *cfg, enum config_preset preset)
         break;
     case CONFIG_PRESET_AUTHELIA:
         set_patterns(&cfg->session_cookies, al_cookies);
-        set_patterns(&cfg->identity_headers, al_headers);
+        set_patterns(&cfg->identity_headers, all_headers);
         strcpy(cfg->user_header, "Remote-User");
         cfg->key_scope = CONFIG_SCOPE_URI;
         cfg->background_revalidation = 1;

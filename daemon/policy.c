@@ -308,6 +308,34 @@ size_t policy_upstream_request(const struct config *cfg, const struct http_req *
 
 /* ---- the IdP's answer ---- */
 
+/* Headers of an IdP's 2xx that describe that response, not the user: never stored or replayed
+ * (nor are hop-by-hop ones; Set-Cookie goes only to the request that got it). */
+static int describes_response(const char *name, size_t len)
+{
+    static const char *const deny[] = {
+        "Content-Length",
+        "Content-Type",
+        "Content-Encoding",
+        "Transfer-Encoding",
+        "Date",
+        "Server",
+        "Cache-Control",
+        "Expires",
+        "Age",
+        "ETag",
+        "Last-Modified",
+        "Vary",
+        "Set-Cookie",
+        "X-Authcache",
+        NULL,
+    };
+
+    for (int i = 0; deny[i]; i++)
+        if (http_name_eq(name, len, deny[i]))
+            return 1;
+    return 0;
+}
+
 int policy_identity(const struct config *cfg, const struct http_resp *resp, char *buf, size_t cap,
                     struct policy_identity *id)
 {
@@ -319,10 +347,7 @@ int policy_identity(const struct config *cfg, const struct http_resp *resp, char
         int64_t exp_s;
 
         if (!config_patterns_match(&cfg->identity_headers, h->name, h->name_len) ||
-            hop_by_hop(resp->hdrs, resp->nhdrs, h) ||
-            http_name_eq(h->name, h->name_len, "Set-Cookie") ||
-            http_name_eq(h->name, h->name_len, "Content-Length") ||
-            http_name_eq(h->name, h->name_len, "X-Authcache"))
+            hop_by_hop(resp->hdrs, resp->nhdrs, h) || describes_response(h->name, h->name_len))
             continue;
         put_hdr(&o, h->name, h->name_len, h->value, h->value_len);
         if (id->user.len == 0 && http_name_eq(h->name, h->name_len, cfg->user_header) &&

@@ -47,8 +47,10 @@ void policy_classify(const struct config *cfg, const struct http_req *req, struc
 size_t policy_upstream_request(const struct config *cfg, const struct http_req *req,
                                const char *uri_override, char *out, size_t cap);
 
-/* What an IdP 2xx carries: the identity headers as "Name: value\r\n" lines (only names matching
- * --identity-header, never Set-Cookie or hop-by-hop), the user, and the earliest JWT exp. The
+/* What an IdP 2xx carries: the identity headers as "Name: value\r\n" lines (names matching
+ * --identity-header, by default all; never hop-by-hop ones nor those that describe the response
+ * itself: framing, Content-Type, Date, Server, caching, Set-Cookie), the user, and the earliest JWT
+ * exp. The
  * IdP's Set-Cookie lines follow the identity headers in the same buffer: the request that got this
  * answer passes them on to the browser (the IdP refreshed or saved its session); they are never
  * stored. */

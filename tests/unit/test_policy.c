@@ -186,16 +186,20 @@ static void test_identity_and_lifetimes(void)
     const char *raw = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nSet-Cookie: a=b\r\n"
                       "X-authentik-username: alice\r\nX-Other: no\r\nConnection: close\r\n"
                       "X-authentik-jwt: eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjE4MDAwMDAwMDB9.c2ln\r\n"
-                      "x-authentik-groups: a|b\r\nX-Authcache: hit\r\n\r\n";
+                      "x-authentik-groups: a|b\r\nX-Authcache: hit\r\nDate: Fri, 04 Dec 2026\r\n"
+                      "Server: outpost\r\nContent-Type: text/plain\r\nGAP-Auth: alice@x\r\n"
+                      "Cache-Control: no-cache\r\nETag: \"1\"\r\nVary: Cookie\r\n\r\n";
     struct http_resp resp = {.hdrs = hdrs, .hdrs_cap = 64};
     struct policy_identity id;
     char out[1024];
 
     CHECK(http_parse_response(raw, strlen(raw), 65536, &resp) > 0, "response parses");
     CHECK_INT(policy_identity(cfg, &resp, out, sizeof(out), &id), 0);
-    const char *want = "X-authentik-username: alice\r\n"
+    /* every header but those that describe the response (Content-Length, Set-Cookie, X-Authcache)
+     * and hop-by-hop ones (Connection) */
+    const char *want = "X-authentik-username: alice\r\nX-Other: no\r\n"
                        "X-authentik-jwt: eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjE4MDAwMDAwMDB9.c2ln\r\n"
-                       "x-authentik-groups: a|b\r\n";
+                       "x-authentik-groups: a|b\r\nGAP-Auth: alice@x\r\n";
     CHECK_MEM(out, id.hdrs_len, want, strlen(want));
     SPAN_IS(id.user.p, id.user.len, "alice");
     CHECK_INT(id.jwt_exp_ms, 1800000000000LL);
