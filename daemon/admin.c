@@ -140,8 +140,7 @@ static void metrics_text(struct daemon *d, struct buf *b)
             "# HELP authcache_idp_circuit_opened_total Times the circuit breaker opened.\n"
             "# TYPE authcache_idp_circuit_opened_total counter\n"
             "authcache_idp_circuit_opened_total %llu\n",
-            __atomic_load_n(&d->breaker.open, __ATOMIC_RELAXED),
-            (unsigned long long)__atomic_load_n(&d->breaker.opened_total, __ATOMIC_RELAXED));
+            breaker_is_open(&d->breaker), (unsigned long long)breaker_opened_total(&d->breaker));
     bprintf(b,
             "# HELP authcache_entries Answers held in the segment.\n"
             "# TYPE authcache_entries gauge\nauthcache_entries %lld\n"
@@ -228,8 +227,8 @@ static void stats_json(struct daemon *d, struct buf *b)
             (unsigned long long)SUM(d, idp_calls), (unsigned long long)SUM(d, idp_failures),
             (unsigned long long)SUM(d, idp_coalesced), (unsigned long long)SUM(d, idp_background),
             (unsigned long long)lat, (double)SUM(d, idp_lat_sum_us) / 1e6,
-            __atomic_load_n(&d->breaker.open, __ATOMIC_RELAXED) ? "true" : "false",
-            (unsigned long long)__atomic_load_n(&d->breaker.opened_total, __ATOMIC_RELAXED));
+            breaker_is_open(&d->breaker) ? "true" : "false",
+            (unsigned long long)breaker_opened_total(&d->breaker));
     bprintf(b,
             "\"cache\":{\"entries\":%lld,\"capacity\":%llu,\"lookups\":%llu,\"hits\":%llu,"
             "\"misses\":%llu,\"inserts\":%llu,\"replaces\":%llu,\"evictions\":%llu,\"purges\":%llu,"

@@ -152,14 +152,10 @@ void conn__answer_identity(struct worker *w, struct conn *c, const struct policy
 void conn__answer_unavailable(struct worker *w, struct conn *c, const struct policy_conn *pc,
                               const char *cause)
 {
-    int retry = 1;
+    int retry = breaker_retry_after_s(&w->d->breaker, w->mono_ms);
     size_t cap;
     char *out;
 
-    if (__atomic_load_n(&w->d->breaker.open, __ATOMIC_RELAXED)) {
-        int64_t left = __atomic_load_n(&w->d->breaker.retry_at_ms, __ATOMIC_RELAXED) - w->mono_ms;
-        retry = left > 1000 ? (int)((left + 999) / 1000) : 1;
-    }
     if ((out = answer_begin(w, c, 512, &cap)))
         answer_end(w, c, pc, policy_answer_unavailable(pc, cause, retry, out, cap), RES_UNAVAILABLE,
                    503);

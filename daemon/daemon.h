@@ -1,6 +1,7 @@
 /*
  * daemon.h — the process-wide state of authcached that workers, the admin listener and main share:
- * configuration, the segment, per-worker metrics, the IdP circuit breaker, the single-flight table.
+ * configuration, the segment, per-worker metrics, the IdP circuit breaker (breaker.h), the
+ * single-flight table (flight.h), purges.
  * Everything here is made at start; the hot path only reads it (metrics are per worker).
  */
 #ifndef AUTHCACHE_DAEMON_H
@@ -10,7 +11,9 @@
 #include <stdalign.h>
 #include <stdint.h>
 
+#include "breaker.h"
 #include "config.h"
+#include "flight.h"
 #include "shm.h"
 
 /* What answered a forward-auth request: the X-Authcache values, and the rest. */
@@ -27,17 +30,18 @@ enum result {
 };
 extern const char *const result_names[RES_COUNT];
 
-#define METRICS_LAT_BUCKETS 14 /* IdP latency: 0.5 1 2.5 5 10 25 50 100 250 500 1000 2500 5000 ms +Inf */
+#define METRICS_LAT_BUCKETS                                                                        \
+    14 /* IdP latency: 0.5 1 2.5 5 10 25 50 100 250 500 1000 2500 5000 ms +Inf */
 extern const double metrics_lat_bounds_ms[METRICS_LAT_BUCKETS - 1];
 
 /* One worker's counters: written only by that worker (relaxed stores), read by the admin thread. */
 struct metrics {
     alignas(64) uint64_t results[RES_COUNT];
-    uint64_t status[6];        /* by class: 1xx..5xx at [1..5], [0] other */
-    uint64_t idp_calls;        /* requests sent to the IdP */
-    uint64_t idp_failures;     /* unreachable, timed out, 5xx, garbage */
-    uint64_t idp_coalesced;    /* requests that waited on another's IdP call */
-    uint64_t idp_background;   /* refresh-ahead revalidations and breaker probes */
+    uint64_t status[6];      /* by class: 1xx..5xx at [1..5], [0] other */
+    uint64_t idp_calls;      /* requests sent to the IdP */
+    uint64_t idp_failures;   /* unreachable, timed out, 5xx, garbage */
+    uint64_t idp_coalesced;  /* requests that waited on another's IdP call */
+    uint64_t idp_background; /* refresh-ahead revalidations and breaker probes */
     uint64_t idp_lat[METRICS_LAT_BUCKETS];
     uint64_t idp_lat_sum_us;
     uint64_t conns_accepted, conns_rejected, conns_open, conns_timed_out;
@@ -45,44 +49,6 @@ struct metrics {
 };
 
 #define M_ADD(m, field, n) __atomic_store_n(&(m)->field, (m)->field + (n), __ATOMIC_RELAXED)
-
-/* The IdP circuit breaker: opens after BREAKER_THRESHOLD consecutive failures; while open, requests
- * that need the IdP fail at once (stale or 503) and one background probe per back-off tests it. */
-#define BREAKER_THRESHOLD 3
-#define BREAKER_MIN_BACKOFF_MS 500
-#define BREAKER_MAX_BACKOFF_MS 10000
-struct breaker {
-    int failures;        /* consecutive */
-    int open;            /* 1 while open */
-    int64_t retry_at_ms; /* next probe when open */
-    int64_t backoff_ms;
-    int probing;         /* a probe is in flight */
-    uint64_t opened_total;
-};
-int breaker_allow(struct breaker *b, int64_t now_ms);   /* 1: requests may go to the IdP */
-int breaker_take_probe(struct breaker *b, int64_t now_ms); /* 1: the caller sends the probe */
-void breaker_success(struct breaker *b);
-void breaker_failure(struct breaker *b, int64_t now_ms, const char *cause);
-
-/* Single flight: one IdP request per key in the whole process; the others wait for its outcome. */
-struct flight_waiter {
-    uint32_t worker, slot, gen;
-};
-enum flight_outcome {
-    FLIGHT_STORED, /* an answer is in the cache now: serve it */
-    FLIGHT_RETRY,  /* not stored (non-2xx, no user): each waiter asks the IdP itself */
-    FLIGHT_FAILED, /* the IdP failed: stale or 503 */
-};
-struct flights;
-struct flights *flights_new(void);
-void flights_free(struct flights *f);
-/* Lead the flight for digest (returns 1) or, with w, join it (returns 0). Without w (a background
- * revalidation) returns 0 and does nothing when a flight exists. -ENOMEM. */
-int flight_begin(struct flights *f, const uint8_t digest[SHM_DIGEST_LEN],
-                 const struct flight_waiter *w);
-/* End the flight: hands back its waiters (caller frees *out with free()). */
-size_t flight_end(struct flights *f, const uint8_t digest[SHM_DIGEST_LEN],
-                  struct flight_waiter **out);
 
 struct worker;
 struct bus;
@@ -101,7 +67,7 @@ struct daemon {
     int draining; /* SIGTERM seen */
     int64_t started_ms;
     uint64_t purged_total;
-    struct bus *bus; /* NULL without --bus; set before the workers start */
+    struct bus *bus;       /* NULL without --bus; set before the workers start */
     struct epochs *epochs; /* purge stamps against answers in flight and held (epoch.h) */
     struct purger *purger; /* the purge thread; NULL: purges run where they are asked */
 };

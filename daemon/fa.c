@@ -224,7 +224,7 @@ static void idp_failure(struct worker *w, const char *cause, int down, int local
                  cause);
         return;
     }
-    if (!__atomic_load_n(&w->d->breaker.open, __ATOMIC_RELAXED))
+    if (!breaker_is_open(&w->d->breaker))
         log_warn("idp_error", "identity provider call failed: %s", cause);
     breaker_failure(&w->d->breaker, w->mono_ms, cause);
 }

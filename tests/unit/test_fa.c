@@ -380,7 +380,7 @@ static void test_failures_open_the_breaker(void)
         HAS(o, "Retry-After:");
         HAS(o, "connection refused");
     }
-    CHECK(__atomic_load_n(&d.breaker.open, __ATOMIC_RELAXED), "the breaker opens after %d failures",
+    CHECK(breaker_is_open(&d.breaker), "the breaker opens after %d failures",
           BREAKER_THRESHOLD);
     feed(c, check_req("S6"));
     o = out(c);
@@ -394,7 +394,7 @@ static void test_failures_open_the_breaker(void)
     fa__tick(w);
     CHECK_INT(ncalls, n0 + BREAKER_THRESHOLD + 1); /* one probe at a time */
     answer(ncalls - 1, OK_ALICE);
-    CHECK(!__atomic_load_n(&d.breaker.open, __ATOMIC_RELAXED), "the probe's success closes it");
+    CHECK(!breaker_is_open(&d.breaker), "the probe's success closes it");
     CHECK_INT(live_reqs(), 0);
 }
 
@@ -418,7 +418,7 @@ static void test_breaker_counts_only_outages(void)
         answer(n0 + 2 * i + 1, "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n");
         HAS(out(c), "HTTP/1.1 503");
     }
-    CHECK(!__atomic_load_n(&d.breaker.open, __ATOMIC_RELAXED),
+    CHECK(!breaker_is_open(&d.breaker),
           "local failures and 500s leave the breaker closed");
     n0 = ncalls;
     for (int i = 0; i < BREAKER_THRESHOLD; i++) {
@@ -426,7 +426,7 @@ static void test_breaker_counts_only_outages(void)
         answer(n0 + i, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
         out(c);
     }
-    CHECK(__atomic_load_n(&d.breaker.open, __ATOMIC_RELAXED), "502s open it");
+    CHECK(breaker_is_open(&d.breaker), "502s open it");
     breaker_success(&d.breaker);
 }
 
