@@ -194,21 +194,9 @@ int authcache_stats(struct authcache *c, struct authcache_stats *out)
     reopen_if_retired(c);
     shm_stats_get(&c->h, &st);
     memset(out, 0, sizeof(*out));
-    out->entries = st.live;
-    out->capacity = st.capacity;
-    out->lookups = st.lookups;
-    out->hits = st.hits;
-    out->misses = st.misses;
-    out->inserts = st.inserts;
-    out->replaces = st.replaces;
-    out->evictions = st.evictions;
-    out->purges = st.purges;
-    out->expired = st.expired;
-    out->retries = st.retries;
-    out->promotions = st.promotions;
-    out->segment_bytes = st.segment_bytes;
-    out->ring_bytes = st.ring_size;
-    out->ring_used = st.ring_used;
+#define X(field, key, prom, kind, help) out->key = st.field;
+    SHM_STATS_FIGURES(X)
+#undef X
     out->generation = st.generation;
     for (unsigned i = 0; i < 8 && i < SHM_SIZE_CLASSES; i++)
         out->size_class[i] = st.size_class[i];

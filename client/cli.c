@@ -119,19 +119,11 @@ static void json_str(FILE *f, const char *s, size_t n)
 static void print_stats(const struct authcache_stats *s, const char *name, int json)
 {
     if (json) {
-        printf("{\"segment\":\"/dev/shm/%s\",\"entries\":%lld,\"capacity\":%llu,\"lookups\":%llu,"
-               "\"hits\":%llu,\"misses\":%llu,\"inserts\":%llu,\"replaces\":%llu,"
-               "\"evictions\":%llu,\"purges\":%llu,\"expired\":%llu,\"retries\":%llu,"
-               "\"promotions\":%llu,\"segment_bytes\":%llu,\"ring_bytes\":%llu,\"ring_used\":%llu,"
-               "\"generation\":\"%016llx\",\"size_classes\":[",
-               name, (long long)s->entries, (unsigned long long)s->capacity,
-               (unsigned long long)s->lookups, (unsigned long long)s->hits,
-               (unsigned long long)s->misses, (unsigned long long)s->inserts,
-               (unsigned long long)s->replaces, (unsigned long long)s->evictions,
-               (unsigned long long)s->purges, (unsigned long long)s->expired,
-               (unsigned long long)s->retries, (unsigned long long)s->promotions,
-               (unsigned long long)s->segment_bytes, (unsigned long long)s->ring_bytes,
-               (unsigned long long)s->ring_used, (unsigned long long)s->generation);
+        printf("{\"segment\":\"/dev/shm/%s\"", name);
+#define X(field, key, prom, kind, help) printf(",\"" #key "\":%lld", (long long)s->key);
+        SHM_STATS_FIGURES(X)
+#undef X
+        printf(",\"generation\":\"%016llx\",\"size_classes\":[", (unsigned long long)s->generation);
         for (int i = 0; i < 8; i++)
             printf("%s%llu", i ? "," : "", (unsigned long long)s->size_class[i]);
         printf("]}\n");
@@ -153,7 +145,8 @@ static void print_stats(const struct authcache_stats *s, const char *name, int j
     printf("log         %llu of %llu MiB in use  reader retries %llu\n",
            (unsigned long long)(s->ring_used >> 20), (unsigned long long)(s->ring_bytes >> 20),
            (unsigned long long)s->retries);
-    printf("sizes       <=256B %llu  512B %llu  1K %llu  2K %llu  4K %llu  8K %llu  16K %llu  more %llu\n",
+    printf("sizes       <=256B %llu  512B %llu  1K %llu  2K %llu  4K %llu  8K %llu  16K %llu  more "
+           "%llu\n",
            (unsigned long long)s->size_class[0], (unsigned long long)s->size_class[1],
            (unsigned long long)s->size_class[2], (unsigned long long)s->size_class[3],
            (unsigned long long)s->size_class[4], (unsigned long long)s->size_class[5],
@@ -211,11 +204,12 @@ static int cmd_get(struct authcache *c, const char *cookie, const char *authz, c
     printf("user        %.*s\n", (int)a.user_len, a.user);
     printf("host        %.*s\n", (int)a.host_len, a.host);
     if (now < a.fresh_until_ms)
-        printf("freshness   fresh for %s more (confirmed %s ago)\n", dur(a.fresh_until_ms - now, b1, 32),
-               dur(now - a.confirmed_ms, b2, 32));
+        printf("freshness   fresh for %s more (confirmed %s ago)\n",
+               dur(a.fresh_until_ms - now, b1, 32), dur(now - a.confirmed_ms, b2, 32));
     else
-        printf("freshness   stale: revalidated with the IdP on the next request (confirmed %s ago)\n",
-               dur(now - a.confirmed_ms, b2, 32));
+        printf(
+            "freshness   stale: revalidated with the IdP on the next request (confirmed %s ago)\n",
+            dur(now - a.confirmed_ms, b2, 32));
     printf("session     ends in %s (first seen %s ago)\n", dur(a.session_end_ms - now, b3, 32),
            dur(now - a.first_seen_ms, b1, 32));
     printf("headers\n");
@@ -239,15 +233,17 @@ static int dump_fn(const struct authcache_answer *a, void *arg)
         json_str(stdout, a->host, a->host_len);
         printf("\",\"first_seen_ms\":%lld,\"confirmed_ms\":%lld,\"fresh_until_ms\":%lld,"
                "\"session_end_ms\":%lld,\"fresh\":%s,\"headers_bytes\":%zu}\n",
-               (long long)a->first_seen_ms, (long long)a->confirmed_ms, (long long)a->fresh_until_ms,
-               (long long)a->session_end_ms, now < a->fresh_until_ms ? "true" : "false",
-               a->headers_len);
+               (long long)a->first_seen_ms, (long long)a->confirmed_ms,
+               (long long)a->fresh_until_ms, (long long)a->session_end_ms,
+               now < a->fresh_until_ms ? "true" : "false", a->headers_len);
     } else {
-        printf("%02x%02x%02x%02x%02x%02x  %-20.*s %-28.*s age %-7s confirmed %-7s %s %-7s session %s\n",
+        printf("%02x%02x%02x%02x%02x%02x  %-20.*s %-28.*s age %-7s confirmed %-7s %s %-7s session "
+               "%s\n",
                a->digest[0], a->digest[1], a->digest[2], a->digest[3], a->digest[4], a->digest[5],
-               (int)a->user_len, a->user, (int)a->host_len, a->host, dur(now - a->first_seen_ms, b1, 32),
-               dur(now - a->confirmed_ms, b2, 32), now < a->fresh_until_ms ? "fresh" : "stale",
-               dur(a->fresh_until_ms - now, b3, 32), dur(a->session_end_ms - now, b4, 32));
+               (int)a->user_len, a->user, (int)a->host_len, a->host,
+               dur(now - a->first_seen_ms, b1, 32), dur(now - a->confirmed_ms, b2, 32),
+               now < a->fresh_until_ms ? "fresh" : "stale", dur(a->fresh_until_ms - now, b3, 32),
+               dur(a->session_end_ms - now, b4, 32));
     }
     return 0;
 }
@@ -327,10 +323,11 @@ static int cmd_purge(const char *admin, const char *token_file, const char *user
     } else if (all) {
         snprintf(q, sizeof(q), "all=1");
     }
-    int rl = snprintf(req, sizeof(req),
-                      "POST /v1/purge?%s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\n%s%s%s"
-                      "Connection: close\r\n\r\n",
-                      q, admin, token[0] ? "Authorization: Bearer " : "", token, token[0] ? "\r\n" : "");
+    int rl =
+        snprintf(req, sizeof(req),
+                 "POST /v1/purge?%s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\n%s%s%s"
+                 "Connection: close\r\n\r\n",
+                 q, admin, token[0] ? "Authorization: Bearer " : "", token, token[0] ? "\r\n" : "");
     fd = admin_connect(admin);
     if (write(fd, req, (size_t)rl) != rl)
         die(2, "cannot send to the admin listener at %s", admin);
@@ -369,7 +366,8 @@ static int cmd_top(struct authcache *c, const char *name, long iterations)
     for (long i = 0; !stop_top && (iterations <= 0 || i < iterations); i++) {
         sleep(1);
         authcache_stats(c, &cur);
-        uint64_t l = cur.lookups - prev.lookups, h = cur.hits - prev.hits, m = cur.misses - prev.misses;
+        uint64_t l = cur.lookups - prev.lookups, h = cur.hits - prev.hits,
+                 m = cur.misses - prev.misses;
         if (tty)
             printf("\033[H\033[2J");
         printf("authcache top — /dev/shm/%s — every 1s, Ctrl-C to quit\n\n", name);
@@ -379,7 +377,8 @@ static int cmd_top(struct authcache *c, const char *name, long iterations)
         printf("lookups/s %llu   hits/s %llu   misses/s %llu   hit ratio %.1f%%\n",
                (unsigned long long)l, (unsigned long long)h, (unsigned long long)m,
                h + m ? 100.0 * (double)h / (double)(h + m) : 0.0);
-        printf("inserts/s %llu   replaces/s %llu   evictions/s %llu   purges/s %llu   expired/s %llu\n\n",
+        printf("inserts/s %llu   replaces/s %llu   evictions/s %llu   purges/s %llu   expired/s "
+               "%llu\n\n",
                (unsigned long long)(cur.inserts - prev.inserts),
                (unsigned long long)(cur.replaces - prev.replaces),
                (unsigned long long)(cur.evictions - prev.evictions),

@@ -6,7 +6,8 @@
  * are taken a new one pushes out the oldest: a client that connects and says nothing (or dribbles)
  * cannot hold /healthz hostage. Answers are small and written at once with a send timeout.
  *
- * Write calls (purge) need the bearer token of --admin-token-file, or, without one, a loopback peer.
+ * Write calls (purge) need the bearer token of --admin-token-file, or, without one, a loopback
+ * peer.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -78,14 +79,43 @@ static void bprintf(struct buf *b, const char *fmt, ...)
     }
 }
 
+enum { GAUGE, COUNTER };
+
 /* The sum over workers of one metrics field. */
 #define SUM(d, field)                                                                              \
     ({                                                                                             \
         uint64_t s_ = 0;                                                                           \
-        for (unsigned i_ = 0; i_ < (d)->nworkers; i_++)                                           \
+        for (unsigned i_ = 0; i_ < (d)->nworkers; i_++)                                            \
             s_ += __atomic_load_n(&(d)->metrics[i_].field, __ATOMIC_RELAXED);                      \
         s_;                                                                                        \
     })
+
+static const char *const kind_names[] = {[GAUGE] = "gauge", [COUNTER] = "counter"};
+
+/* One sample of a figure, with its HELP and TYPE lines. */
+static void prom(struct buf *b, const char *name, int kind, const char *help, long long v)
+{
+    bprintf(b, "# HELP %s %s\n# TYPE %s %s\n%s %lld\n", name, help, name, kind_names[kind], name,
+            v);
+}
+
+/* The bus's figures: X(field of struct bus_stats, JSON key, Prometheus name, kind, help). */
+#define BUS_FIGURES(X)                                                                             \
+    X(connected, connected, "authcache_bus_connected", GAUGE,                                      \
+      "1 while connected to the purge bus (--bus).")                                               \
+    X(published, published, "authcache_bus_published_total", COUNTER,                              \
+      "Purges of this node that redis accepted.")                                                  \
+    X(received, received, "authcache_bus_received_total", COUNTER,                                 \
+      "Messages from other nodes on the bus.")                                                     \
+    X(applied, applied, "authcache_bus_applied_total", COUNTER,                                    \
+      "Purges from other nodes applied here.")                                                     \
+    X(bad, bad, "authcache_bus_bad_messages_total", COUNTER,                                       \
+      "Bus messages that did not decode (ignored).")                                               \
+    X(key_mismatch, key_mismatch, "authcache_bus_key_mismatch_total", COUNTER,                     \
+      "Session purges from a node with another --hash-key-file (ignored).")                        \
+    X(dropped, dropped, "authcache_bus_dropped_total", COUNTER,                                    \
+      "Purges dropped unsent from a full queue.")                                                  \
+    X(queued, queued, "authcache_bus_queued", GAUGE, "Purges waiting for redis.")
 
 static void metrics_text(struct daemon *d, struct buf *b)
 {
@@ -105,20 +135,9 @@ static void metrics_text(struct daemon *d, struct buf *b)
     for (int c = 1; c <= 5; c++)
         bprintf(b, "authcache_responses_total{code=\"%dxx\"} %llu\n", c,
                 (unsigned long long)SUM(d, status[c]));
-    bprintf(b, "# HELP authcache_idp_requests_total Requests sent to the identity provider.\n"
-               "# TYPE authcache_idp_requests_total counter\n"
-               "authcache_idp_requests_total %llu\n"
-               "# HELP authcache_idp_failures_total IdP calls unreachable, timed out, 5xx or garbled.\n"
-               "# TYPE authcache_idp_failures_total counter\n"
-               "authcache_idp_failures_total %llu\n"
-               "# HELP authcache_idp_coalesced_total Requests that waited on another's IdP call.\n"
-               "# TYPE authcache_idp_coalesced_total counter\n"
-               "authcache_idp_coalesced_total %llu\n"
-               "# HELP authcache_idp_background_total Refresh-ahead revalidations and breaker probes.\n"
-               "# TYPE authcache_idp_background_total counter\n"
-               "authcache_idp_background_total %llu\n",
-            (unsigned long long)SUM(d, idp_calls), (unsigned long long)SUM(d, idp_failures),
-            (unsigned long long)SUM(d, idp_coalesced), (unsigned long long)SUM(d, idp_background));
+#define X(field, group, key, name, kind, help) prom(b, name, kind, help, (long long)SUM(d, field));
+    METRICS_WORKER(X)
+#undef X
     bprintf(b, "# HELP authcache_idp_latency_seconds IdP call latency.\n"
                "# TYPE authcache_idp_latency_seconds histogram\n");
     for (int i = 0; i < METRICS_LAT_BUCKETS; i++) {
@@ -133,74 +152,18 @@ static void metrics_text(struct daemon *d, struct buf *b)
     n = SUM(d, idp_lat_sum_us);
     bprintf(b, "authcache_idp_latency_seconds_sum %.6f\nauthcache_idp_latency_seconds_count %llu\n",
             (double)n / 1e6, (unsigned long long)cum);
-    bprintf(b,
-            "# HELP authcache_idp_circuit_open 1 while the IdP circuit breaker is open.\n"
-            "# TYPE authcache_idp_circuit_open gauge\n"
-            "authcache_idp_circuit_open %d\n"
-            "# HELP authcache_idp_circuit_opened_total Times the circuit breaker opened.\n"
-            "# TYPE authcache_idp_circuit_opened_total counter\n"
-            "authcache_idp_circuit_opened_total %llu\n",
-            breaker_is_open(&d->breaker), (unsigned long long)breaker_opened_total(&d->breaker));
-    bprintf(b,
-            "# HELP authcache_entries Answers held in the segment.\n"
-            "# TYPE authcache_entries gauge\nauthcache_entries %lld\n"
-            "# HELP authcache_capacity Most answers held.\n"
-            "# TYPE authcache_capacity gauge\nauthcache_capacity %llu\n"
-            "# HELP authcache_evictions_total Answers evicted (least recently used first).\n"
-            "# TYPE authcache_evictions_total counter\nauthcache_evictions_total %llu\n"
-            "# HELP authcache_purges_total Answers removed by purges (sign-out, admin).\n"
-            "# TYPE authcache_purges_total counter\nauthcache_purges_total %llu\n"
-            "# HELP authcache_expired_total Answers dropped at their session end.\n"
-            "# TYPE authcache_expired_total counter\nauthcache_expired_total %llu\n"
-            "# HELP authcache_inserts_total Answers stored (new keys).\n"
-            "# TYPE authcache_inserts_total counter\nauthcache_inserts_total %llu\n"
-            "# HELP authcache_segment_bytes Size of the shared-memory segment.\n"
-            "# TYPE authcache_segment_bytes gauge\nauthcache_segment_bytes %llu\n",
-            (long long)st.live, (unsigned long long)st.capacity,
-            (unsigned long long)st.evictions, (unsigned long long)st.purges,
-            (unsigned long long)st.expired, (unsigned long long)st.inserts,
-            (unsigned long long)st.segment_bytes);
-    bprintf(b,
-            "# HELP authcache_connections_open Forward-auth client connections open.\n"
-            "# TYPE authcache_connections_open gauge\nauthcache_connections_open %lld\n"
-            "# HELP authcache_connections_accepted_total Client connections accepted.\n"
-            "# TYPE authcache_connections_accepted_total counter\n"
-            "authcache_connections_accepted_total %llu\n"
-            "# HELP authcache_connections_rejected_total Connections closed at once: over the limit.\n"
-            "# TYPE authcache_connections_rejected_total counter\n"
-            "authcache_connections_rejected_total %llu\n"
-            "# HELP authcache_connections_timed_out_total Connections closed by header or idle timeout.\n"
-            "# TYPE authcache_connections_timed_out_total counter\n"
-            "authcache_connections_timed_out_total %llu\n",
-            (long long)SUM(d, conns_open), (unsigned long long)SUM(d, conns_accepted),
-            (unsigned long long)SUM(d, conns_rejected), (unsigned long long)SUM(d, conns_timed_out));
-    bprintf(b,
-            "# HELP authcache_bus_connected 1 while connected to the purge bus (--bus).\n"
-            "# TYPE authcache_bus_connected gauge\nauthcache_bus_connected %d\n"
-            "# HELP authcache_bus_published_total Purges of this node that redis accepted.\n"
-            "# TYPE authcache_bus_published_total counter\nauthcache_bus_published_total %llu\n"
-            "# HELP authcache_bus_received_total Messages from other nodes on the bus.\n"
-            "# TYPE authcache_bus_received_total counter\nauthcache_bus_received_total %llu\n"
-            "# HELP authcache_bus_applied_total Purges from other nodes applied here.\n"
-            "# TYPE authcache_bus_applied_total counter\nauthcache_bus_applied_total %llu\n"
-            "# HELP authcache_bus_bad_messages_total Bus messages that did not decode (ignored).\n"
-            "# TYPE authcache_bus_bad_messages_total counter\n"
-            "authcache_bus_bad_messages_total %llu\n"
-            "# HELP authcache_bus_key_mismatch_total Session purges from a node with another "
-            "--hash-key-file (ignored).\n"
-            "# TYPE authcache_bus_key_mismatch_total counter\n"
-            "authcache_bus_key_mismatch_total %llu\n"
-            "# HELP authcache_bus_dropped_total Purges dropped unsent from a full queue.\n"
-            "# TYPE authcache_bus_dropped_total counter\nauthcache_bus_dropped_total %llu\n"
-            "# HELP authcache_bus_queued Purges waiting for redis.\n"
-            "# TYPE authcache_bus_queued gauge\nauthcache_bus_queued %llu\n",
-            bs.connected, (unsigned long long)bs.published, (unsigned long long)bs.received,
-            (unsigned long long)bs.applied, (unsigned long long)bs.bad,
-            (unsigned long long)bs.key_mismatch, (unsigned long long)bs.dropped,
-            (unsigned long long)bs.queued);
-    bprintf(b, "# HELP authcache_ready 1 while serving.\n# TYPE authcache_ready gauge\n"
-               "authcache_ready %d\n",
-            __atomic_load_n(&d->ready, __ATOMIC_RELAXED));
+    prom(b, "authcache_idp_circuit_open", GAUGE, "1 while the IdP circuit breaker is open.",
+         breaker_is_open(&d->breaker));
+    prom(b, "authcache_idp_circuit_opened_total", COUNTER, "Times the circuit breaker opened.",
+         (long long)breaker_opened_total(&d->breaker));
+#define X(field, key, name, kind, help) prom(b, name, kind, help, (long long)st.field);
+    SHM_STATS_FIGURES(X)
+#undef X
+#define X(field, key, name, kind, help) prom(b, name, kind, help, (long long)bs.field);
+    BUS_FIGURES(X)
+#undef X
+    prom(b, "authcache_ready", GAUGE, "1 while serving.",
+         __atomic_load_n(&d->ready, __ATOMIC_RELAXED));
 }
 
 static void stats_json(struct daemon *d, struct buf *b)
@@ -208,6 +171,7 @@ static void stats_json(struct daemon *d, struct buf *b)
     struct shm_stats st;
     struct bus_stats bs;
     uint64_t lat = 0;
+    const char *sep = "";
 
     shm_stats_get(&d->shm, &st);
     bus_stats_get(d->bus, &bs);
@@ -220,42 +184,39 @@ static void stats_json(struct daemon *d, struct buf *b)
         bprintf(b, "%s\"%dxx\":%llu", c > 1 ? "," : "", c, (unsigned long long)SUM(d, status[c]));
     for (int i = 0; i < METRICS_LAT_BUCKETS; i++)
         lat += SUM(d, idp_lat[i]);
+    bprintf(b, "},\"idp\":{");
+#define X(field, group, key, name, kind, help)                                                     \
+    if (!strcmp(#group, "idp"))                                                                    \
+        bprintf(b, "\"" #key "\":%lld,", (long long)SUM(d, field));
+    METRICS_WORKER(X)
+#undef X
     bprintf(b,
-            "},\"idp\":{\"requests\":%llu,\"failures\":%llu,\"coalesced\":%llu,\"background\":%llu,"
             "\"latency_count\":%llu,\"latency_sum_seconds\":%.6f,\"circuit_open\":%s,"
-            "\"circuit_opened\":%llu},",
-            (unsigned long long)SUM(d, idp_calls), (unsigned long long)SUM(d, idp_failures),
-            (unsigned long long)SUM(d, idp_coalesced), (unsigned long long)SUM(d, idp_background),
+            "\"circuit_opened\":%llu},\"cache\":{",
             (unsigned long long)lat, (double)SUM(d, idp_lat_sum_us) / 1e6,
             breaker_is_open(&d->breaker) ? "true" : "false",
             (unsigned long long)breaker_opened_total(&d->breaker));
-    bprintf(b,
-            "\"cache\":{\"entries\":%lld,\"capacity\":%llu,\"lookups\":%llu,\"hits\":%llu,"
-            "\"misses\":%llu,\"inserts\":%llu,\"replaces\":%llu,\"evictions\":%llu,\"purges\":%llu,"
-            "\"expired\":%llu,\"retries\":%llu,\"promotions\":%llu,\"segment_bytes\":%llu,"
-            "\"ring_bytes\":%llu,\"ring_used\":%llu,\"generation\":\"%016llx\"},",
-            (long long)st.live, (unsigned long long)st.capacity, (unsigned long long)st.lookups,
-            (unsigned long long)st.hits, (unsigned long long)st.misses,
-            (unsigned long long)st.inserts, (unsigned long long)st.replaces,
-            (unsigned long long)st.evictions, (unsigned long long)st.purges,
-            (unsigned long long)st.expired, (unsigned long long)st.retries,
-            (unsigned long long)st.promotions, (unsigned long long)st.segment_bytes,
-            (unsigned long long)st.ring_size, (unsigned long long)st.ring_used,
-            (unsigned long long)st.generation);
-    bprintf(b,
-            "\"connections\":{\"open\":%lld,\"accepted\":%llu,\"rejected\":%llu,\"timed_out\":%llu},",
-            (long long)SUM(d, conns_open), (unsigned long long)SUM(d, conns_accepted),
-            (unsigned long long)SUM(d, conns_rejected), (unsigned long long)SUM(d, conns_timed_out));
-    bprintf(b,
-            "\"bus\":{\"enabled\":%s,\"connected\":%s,\"node\":\"%016llx\",\"published\":%llu,"
-            "\"received\":%llu,\"applied\":%llu,\"bad\":%llu,\"key_mismatch\":%llu,"
-            "\"dropped\":%llu,\"queued\":%llu},",
-            bs.enabled ? "true" : "false", bs.connected ? "true" : "false",
-            (unsigned long long)bs.node, (unsigned long long)bs.published,
-            (unsigned long long)bs.received, (unsigned long long)bs.applied,
-            (unsigned long long)bs.bad, (unsigned long long)bs.key_mismatch,
-            (unsigned long long)bs.dropped, (unsigned long long)bs.queued);
-    bprintf(b, "\"workers\":%u,\"ready\":%s,\"uptime_seconds\":%lld}\n", d->nworkers,
+#define X(field, key, name, kind, help) bprintf(b, "\"" #key "\":%lld,", (long long)st.field);
+    SHM_STATS_FIGURES(X)
+#undef X
+    bprintf(b, "\"generation\":\"%016llx\"},\"connections\":{", (unsigned long long)st.generation);
+#define X(field, group, key, name, kind, help)                                                     \
+    if (!strcmp(#group, "connections")) {                                                          \
+        bprintf(b, "%s\"" #key "\":%lld", sep, (long long)SUM(d, field));                          \
+        sep = ",";                                                                                 \
+    }
+    METRICS_WORKER(X)
+#undef X
+    bprintf(b, "},\"bus\":{\"enabled\":%s,\"node\":\"%016llx\"", bs.enabled ? "true" : "false",
+            (unsigned long long)bs.node);
+#define X(field, key, name, kind, help)                                                            \
+    if (!strcmp(#key, "connected"))                                                                \
+        bprintf(b, ",\"connected\":%s", bs.connected ? "true" : "false");                          \
+    else                                                                                           \
+        bprintf(b, ",\"" #key "\":%lld", (long long)bs.field);
+    BUS_FIGURES(X)
+#undef X
+    bprintf(b, "},\"workers\":%u,\"ready\":%s,\"uptime_seconds\":%lld}\n", d->nworkers,
             __atomic_load_n(&d->ready, __ATOMIC_RELAXED) ? "true" : "false",
             (long long)((daemon_now_ms() - d->started_ms) / 1000));
 }
@@ -318,8 +279,7 @@ static int peer_is_loopback(int fd)
         return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
     if (ss.ss_family == AF_INET6) {
         const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
-        return IN6_IS_ADDR_LOOPBACK(a) ||
-               (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
     }
     return 0;
 }
@@ -384,7 +344,8 @@ static void serve(struct admin *a, int fd, const struct http_req *r, int rc)
     }
     http_target_split(r->target, r->target_len, &path, &query);
 #define PATH(s_) (path.len == strlen(s_) && memcmp(path.p, s_, path.len) == 0)
-#define IS(m_, s_) (r->method_len == strlen(m_) && memcmp(r->method, m_, r->method_len) == 0 && PATH(s_))
+#define IS(m_, s_)                                                                                 \
+    (r->method_len == strlen(m_) && memcmp(r->method, m_, r->method_len) == 0 && PATH(s_))
     if (IS("GET", "/healthz") || IS("HEAD", "/healthz")) {
         reply_text(fd, 200, "OK", "ok\n");
     } else if (IS("GET", "/readyz") || IS("HEAD", "/readyz")) {

@@ -34,18 +34,39 @@ extern const char *const result_names[RES_COUNT];
     14 /* IdP latency: 0.5 1 2.5 5 10 25 50 100 250 500 1000 2500 5000 ms +Inf */
 extern const double metrics_lat_bounds_ms[METRICS_LAT_BUCKETS - 1];
 
+/*
+ * A worker's plain counters, declared once for every output (admin.c: /metrics and /v1/stats):
+ * X(field of struct metrics, JSON group, JSON key, Prometheus name, GAUGE or COUNTER, help text).
+ */
+#define METRICS_WORKER(X)                                                                          \
+    X(idp_calls, idp, requests, "authcache_idp_requests_total", COUNTER,                           \
+      "Requests sent to the identity provider.")                                                   \
+    X(idp_failures, idp, failures, "authcache_idp_failures_total", COUNTER,                        \
+      "IdP calls unreachable, timed out, 5xx or garbled.")                                         \
+    X(idp_coalesced, idp, coalesced, "authcache_idp_coalesced_total", COUNTER,                     \
+      "Requests that waited on another's IdP call.")                                               \
+    X(idp_background, idp, background, "authcache_idp_background_total", COUNTER,                  \
+      "Refresh-ahead revalidations and breaker probes.")                                           \
+    X(conns_open, connections, open, "authcache_connections_open", GAUGE,                          \
+      "Forward-auth client connections open.")                                                     \
+    X(conns_accepted, connections, accepted, "authcache_connections_accepted_total", COUNTER,      \
+      "Client connections accepted.")                                                              \
+    X(conns_rejected, connections, rejected, "authcache_connections_rejected_total", COUNTER,      \
+      "Connections closed at once: over the limit with none idle.")                                \
+    X(conns_timed_out, connections, timed_out, "authcache_connections_timed_out_total", COUNTER,   \
+      "Connections closed by header or idle timeout.")                                             \
+    X(conns_evicted, connections, evicted, "authcache_connections_evicted_total", COUNTER,         \
+      "Idle connections closed to make room for a new one.")
+
 /* One worker's counters: written only by that worker (relaxed stores), read by the admin thread. */
 struct metrics {
     alignas(64) uint64_t results[RES_COUNT];
-    uint64_t status[6];      /* by class: 1xx..5xx at [1..5], [0] other */
-    uint64_t idp_calls;      /* requests sent to the IdP */
-    uint64_t idp_failures;   /* unreachable, timed out, 5xx, garbage */
-    uint64_t idp_coalesced;  /* requests that waited on another's IdP call */
-    uint64_t idp_background; /* refresh-ahead revalidations and breaker probes */
+    uint64_t status[6]; /* by class: 1xx..5xx at [1..5], [0] other */
     uint64_t idp_lat[METRICS_LAT_BUCKETS];
     uint64_t idp_lat_sum_us;
-    uint64_t conns_accepted, conns_rejected, conns_open, conns_timed_out;
-    uint64_t conns_evicted; /* idle connections closed to make room for a new one */
+#define X(field, group, key, prom, kind, help) uint64_t field;
+    METRICS_WORKER(X)
+#undef X
 };
 
 #define M_ADD(m, field, n) __atomic_store_n(&(m)->field, (m)->field + (n), __ATOMIC_RELAXED)

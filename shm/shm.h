@@ -63,8 +63,8 @@ struct shm_answer {
 
 /*
  * Create /dev/shm/<name> anew (replacing any segment of that name: attached processes see it
- * retired), or with shm_open_or_create keep an existing one whose layout, capacity, ring size and key
- * match. The handle is read-write. -EINVAL for bad params or name, or -errno from the system.
+ * retired), or with shm_open_or_create keep an existing one whose layout, capacity, ring size and
+ * key match. The handle is read-write. -EINVAL for bad params or name, or -errno from the system.
  * *created (may be NULL) tells which happened.
  */
 int shm_create(struct shm *h, const char *name, const struct shm_params *p);
@@ -74,8 +74,8 @@ int shm_open_or_create(struct shm *h, const char *name, const struct shm_params 
  * not a layout this code can use (bad magic, version, sizes or offsets). */
 int shm_attach(struct shm *h, const char *name, int writable);
 
-/* Attach a segment given as raw bytes (fuzzing, tests): validates like shm_attach. The handle does not
- * own the memory; shm_detach only forgets it. */
+/* Attach a segment given as raw bytes (fuzzing, tests): validates like shm_attach. The handle does
+ * not own the memory; shm_detach only forgets it. */
 int shm_attach_mem(struct shm *h, void *mem, size_t len, int writable);
 
 void shm_detach(struct shm *h);
@@ -101,10 +101,10 @@ struct shm_query {
     size_t host_len;
     const char *auth_path; /* path and query of the forward-auth request itself */
     size_t auth_path_len;
-    int scope_uri; /* then also: */
-    const char *method;    /* X-Forwarded-Method */
+    int scope_uri;      /* then also: */
+    const char *method; /* X-Forwarded-Method */
     size_t method_len;
-    const char *uri_path;  /* path of X-Forwarded-Uri, without the query */
+    const char *uri_path; /* path of X-Forwarded-Uri, without the query */
     size_t uri_path_len;
 };
 void shm_key_digest(const struct shm *h, const struct iovec *parts, int nparts,
@@ -114,14 +114,14 @@ void shm_key_cred(const struct shm *h, int kind, const void *cred, size_t len,
 void shm_key_query(const struct shm *h, const struct shm_query *q, struct shm_key *out,
                    int with_cred);
 /* A key from a cookie credential and arbitrary scope parts (tests and benchmarks). */
-void shm_key_make(const struct shm *h, const void *cred, size_t cred_len,
-                  const struct iovec *scope, int nscope, struct shm_key *out);
+void shm_key_make(const struct shm *h, const void *cred, size_t cred_len, const struct iovec *scope,
+                  int nscope, struct shm_key *out);
 
 /*
  * Find the newest answer under digest and copy it into buf (at least SHM_MAX_RECORD bytes); the
  * answer's strings point into buf. An answer at or past its session end is not returned (and with a
- * writable handle is deleted). With SHM_LOOKUP_PROMOTE on a writable handle, an answer found near the
- * tail of the log is copied forward so that used answers outlive unused ones (approximate LRU).
+ * writable handle is deleted). With SHM_LOOKUP_PROMOTE on a writable handle, an answer found near
+ * the tail of the log is copied forward so that used answers outlive unused ones (approximate LRU).
  * Returns 0, -ENOENT (none, expired, or still torn after a few retries), -EINVAL.
  */
 #define SHM_LOOKUP_PROMOTE 1
@@ -132,7 +132,8 @@ int shm_lookup(struct shm *h, const uint8_t digest[SHM_DIGEST_LEN], int64_t now_
  * full. -E2BIG if the answer exceeds the SHM_MAX_* limits, -EROFS on a read-only handle. */
 int shm_insert(struct shm *h, const struct shm_answer *a);
 
-/* Remove the answer under digest. Returns the number removed (0 or 1, more after a racing insert). */
+/* Remove the answer under digest. Returns the number removed (0 or 1, more after a racing insert).
+ */
 int shm_delete(struct shm *h, const uint8_t digest[SHM_DIGEST_LEN]);
 
 /* Remove every answer of a user / of a credential / all. Return the number removed. */
@@ -150,16 +151,45 @@ typedef int (*shm_foreach_fn)(const struct shm_answer *a, void *arg);
 int shm_foreach(struct shm *h, int64_t now_ms, shm_foreach_fn fn, void *arg);
 
 struct shm_stats {
-    uint64_t lookups, hits, misses, expired, inserts, replaces, deletes, evictions, purges,
-        retries, promotions;
+    uint64_t lookups, hits, misses, expired, inserts, replaces, deletes, evictions, purges, retries,
+        promotions;
     uint64_t size_class[SHM_SIZE_CLASSES];
-    int64_t live;            /* entries, as counted by writers */
+    int64_t live; /* entries, as counted by writers */
     uint64_t capacity;
     uint64_t ring_size, ring_used; /* bytes: head - tail */
     uint64_t segment_bytes;
     uint64_t generation;
 };
 void shm_stats_get(const struct shm *h, struct shm_stats *st);
+
+/*
+ * The segment's figures, declared once for every output: the daemon's /metrics and /v1/stats
+ * ("cache"), libauthcache's struct authcache_stats and `authcache stats [--json]`.
+ * X(field of struct shm_stats, key: the JSON key and the struct authcache_stats field,
+ *   Prometheus name, GAUGE or COUNTER, help text). generation and size_class are shown apart.
+ */
+#define SHM_STATS_FIGURES(X)                                                                       \
+    X(live, entries, "authcache_entries", GAUGE, "Answers held in the segment.")                   \
+    X(capacity, capacity, "authcache_capacity", GAUGE, "Most answers held.")                       \
+    X(lookups, lookups, "authcache_segment_lookups_total", COUNTER, "Lookups in the segment.")     \
+    X(hits, hits, "authcache_segment_hits_total", COUNTER, "Lookups that found an answer.")        \
+    X(misses, misses, "authcache_segment_misses_total", COUNTER, "Lookups that found none.")       \
+    X(inserts, inserts, "authcache_inserts_total", COUNTER, "Answers stored (new keys).")          \
+    X(replaces, replaces, "authcache_replaces_total", COUNTER, "Answers stored over a held one.")  \
+    X(evictions, evictions, "authcache_evictions_total", COUNTER,                                  \
+      "Answers evicted (least recently used first).")                                              \
+    X(purges, purges, "authcache_purges_total", COUNTER,                                           \
+      "Answers removed by purges (sign-out, admin).")                                              \
+    X(expired, expired, "authcache_expired_total", COUNTER,                                        \
+      "Answers dropped at their session end.")                                                     \
+    X(retries, retries, "authcache_segment_retries_total", COUNTER,                                \
+      "Reader retries after a torn or changed record.")                                            \
+    X(promotions, promotions, "authcache_promotions_total", COUNTER,                               \
+      "Hot answers copied forward before the tail reached them.")                                  \
+    X(segment_bytes, segment_bytes, "authcache_segment_bytes", GAUGE,                              \
+      "Size of the shared-memory segment.")                                                        \
+    X(ring_size, ring_bytes, "authcache_ring_bytes", GAUGE, "Bytes of the log of answers.")        \
+    X(ring_used, ring_used, "authcache_ring_used_bytes", GAUGE, "Bytes of the log in use.")
 
 /* Full consistency check: header sane, tail <= head, every used slot names a verifiable record that
  * hashes to its bucket, or a dead one. Fills the report, fixes the live counter when fix != 0 on a

@@ -594,6 +594,35 @@ def authentik_login_flow_markers():
 # ---------------------------------------------------------------- 14. admin API
 
 @case
+def metrics_come_from_one_table():
+    """Every figure of the tables (daemon/daemon.h METRICS_WORKER, shm/shm.h SHM_STATS_FIGURES,
+    daemon/admin.c BUS_FIGURES) is in /metrics exactly once, with one HELP and one TYPE line of the
+    table's kind, and in /v1/stats under its key; no family is exported twice."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    src = "".join(open(os.path.join(root, f)).read()
+                  for f in ("daemon/daemon.h", "shm/shm.h", "daemon/admin.c"))
+    worker = re.findall(r'X\((\w+), (\w+), (\w+), "(authcache_\w+)", (GAUGE|COUNTER),', src)
+    other = re.findall(r'X\((\w+), (\w+), "(authcache_\w+)", (GAUGE|COUNTER),', src)
+    check(len(worker) >= 9 and len(other) >= 20, "the tables were found", (len(worker), len(other)))
+    with daemon() as d:
+        text = admin_get(d, "/metrics").body.decode()
+        stats = json.loads(admin_get(d, "/v1/stats").body)
+    helps = re.findall(r"^# HELP (\S+) ", text, re.M)
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+    eq(sorted(set(helps)), sorted(helps), "families with more than one HELP line")
+    eq(len(re.findall(r"^# TYPE ", text, re.M)), len(types), "families with more than one TYPE")
+    for field, group, key, name, kind in worker:
+        eq(types.get(name), kind.lower(), f"TYPE of {name}")
+        eq(len(re.findall(r"^" + name + r" ", text, re.M)), 1, f"samples of {name}")
+        check(key in stats[group], f"/v1/stats {group}.{key}", list(stats[group]))
+    for field, key, name, kind in other:
+        eq(types.get(name), kind.lower(), f"TYPE of {name}")
+        eq(len(re.findall(r"^" + name + r" ", text, re.M)), 1, f"samples of {name}")
+        group = "bus" if name.startswith("authcache_bus_") else "cache"
+        check(key in stats[group], f"/v1/stats {group}.{key}", list(stats[group]))
+
+
+@case
 def admin_api():
     p1, p2, q1 = cookie("p1"), cookie("p2"), cookie("q1")
     idp().session(p1, "alice-adm")
