@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "buf.h"
 #include "bus.h"
 #include "http.h"
 #include "log.h"
@@ -68,14 +69,8 @@ static void bprintf(struct buf *b, const char *fmt, ...)
             b->len += (size_t)n;
             return;
         }
-        size_t cap = b->cap ? b->cap * 2 : 8192;
-        while (cap < b->len + (size_t)n + 1)
-            cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (!np)
+        if (BUF_RESERVE(b->p, b->cap, b->len + (size_t)n + 1, 8192, 0) < 0)
             return;
-        b->p = np;
-        b->cap = cap;
     }
 }
 
