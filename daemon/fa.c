@@ -29,7 +29,7 @@
 /* A new request for connection c (NULL: a background revalidation), in state REQ_NEW. Returns its
  * slot, or -E2BIG (too large to forward), -ENOMEM, -EBUSY (table full). */
 static int req_new(struct worker *w, struct conn *c, const struct http_req *req,
-                   const struct policy_req *pr, const char *uri_override)
+                   const struct policy_req *pr)
 {
     struct reqslot *s;
     struct fareq *p;
@@ -43,7 +43,7 @@ static int req_new(struct worker *w, struct conn *c, const struct http_req *req,
     p->kind = pr->kind;
     p->deadline_ms = w->mono_ms + w->cfg->upstream_timeout_ms;
     p->result = RES_BYPASS;
-    p->upreq_len = policy_upstream_request(w->cfg, req, uri_override, p->upreq, UPREQ_MAX);
+    p->upreq_len = policy_upstream_request(w->cfg, req, p->upreq, UPREQ_MAX);
     if (p->upreq_len == 0) {
         free(p);
         return -E2BIG;
@@ -142,10 +142,6 @@ static void serve_failed(struct worker *w, struct conn *c, struct fareq *p, cons
     if (p->cacheable && held_answer(w, p->key.digest, 0, &a) == 0 &&
         policy_stale_ok(w->cfg, &a, w->now_ms)) {
         conn__answer_identity(w, c, &p->pc, a.hdrs, a.hdrs_len, RES_STALE);
-        return;
-    }
-    if (p->kind == POLICY_SIGNOUT) { /* purged what we could: the sign-out goes on to the IdP */
-        conn__answer_identity(w, c, &p->pc, "", 0, RES_SIGNOUT);
         return;
     }
     conn__answer_unavailable(w, c, &p->pc, cause);
@@ -312,24 +308,19 @@ static void on_idp_done(struct worker *w, uint32_t slot, uint32_t gen, const str
             conn__answer_identity(w, c, &p->pc, w->scratch, id.answer_len, p->result);
         break;
     }
-    case POLICY_DO_SIGNOUT_PURGE: {
+    case POLICY_DO_SIGNOUT_PURGE: { /* the IdP named whose session ends: all of theirs go */
         struct purge pu = {.kind = PURGE_USER, .user = id.user.p, .user_len = id.user.len};
         daemon_purge_soon(w->d, &pu, 0, "sign-out");
+        goto pass;
     }
-        /* fall through */
-    case POLICY_DO_SIGNOUT:
-        deliver(w, p, FLIGHT_RETRY);
-        if (c)
-            conn__answer_identity(w, c, &p->pc, "", 0, RES_SIGNOUT);
-        break;
     case POLICY_DO_DROP_PASS:
         shm_delete(&w->d->shm, p->key.digest);
         /* fall through */
     default: /* POLICY_DO_PASS */
+    pass:
         deliver(w, p, FLIGHT_RETRY);
-        if (c)
-            conn__answer_passthrough(w, c, &p->pc, r, body, body_len,
-                                     p->cacheable ? p->result : RES_BYPASS);
+        if (c) /* the IdP's own verdict, never stored */
+            conn__answer_passthrough(w, c, &p->pc, r, body, body_len, p->result);
         break;
     }
     req_finish(w, slot);
@@ -413,7 +404,7 @@ static void start_background(struct worker *w, const struct http_req *req,
     if (!breaker_allow(&w->d->breaker, w->mono_ms) ||
         flight_begin(w->d->flights, key->digest, NULL) != 1)
         return;
-    if ((slot = req_new(w, NULL, req, pr, NULL)) < 0) {
+    if ((slot = req_new(w, NULL, req, pr)) < 0) {
         struct flight_waiter *fw;
         flight_end(w->d->flights, key->digest, &fw);
         free(fw);
@@ -496,7 +487,6 @@ void fa__request(struct worker *w, struct conn *c, const struct http_req *req)
     struct shm_answer a;
     struct shm_key key;
     struct fareq *p;
-    const char *override = NULL;
     int held = 0, slot;
 
     policy_classify(w->cfg, req, pr);
@@ -517,11 +507,9 @@ void fa__request(struct worker *w, struct conn *c, const struct http_req *req)
         }
         break;
     case POLICY_SIGNOUT:
-        if (purge_session(w, pr, "sign-out") || !pr->has_cred) {
-            conn__answer_identity(w, c, &pc, "", 0, RES_SIGNOUT);
-            return;
-        }
-        override = "/"; /* one IdP call to learn whose session this is */
+        /* Purge, then the IdP's own answer to this very request: a sign-out never grants what
+         * the IdP would not (and a 2xx that names the user purges all of that user's). */
+        purge_session(w, pr, "sign-out");
         break;
     case POLICY_LOGOUT:
         purge_session(w, pr, "logout");
@@ -530,7 +518,7 @@ void fa__request(struct worker *w, struct conn *c, const struct http_req *req)
         break;
     }
 
-    if ((slot = req_new(w, c, req, pr, override)) < 0) {
+    if ((slot = req_new(w, c, req, pr)) < 0) {
         if (slot == -E2BIG)
             conn__answer_status(w, c, &pc, 431, "request too large to forward");
         else

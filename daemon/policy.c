@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "jwtexp.h"
+#include "pct.h"
 #include "policy.h"
 
 static struct http_span hdr_value(const struct http_req *req, const char *name)
@@ -24,13 +25,51 @@ static struct http_span hdr_value(const struct http_req *req, const char *name)
 }
 
 /* Whether path lies under prefix: equal, or continuing with '/' or '?' (or prefix ends in '/'). */
-static int path_under(struct http_span path, const char *prefix)
+static int unreserved(int c)
 {
-    size_t n = strlen(prefix);
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~';
+}
 
-    if (n == 0 || path.len < n || memcmp(path.p, prefix, n) != 0)
-        return 0;
-    return path.len == n || prefix[n - 1] == '/' || path.p[n] == '/';
+int policy_path_normalize(const char *p, size_t n, char *out, size_t cap)
+{
+    size_t len = 0, i = 0;
+
+    if (n == 0 || p[0] != '/')
+        return -1;
+    while (i < n) {
+        size_t seg = len; /* a segment: "/" and what follows up to the next "/" */
+        char c;
+        if (len + 1 > cap)
+            return -1;
+        out[len++] = '/';
+        for (i++; i < n && p[i] != '/'; i++) {
+            int hi, lo;
+            c = p[i];
+            if (c == '%' && i + 2 < n && (hi = pct_hexval(p[i + 1])) >= 0 &&
+                (lo = pct_hexval(p[i + 2])) >= 0 && unreserved(hi * 16 + lo)) {
+                c = (char)(hi * 16 + lo);
+                i += 2;
+            }
+            if (len + 1 > cap)
+                return -1;
+            out[len++] = c;
+        }
+        /* "." and ".." segments (RFC 3986 5.2.4); a trailing one leaves the path ending in "/" */
+        if (len - seg == 2 && out[seg + 1] == '.') {
+            len = seg + (i == n);
+        } else if (len - seg == 3 && out[seg + 1] == '.' && out[seg + 2] == '.') {
+            size_t k = seg; /* back to the start of the previous segment, which goes too */
+            while (k > 0 && out[k - 1] != '/')
+                k--;
+            len = k > 0 ? k - 1 : 0;
+            if (i == n)
+                out[len++] = '/';
+        }
+    }
+    if (len == 0)
+        out[len++] = '/';
+    return (int)len;
 }
 
 struct cookie_ref {
@@ -152,7 +191,8 @@ void policy_classify(const struct config *cfg, const struct http_req *req, struc
     static const char *const uri_names[] = {"X-Forwarded-Uri", "X-Original-URI", NULL};
     static const char *const method_names[] = {"X-Forwarded-Method", "X-Original-Method", NULL};
     struct http_span host = {0}, uri, url, url_host = {0}, upath, uquery, method, authz;
-    int rc, ambiguous = 0, have_uri, have_method;
+    int rc, ambiguous = 0, have_uri, have_method, n;
+    char norm[CONFIG_PATH_MAX];
 
     memset(&out->q, 0, sizeof(out->q));
     out->kind = POLICY_BYPASS;
@@ -184,7 +224,9 @@ void policy_classify(const struct config *cfg, const struct http_req *req, struc
         out->has_cred = 1;
     }
 
-    if (cfg->signout_path[0] && path_under(upath, cfg->signout_path)) {
+    if (cfg->signout_path[0] &&
+        (n = policy_path_normalize(upath.p, upath.len, norm, sizeof(norm))) >= 0 &&
+        (size_t)n == strlen(cfg->signout_path) && memcmp(norm, cfg->signout_path, (size_t)n) == 0) {
         out->kind = POLICY_SIGNOUT;
     } else if (uquery.p &&
                http_query_has(uquery.p, uquery.len, "X-authentik-auth-callback", "true")) {
@@ -277,8 +319,8 @@ static int hop_by_hop(const struct http_hdr *hdrs, size_t n, const struct http_h
     return 0;
 }
 
-size_t policy_upstream_request(const struct config *cfg, const struct http_req *req,
-                               const char *uri_override, char *buf, size_t cap)
+size_t policy_upstream_request(const struct config *cfg, const struct http_req *req, char *buf,
+                               size_t cap)
 {
     struct out o = {buf, 0, cap, 0};
 
@@ -295,13 +337,8 @@ size_t policy_upstream_request(const struct config *cfg, const struct http_req *
             http_name_eq(h->name, h->name_len, "Content-Length") ||
             http_name_eq(h->name, h->name_len, "Expect"))
             continue;
-        if (uri_override && (http_name_eq(h->name, h->name_len, "X-Forwarded-Uri") ||
-                             http_name_eq(h->name, h->name_len, "X-Original-URI")))
-            continue;
         put_hdr(&o, h->name, h->name_len, h->value, h->value_len);
     }
-    if (uri_override)
-        put_hdr(&o, "X-Forwarded-Uri", 15, uri_override, strlen(uri_override));
     puts_(&o, "\r\n");
     return o.full ? 0 : o.len;
 }
@@ -380,7 +417,7 @@ enum policy_verdict policy_on_idp_answer(enum policy_kind kind, int cacheable, i
     if (status >= 500)
         return POLICY_DO_FAIL;
     if (kind == POLICY_SIGNOUT)
-        return ok && names_user ? POLICY_DO_SIGNOUT_PURGE : POLICY_DO_SIGNOUT;
+        return ok && names_user ? POLICY_DO_SIGNOUT_PURGE : POLICY_DO_PASS;
     if (!cacheable)
         return POLICY_DO_PASS;
     if (ok)

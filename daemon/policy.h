@@ -23,7 +23,7 @@ enum policy_kind {
     POLICY_BYPASS,        /* no credential: always the IdP, never stored */
     POLICY_LOGIN_FLOW,    /* authentik's auth callback: always the IdP, never stored */
     POLICY_LOGOUT,        /* authentik's logout marker: purge, then the IdP */
-    POLICY_SIGNOUT,       /* X-Forwarded-Uri under --signout-path: purge, answer 200 */
+    POLICY_SIGNOUT,       /* X-Forwarded-Uri at --signout-path: purge, then the IdP's own answer */
 };
 
 /* A classified request. Spans point into the request buffer or into cred_buf. */
@@ -35,17 +35,23 @@ struct policy_req {
     char cred_buf[POLICY_CRED_MAX];
 };
 
+/* The path p (n bytes, starting with "/") as a server resolves it: %XX escapes of unreserved
+ * characters decoded (others kept as sent), "." and ".." segments removed (RFC 3986 5.2.4). Writes
+ * it to out; returns its length, or -1 if p does not start with "/" or out is too small. The
+ * sign-out path is matched against this, exactly: /oauth2/sign_out/../../admin is not a sign-out.
+ */
+int policy_path_normalize(const char *p, size_t n, char *out, size_t cap);
+
 /* Classify req (already parsed). Never fails: anything unusual becomes POLICY_BYPASS. */
 void policy_classify(const struct config *cfg, const struct http_req *req, struct policy_req *out);
 
 /*
  * The request to send the IdP: req's method, the upstream base path + req's target, req's headers
- * less hop-by-hop ones, Host, Content-Length and Transfer-Encoding, then Host: the upstream's. With
- * uri_override, X-Forwarded-Uri is replaced by it (learning a user on sign-out). No body.
- * Returns the length written, or 0 if cap is too small.
+ * less hop-by-hop ones, Host, Content-Length and Transfer-Encoding, then Host: the upstream's. No
+ * body. Returns the length written, or 0 if cap is too small.
  */
-size_t policy_upstream_request(const struct config *cfg, const struct http_req *req,
-                               const char *uri_override, char *out, size_t cap);
+size_t policy_upstream_request(const struct config *cfg, const struct http_req *req, char *out,
+                               size_t cap);
 
 /* What an IdP 2xx carries: the identity headers as "Name: value\r\n" lines (names matching
  * --identity-header, by default all; never hop-by-hop ones nor those that describe the response
@@ -68,8 +74,8 @@ int policy_identity(const struct config *cfg, const struct http_resp *resp, char
 enum policy_verdict {
     POLICY_DO_FAIL,  /* 5xx: the IdP is failing (breaker; a held answer within grace, or 503) */
     POLICY_DO_STORE, /* 2xx naming the user, cacheable: store the identity, answer with it */
-    POLICY_DO_SIGNOUT_PURGE, /* sign-out whose 2xx named the user: purge the user, answer signout */
-    POLICY_DO_SIGNOUT,       /* sign-out otherwise: answer signout, store nothing */
+    POLICY_DO_SIGNOUT_PURGE, /* sign-out whose 2xx named the user: purge that user too, pass the
+                              * answer on, store nothing */
     POLICY_DO_DROP_PASS, /* a refusal for a cacheable key: drop what is held, pass the answer on */
     POLICY_DO_PASS,      /* pass the answer on, store nothing (bypass, login flow, a 2xx without
                           * the user: an open path) */

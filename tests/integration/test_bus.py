@@ -245,7 +245,9 @@ def sign_out_on_one_node_reaches_the_other():
             cache_on(d, "app1.test", v, "otto")
             cache_on(d, "app3.test", v, "otto")
             cache_on(d, "app1.test", w, "petra")
-        expect(fa(a, "app1.test", SIGN_OUT, v), 200, "signout", None, "sign-out on A")
+        r = fa(a, "app1.test", SIGN_OUT, v)  # the IdP's own answer to it, passed on
+        eq((r.status, r.header("X-Authcache")), (302, "signout"), "sign-out on A")
+        idp().session(v, "otto")  # the IdP ended it; signed in again, B must ask the IdP
         wait_miss(b, "app3.test", v, "otto", "B after a sign-out on A")
         expect(fa(b, "app1.test", "/", w), 200, "hit", "petra", "B: another user")
 
@@ -262,6 +264,7 @@ def sign_out_of_a_session_unknown_here_reaches_the_other():
         cache_on(b, "app1.test", w, "vera")
         r = fa(a, "app1.test", SIGN_OUT, v)  # then asked of the IdP, which answers for itself
         check(r.status < 500, "sign-out on A, session unknown there, answered", r.status)
+        idp().session(v, "ulla")  # the IdP ended it; signed in again, B must ask the IdP
         wait_miss(b, "app1.test", v, "ulla", "B after a sign-out on A of a session only B held")
         expect(fa(b, "app1.test", "/", w), 200, "hit", "vera", "B: another session")
 

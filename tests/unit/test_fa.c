@@ -380,8 +380,7 @@ static void test_failures_open_the_breaker(void)
         HAS(o, "Retry-After:");
         HAS(o, "connection refused");
     }
-    CHECK(breaker_is_open(&d.breaker), "the breaker opens after %d failures",
-          BREAKER_THRESHOLD);
+    CHECK(breaker_is_open(&d.breaker), "the breaker opens after %d failures", BREAKER_THRESHOLD);
     feed(c, check_req("S6"));
     o = out(c);
     HAS(o, "HTTP/1.1 503");
@@ -418,8 +417,7 @@ static void test_breaker_counts_only_outages(void)
         answer(n0 + 2 * i + 1, "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n");
         HAS(out(c), "HTTP/1.1 503");
     }
-    CHECK(!breaker_is_open(&d.breaker),
-          "local failures and 500s leave the breaker closed");
+    CHECK(!breaker_is_open(&d.breaker), "local failures and 500s leave the breaker closed");
     n0 = ncalls;
     for (int i = 0; i < BREAKER_THRESHOLD; i++) {
         feed(c, check_req("LB"));
@@ -450,8 +448,14 @@ static void test_stale_on_5xx(void)
     breaker_success(&d.breaker);
 }
 
+/* A sign-out purges what the cache knows of the session, then answers with the IdP's own verdict
+ * on that very request (passed on, never stored; here a redirect): it never grants by itself. */
 static void test_sign_out_purges(void)
 {
+    static const char signout[] =
+        "GET /outpost.goauthentik.io/auth/traefik HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Cookie: authentik_proxy_t=S9\r\nX-Forwarded-Host: app.test\r\n"
+        "X-Forwarded-Uri: /outpost.goauthentik.io/sign_out\r\n\r\n";
     struct conn *c = open_conn();
     const char *o;
     int n0 = ncalls;
@@ -459,15 +463,36 @@ static void test_sign_out_purges(void)
     feed(c, check_req("S9"));
     answer(n0, OK_ALICE);
     out(c);
-    feed(c, "GET /outpost.goauthentik.io/auth/traefik HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            "Cookie: authentik_proxy_t=S9\r\nX-Forwarded-Host: app.test\r\n"
-            "X-Forwarded-Uri: /outpost.goauthentik.io/sign_out\r\n\r\n");
+    feed(c, signout);
+    CHECK_INT(ncalls, n0 + 2); /* the IdP is asked the sign-out itself */
+    CHECK(strstr(calls[n0 + 1].req, "X-Forwarded-Uri: /outpost.goauthentik.io/sign_out\r\n") !=
+              NULL,
+          "the IdP gets the request as sent: %s", calls[n0 + 1].req);
+    answer(n0 + 1, REDIRECT);
     o = out(c);
+    HAS(o, "HTTP/1.1 302");
     HAS(o, "X-Authcache: signout");
     feed(c, check_req("S9"));
-    CHECK_INT(ncalls, n0 + 2); /* purged: asked again */
-    answer(n0 + 1, OK_ALICE);
+    CHECK_INT(ncalls, n0 + 3); /* purged: asked again */
+    answer(n0 + 2, OK_ALICE);
     HAS(out(c), "X-Authcache: miss");
+    /* The IdP allowing the sign-out request (2xx naming the user) is passed on too, not stored,
+     * and purges every answer of that user; without a credential it is asked all the same. */
+    feed(c, signout);
+    answer(ncalls - 1, OK_ALICE);
+    o = out(c);
+    HAS(o, "HTTP/1.1 200");
+    HAS(o, "X-Authcache: signout");
+    feed(c, check_req("S9"));
+    CHECK_INT(c->state, CONN_WAITING);
+    answer(ncalls - 1, OK_ALICE);
+    out(c);
+    feed(c,
+         "GET /outpost.goauthentik.io/auth/traefik HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+         "X-Forwarded-Host: app.test\r\nX-Forwarded-Uri: /outpost.goauthentik.io/sign_out\r\n\r\n");
+    CHECK_INT(c->state, CONN_WAITING);
+    answer(ncalls - 1, REDIRECT);
+    HAS(out(c), "HTTP/1.1 302");
 }
 
 static void purge(int kind, const char *session)
