@@ -1,21 +1,14 @@
 /*
  * bus.h — purges shared across nodes over Redis pub/sub (--bus redis://HOST:PORT[/CHANNEL]), in
- * bus.c. Three parts, each usable alone:
+ * bus.c. Its parts, each usable alone:
  *
- *  - the message: one purge as a short line of text (bus_encode, bus_decode). Only what a peer
- *    needs goes on the wire: a user name, a session's keyed credential digests (never the
- *    credential), or "all". Format (docs/daemon.md, "Bus"):
- *        v1 <node> all
- *        v1 <node> user <len>:<name>
- *        v1 <node> session <key-id> <digest>[ <digest>]
- *    <node>, <key-id> and <digest> are 16 lowercase hex digits; <len> is decimal, 1 to
- *    BUS_USER_MAX, without leading zeros, and <name> is exactly that many bytes (any bytes).
+ *  - the message: one purge as a short line of text, in bus_msg.h and bus_msg.c.
  *  - RESP2, the Redis protocol: bus_resp_command writes a command, bus_resp_parse reads one reply.
  *  - the client: one thread (bus_start) with two connections to Redis, one SUBSCRIBEd to the
  *    channel and one that PUBLISHes. Workers only enqueue (bus_publish); the thread sends.
  *
- * bus_decode and bus_resp_parse read bytes from the network: they bound every field, never read
- * outside [in, in + len), never allocate, and are fuzzed (tests/fuzz/fuzz_bus.c).
+ * bus_resp_parse reads bytes from the network: it bounds every field, never reads
+ * outside [in, in + len), never allocates, and is fuzzed (tests/fuzz/fuzz_bus.c).
  */
 #ifndef AUTHCACHE_BUS_H
 #define AUTHCACHE_BUS_H
@@ -26,43 +19,7 @@
 
 #include "daemon.h"
 
-#define BUS_VERSION "v1"
-#define BUS_USER_MAX SHM_MAX_USER /* a longer user name cannot be in any segment */
-#define BUS_MSG_MAX 600           /* >= "v1 " + node + " user 512:" + 512 bytes */
-#define BUS_QUEUE_MAX 1024        /* purges held for Redis; beyond it the oldest is dropped */
-
-/* ---- the message ---- */
-
-/* A decoded message. For PURGE_USER, p.user points into the decoded bytes. */
-struct bus_msg {
-    uint64_t node;                /* the sender's random id */
-    uint8_t key_id[SHM_CRED_LEN]; /* PURGE_CREDS: the sender's hash-key id (bus_key_id) */
-    struct purge p;
-};
-
-/* bus_decode's verdict on a well-formed message this node sent itself. */
-#define BUS_OWN 1
-
-/*
- * Write the message for purge p from node into out (no NUL added). key_id is the sender's
- * bus_key_id, used for PURGE_CREDS. Returns the length (at most BUS_MSG_MAX), -EINVAL for a purge
- * that has no message (a user name empty or over BUS_USER_MAX bytes, no digests, unknown kind),
- * -ENOSPC if cap is too small.
- */
-int bus_encode(uint64_t node, const uint8_t key_id[SHM_CRED_LEN], const struct purge *p, char *out,
-               size_t cap);
-
-/*
- * Read the message in[0, len) into *m. Returns 0 for a purge from another node, BUS_OWN for a
- * well-formed one whose node is self (to be ignored), -E2BIG if len > BUS_MSG_MAX, -EPROTO for
- * anything malformed (unknown version or kind, bad hex, a length that does not match, trailing
- * bytes). On failure *why names the problem in a few words (a constant string, never the bytes).
- */
-int bus_decode(const char *in, size_t len, uint64_t self, struct bus_msg *m, const char **why);
-
-/* The hash-key id: a keyed digest of a fixed label, equal on two nodes exactly when they hash
- * credentials with the same key (--hash-key-file), and telling nothing about the key. */
-void bus_key_id(const struct shm *h, uint8_t out[SHM_CRED_LEN]);
+#define BUS_QUEUE_MAX 1024 /* purges held for Redis; beyond it the oldest is dropped */
 
 /* ---- RESP2 ---- */
 

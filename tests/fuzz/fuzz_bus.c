@@ -4,15 +4,14 @@
  *
  * The first byte picks what the rest (as an exact-size heap copy, so ASan sees any over-read) is
  * fed to:
- *   0  bus_decode: only 0 / BUS_OWN / -EPROTO / -E2BIG, a reason on failure, a user name inside the
- *      input and within BUS_USER_MAX, 1..2 digests; and the format is canonical: what decodes
- *      encodes back to exactly the same bytes;
- *   1  bus_resp_parse, as the bus thread uses it on a stream: reply after reply until partial or
- *      bad, each taking between 1 and the bytes left, every string inside the input, counts and
- *      lengths within their limits, and every proper prefix of a whole reply partial; an array of
- *      bulk strings written again with bus_resp_command parses to the same strings;
- *   2  bus_encode then bus_decode of a purge built from the bytes: the same purge comes back.
- * Seeds: tests/fuzz/corpus/bus/.
+ *   0  bus_msg_decode: only 0 / BUS_MSG_OWN / -EPROTO / -E2BIG, a reason on failure, a user name
+ * inside the input and within BUS_MSG_USER_MAX, 1..2 digests; and the format is canonical: what
+ * decodes encodes back to exactly the same bytes; 1  bus_resp_parse, as the bus thread uses it on a
+ * stream: reply after reply until partial or bad, each taking between 1 and the bytes left, every
+ * string inside the input, counts and lengths within their limits, and every proper prefix of a
+ * whole reply partial; an array of bulk strings written again with bus_resp_command parses to the
+ * same strings; 2  bus_msg_encode then bus_msg_decode of a purge built from the bytes: the same
+ * purge comes back. Seeds: tests/fuzz/corpus/bus/.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -20,6 +19,7 @@
 #include <string.h>
 
 #include "bus.h"
+#include "bus_msg.h"
 #include "fuzz_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -31,19 +31,19 @@ static void fuzz_decode(const char *in, size_t n)
     struct bus_msg m;
     const char *why = NULL;
     char out[BUS_MSG_MAX];
-    int rc = bus_decode(in, n, SELF, &m, &why), k;
+    int rc = bus_msg_decode(in, n, SELF, &m, &why), k;
 
-    must(rc == 0 || rc == BUS_OWN || rc == -EPROTO || rc == -E2BIG);
+    must(rc == 0 || rc == BUS_MSG_OWN || rc == -EPROTO || rc == -E2BIG);
     if (rc < 0) {
         must(why && *why);
         must(rc != -E2BIG || n > BUS_MSG_MAX);
         return;
     }
     must(n <= BUS_MSG_MAX);
-    must((rc == BUS_OWN) == (m.node == SELF));
+    must((rc == BUS_MSG_OWN) == (m.node == SELF));
     switch (m.p.kind) {
     case PURGE_USER:
-        must(m.p.user_len >= 1 && m.p.user_len <= BUS_USER_MAX);
+        must(m.p.user_len >= 1 && m.p.user_len <= BUS_MSG_USER_MAX);
         must(inside(in, n, m.p.user, m.p.user_len));
         break;
     case PURGE_CREDS:
@@ -54,7 +54,7 @@ static void fuzz_decode(const char *in, size_t n)
     default:
         must(!"a kind");
     }
-    k = bus_encode(m.node, m.key_id, &m.p, out, sizeof(out));
+    k = bus_msg_encode(m.node, m.key_id, &m.p, out, sizeof(out));
     must(k > 0 && (size_t)k == n && memcmp(out, in, n) == 0);
 }
 
@@ -163,14 +163,14 @@ static void fuzz_roundtrip(const uint8_t *d, size_t n)
             for (unsigned j = 0; j < SHM_CRED_LEN; j++)
                 p.cred[i][j] = i * SHM_CRED_LEN + j < n ? d[i * SHM_CRED_LEN + j] : 0;
     }
-    k = bus_encode(node, key_id, &p, out, sizeof(out));
-    if (p.kind == 0 || (p.kind == PURGE_USER && (n == 0 || n > BUS_USER_MAX))) {
+    k = bus_msg_encode(node, key_id, &p, out, sizeof(out));
+    if (p.kind == 0 || (p.kind == PURGE_USER && (n == 0 || n > BUS_MSG_USER_MAX))) {
         must(k == -EINVAL);
         return;
     }
     must(k > 0 && k <= BUS_MSG_MAX);
-    must(bus_decode(out, (size_t)k, node, &m, &why) == BUS_OWN);
-    must(bus_decode(out, (size_t)k, ~node, &m, &why) == 0);
+    must(bus_msg_decode(out, (size_t)k, node, &m, &why) == BUS_MSG_OWN);
+    must(bus_msg_decode(out, (size_t)k, ~node, &m, &why) == 0);
     must(m.node == node && m.p.kind == p.kind);
     if (p.kind == PURGE_USER)
         must(m.p.user_len == p.user_len && memcmp(m.p.user, p.user, p.user_len) == 0);

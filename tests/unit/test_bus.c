@@ -1,14 +1,15 @@
 /*
- * test_bus.c — the purge bus's two codecs (daemon/bus.c): messages round-trip through bus_encode
- * and bus_decode for every kind of purge, and the decoder refuses what is not exactly a v1 message
- * (version, node id, kind, lengths, hex, trailing bytes, size) and recognises this node's own;
- * RESP2 commands are written byte for byte, and bus_resp_parse reads every reply type, waits on
- * every prefix of a reply, and refuses malformed and oversized ones.
+ * test_bus.c — the purge bus's two codecs (daemon/bus.c): messages round-trip through
+ * bus_msg_encode and bus_msg_decode for every kind of purge, and the decoder refuses what is not
+ * exactly a v1 message (version, node id, kind, lengths, hex, trailing bytes, size) and recognises
+ * this node's own; RESP2 commands are written byte for byte, and bus_resp_parse reads every reply
+ * type, waits on every prefix of a reply, and refuses malformed and oversized ones.
  */
 #include <errno.h>
 #include <stdlib.h>
 
 #include "bus.h"
+#include "bus_msg.h"
 #include "check.h"
 
 #define NODE UINT64_C(0x0123456789abcdef)
@@ -19,7 +20,7 @@ static const uint8_t key_id[SHM_CRED_LEN] = {0xde, 0xad, 0xbe, 0xef, 0x00, 0x11,
 /* Decode the NUL-terminated s; the return code. */
 static int dec(const char *s, struct bus_msg *m, const char **why)
 {
-    return bus_decode(s, strlen(s), SELF, m, why);
+    return bus_msg_decode(s, strlen(s), SELF, m, why);
 }
 
 static void expect_bad(const char *s, int want, const char *what)
@@ -34,22 +35,22 @@ static void expect_bad(const char *s, int want, const char *what)
 
 static void test_roundtrip(void)
 {
-    char buf[BUS_MSG_MAX], name[BUS_USER_MAX];
+    char buf[BUS_MSG_MAX], name[BUS_MSG_USER_MAX];
     struct purge p = {.kind = PURGE_ALL};
     struct bus_msg m;
     const char *why;
     int n;
 
-    n = bus_encode(NODE, key_id, &p, buf, sizeof(buf));
+    n = bus_msg_encode(NODE, key_id, &p, buf, sizeof(buf));
     CHECK_MEM(buf, n, "v1 0123456789abcdef all", 23);
-    CHECK_INT(bus_decode(buf, (size_t)n, SELF, &m, &why), 0);
+    CHECK_INT(bus_msg_decode(buf, (size_t)n, SELF, &m, &why), 0);
     CHECK_INT(m.p.kind, PURGE_ALL);
     CHECK(m.node == NODE, "node %016llx", (unsigned long long)m.node);
 
     p = (struct purge){.kind = PURGE_USER, .user = "alice smith", .user_len = 11};
-    n = bus_encode(NODE, key_id, &p, buf, sizeof(buf));
+    n = bus_msg_encode(NODE, key_id, &p, buf, sizeof(buf));
     CHECK_MEM(buf, n, "v1 0123456789abcdef user 11:alice smith", 39);
-    CHECK_INT(bus_decode(buf, (size_t)n, SELF, &m, &why), 0);
+    CHECK_INT(bus_msg_decode(buf, (size_t)n, SELF, &m, &why), 0);
     CHECK_INT(m.p.kind, PURGE_USER);
     CHECK_MEM(m.p.user, m.p.user_len, "alice smith", 11);
     CHECK(m.p.user >= buf && m.p.user < buf + n, "user points into the message");
@@ -58,47 +59,47 @@ static void test_roundtrip(void)
     for (size_t i = 0; i < sizeof(name); i++)
         name[i] = (char)(i * 7);
     p = (struct purge){.kind = PURGE_USER, .user = name, .user_len = sizeof(name)};
-    n = bus_encode(NODE, key_id, &p, buf, sizeof(buf));
+    n = bus_msg_encode(NODE, key_id, &p, buf, sizeof(buf));
     CHECK(n > 0 && n <= BUS_MSG_MAX, "n = %d", n);
-    CHECK_INT(bus_decode(buf, (size_t)n, SELF, &m, &why), 0);
+    CHECK_INT(bus_msg_decode(buf, (size_t)n, SELF, &m, &why), 0);
     CHECK(m.p.user_len == sizeof(name) && memcmp(m.p.user, name, sizeof(name)) == 0,
           "binary name of %zu bytes", m.p.user_len);
-    CHECK_INT(bus_encode(NODE, key_id, &p, buf, (size_t)n - 1), -ENOSPC);
-    p.user_len = BUS_USER_MAX + 1;
-    CHECK_INT(bus_encode(NODE, key_id, &p, buf, sizeof(buf)), -EINVAL);
+    CHECK_INT(bus_msg_encode(NODE, key_id, &p, buf, (size_t)n - 1), -ENOSPC);
+    p.user_len = BUS_MSG_USER_MAX + 1;
+    CHECK_INT(bus_msg_encode(NODE, key_id, &p, buf, sizeof(buf)), -EINVAL);
     p.user_len = 0;
-    CHECK_INT(bus_encode(NODE, key_id, &p, buf, sizeof(buf)), -EINVAL);
+    CHECK_INT(bus_msg_encode(NODE, key_id, &p, buf, sizeof(buf)), -EINVAL);
 
     p = (struct purge){.kind = PURGE_CREDS,
                        .ncred = 2,
                        .cred = {{1, 2, 3, 4, 5, 6, 7, 8}, {0xff, 0xee, 0, 0, 0, 0, 0x10, 0x0a}}};
-    n = bus_encode(NODE, key_id, &p, buf, sizeof(buf));
+    n = bus_msg_encode(NODE, key_id, &p, buf, sizeof(buf));
     CHECK_MEM(buf, n,
               "v1 0123456789abcdef session deadbeef00112233 0102030405060708 ffee00000000100a", 78);
-    CHECK_INT(bus_decode(buf, (size_t)n, SELF, &m, &why), 0);
+    CHECK_INT(bus_msg_decode(buf, (size_t)n, SELF, &m, &why), 0);
     CHECK_INT(m.p.kind, PURGE_CREDS);
     CHECK_INT(m.p.ncred, 2);
     CHECK(memcmp(m.key_id, key_id, SHM_CRED_LEN) == 0, "key id");
     CHECK(memcmp(m.p.cred, p.cred, sizeof(p.cred)) == 0, "digests");
 
     p.ncred = 1;
-    n = bus_encode(NODE, key_id, &p, buf, sizeof(buf));
+    n = bus_msg_encode(NODE, key_id, &p, buf, sizeof(buf));
     CHECK_INT(n, 61);
-    CHECK_INT(bus_decode(buf, (size_t)n, SELF, &m, &why), 0);
+    CHECK_INT(bus_msg_decode(buf, (size_t)n, SELF, &m, &why), 0);
     CHECK_INT(m.p.ncred, 1);
     CHECK(memcmp(m.p.cred[0], p.cred[0], SHM_CRED_LEN) == 0, "one digest");
     p.ncred = 0;
-    CHECK_INT(bus_encode(NODE, key_id, &p, buf, sizeof(buf)), -EINVAL);
+    CHECK_INT(bus_msg_encode(NODE, key_id, &p, buf, sizeof(buf)), -EINVAL);
     p.ncred = 3;
-    CHECK_INT(bus_encode(NODE, key_id, &p, buf, sizeof(buf)), -EINVAL);
+    CHECK_INT(bus_msg_encode(NODE, key_id, &p, buf, sizeof(buf)), -EINVAL);
     p.kind = 0;
-    CHECK_INT(bus_encode(NODE, key_id, &p, buf, sizeof(buf)), -EINVAL);
+    CHECK_INT(bus_msg_encode(NODE, key_id, &p, buf, sizeof(buf)), -EINVAL);
 
     /* This node's own: well-formed, recognised. */
     p = (struct purge){.kind = PURGE_ALL};
-    n = bus_encode(SELF, key_id, &p, buf, sizeof(buf));
-    CHECK_INT(bus_decode(buf, (size_t)n, SELF, &m, &why), BUS_OWN);
-    CHECK_INT(bus_decode(buf, (size_t)n, NODE, &m, &why), 0);
+    n = bus_msg_encode(SELF, key_id, &p, buf, sizeof(buf));
+    CHECK_INT(bus_msg_decode(buf, (size_t)n, SELF, &m, &why), BUS_MSG_OWN);
+    CHECK_INT(bus_msg_decode(buf, (size_t)n, NODE, &m, &why), 0);
 }
 
 static void test_rejects(void)
@@ -160,10 +161,10 @@ static void test_rejects(void)
     /* size */
     memset(big, 'a', sizeof(big));
     memcpy(big, "v1 0123456789abcdef user 512:", 29);
-    CHECK_INT(bus_decode(big, BUS_MSG_MAX + 1, SELF, &m, &why), -E2BIG);
+    CHECK_INT(bus_msg_decode(big, BUS_MSG_MAX + 1, SELF, &m, &why), -E2BIG);
     CHECK(why != NULL, "a reason for the size");
     /* A name with a NUL in it is a name like any other (length-prefixed). */
-    CHECK_INT(bus_decode("v1 0123456789abcdef user 3:a\0b", 30, SELF, &m, &why), 0);
+    CHECK_INT(bus_msg_decode("v1 0123456789abcdef user 3:a\0b", 30, SELF, &m, &why), 0);
     CHECK_INT(m.p.user_len, 3);
     /* Every prefix of a good message is refused, never read past. */
     {
@@ -172,7 +173,7 @@ static void test_rejects(void)
         for (size_t i = 0; i < n; i++) {
             char *cut = malloc(i ? i : 1);
             memcpy(cut, good, i);
-            CHECK(bus_decode(cut, i, SELF, &m, &why) == -EPROTO, "prefix of %zu bytes", i);
+            CHECK(bus_msg_decode(cut, i, SELF, &m, &why) == -EPROTO, "prefix of %zu bytes", i);
             free(cut);
         }
     }
