@@ -1,14 +1,10 @@
 /*
- * bus.h — purges shared across nodes over Redis pub/sub (--bus redis://HOST:PORT[/CHANNEL]), in
- * bus.c. Its parts, each usable alone:
+ * bus.h — purges shared across nodes over Redis pub/sub (--bus redis://HOST:PORT[/CHANNEL]): the
+ * client, in bus.c. One thread (bus_start) with two connections to Redis, one SUBSCRIBEd to the
+ * channel and one that PUBLISHes. Workers only enqueue (bus_publish); the thread sends.
  *
- *  - the message: one purge as a short line of text, in bus_msg.h and bus_msg.c.
- *  - RESP2, the Redis protocol: bus_resp_command writes a command, bus_resp_parse reads one reply.
- *  - the client: one thread (bus_start) with two connections to Redis, one SUBSCRIBEd to the
- *    channel and one that PUBLISHes. Workers only enqueue (bus_publish); the thread sends.
- *
- * bus_resp_parse reads bytes from the network: it bounds every field, never reads
- * outside [in, in + len), never allocates, and is fuzzed (tests/fuzz/fuzz_bus.c).
+ * What goes over the wire is written and read elsewhere, by pure functions: the purge message in
+ * bus_msg.h, the Redis protocol in resp.h.
  */
 #ifndef AUTHCACHE_BUS_H
 #define AUTHCACHE_BUS_H
@@ -20,40 +16,6 @@
 #include "daemon.h"
 
 #define BUS_QUEUE_MAX 1024 /* purges held for Redis; beyond it the oldest is dropped */
-
-/* ---- RESP2 ---- */
-
-#define BUS_RESP_MAX_ELEMS 8   /* elements of an array reply (pub/sub pushes have 3 or 4) */
-#define BUS_RESP_LINE_MAX 4096 /* a simple string, error or integer line, without its CRLF */
-
-/* One value: type '+' simple string, '-' error, ':' integer, '$' bulk string, '*' array. */
-struct bus_resp_item {
-    char type;
-    int64_t n;     /* ':' the integer; '$' the length, -1 for null; '*' the count, -1 for null */
-    const char *p; /* '+' '-' '$': the bytes (inside the parsed buffer); NULL for a null bulk */
-    size_t len;
-};
-
-/* One reply: a scalar in top, or an array in top (type '*') with its elements, scalars only. */
-struct bus_resp {
-    struct bus_resp_item top;
-    size_t nelem;
-    struct bus_resp_item elem[BUS_RESP_MAX_ELEMS];
-};
-
-/*
- * Parse one reply from in[0, len). Returns the bytes it takes (> 0), 0 if in holds only part of
- * one, -E2BIG if a bulk string is longer than max_bulk, an array longer than BUS_RESP_MAX_ELEMS or
- * a line longer than BUS_RESP_LINE_MAX, -EPROTO if it is not RESP2 (or an array nests one). The
- * strings in *r point into in.
- */
-ssize_t bus_resp_parse(const char *in, size_t len, size_t max_bulk, struct bus_resp *r);
-
-/* Write the command argv[0..argc) (lens[i] bytes each) into out as a RESP array of bulk strings.
- * Returns its length, or -ENOSPC. */
-int bus_resp_command(char *out, size_t cap, int argc, const char *const *argv, const size_t *lens);
-
-/* ---- the client ---- */
 
 struct bus;
 

@@ -1,14 +1,12 @@
 /*
- * test_bus.c — the purge bus's two codecs (daemon/bus.c): messages round-trip through
+ * test_bus.c — the purge bus's message codec (daemon/bus_msg.c): messages round-trip through
  * bus_msg_encode and bus_msg_decode for every kind of purge, and the decoder refuses what is not
  * exactly a v1 message (version, node id, kind, lengths, hex, trailing bytes, size) and recognises
- * this node's own; RESP2 commands are written byte for byte, and bus_resp_parse reads every reply
- * type, waits on every prefix of a reply, and refuses malformed and oversized ones.
+ * this node's own. The RESP2 codec the bus speaks to Redis with is tested in test_resp.c.
  */
 #include <errno.h>
 #include <stdlib.h>
 
-#include "bus.h"
 #include "bus_msg.h"
 #include "check.h"
 
@@ -179,127 +177,9 @@ static void test_rejects(void)
     }
 }
 
-static void test_resp_command(void)
-{
-    char out[128];
-    const char *argv[3] = {"PUBLISH", "authcache", "v1 x"};
-    size_t lens[3] = {7, 9, 4};
-    int n = bus_resp_command(out, sizeof(out), 3, argv, lens);
-    const char *want = "*3\r\n$7\r\nPUBLISH\r\n$9\r\nauthcache\r\n$4\r\nv1 x\r\n";
-
-    CHECK_MEM(out, n, want, strlen(want));
-    CHECK_INT(bus_resp_command(out, strlen(want) - 1, 3, argv, lens), -ENOSPC);
-    CHECK_INT(bus_resp_command(out, strlen(want), 3, argv, lens), (int)strlen(want));
-    CHECK_INT(bus_resp_command(out, 4, 0, argv, lens), 4);
-    CHECK_MEM(out, 4, "*0\r\n", 4);
-    CHECK_INT(bus_resp_command(out, 3, 3, argv, lens), -ENOSPC);
-}
-
-/* Parse s (len bytes) whole: the bytes taken. */
-static ssize_t parse(const char *s, size_t len, size_t max_bulk, struct bus_resp *r)
-{
-    char *copy = malloc(len ? len : 1); /* exact size: ASan sees any over-read */
-    ssize_t n;
-
-    memcpy(copy, s, len);
-    n = bus_resp_parse(copy, len, max_bulk, r);
-    /* the pointers in r would dangle: the callers here look at lengths and types only, or
-     * re-parse the original */
-    free(copy);
-    return n;
-}
-
-static void test_resp_parse(void)
-{
-    static const char *const good[] = {
-        "+OK\r\n",
-        "-ERR unknown command\r\n",
-        ":0\r\n",
-        ":-12\r\n",
-        ":123456789012345678\r\n",
-        "$0\r\n\r\n",
-        "$-1\r\n",
-        "$5\r\nab\r\nc\r\n",
-        "*-1\r\n",
-        "*0\r\n",
-        "*3\r\n$9\r\nsubscribe\r\n$9\r\nauthcache\r\n:1\r\n",
-        "*3\r\n$7\r\nmessage\r\n$9\r\nauthcache\r\n$23\r\nv1 0123456789abcdef all\r\n",
-        "*4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$1\r\nc\r\n$-1\r\n",
-    };
-    static const char *const bad[] = {
-        "?\r\n",
-        "+OK\n\r\n",
-        "+O\rK\r\n",
-        ":\r\n",
-        ":-\r\n",
-        ":12a\r\n",
-        ":1234567890123456789\r\n",
-        "$-2\r\n",
-        "$3\r\nabcd\r\n",
-        "$3\r\nab\rX\n",
-        "*-2\r\n",
-        "*1\r\n*0\r\n",
-        "*2\r\n:1\r\n?\r\n",
-        "$x\r\n",
-        "* 1\r\n",
-    };
-    struct bus_resp r;
-    char line[BUS_RESP_LINE_MAX + 8], many[64];
-
-    for (size_t i = 0; i < sizeof(good) / sizeof(*good); i++) {
-        size_t len = strlen(good[i]);
-        CHECK(parse(good[i], len, 1024, &r) == (ssize_t)len, "good reply #%zu taken whole", i);
-        for (size_t k = 0; k < len; k++)
-            CHECK(parse(good[i], k, 1024, &r) == 0, "good reply #%zu: prefix of %zu is partial", i,
-                  k);
-        /* Two in a row: the first is taken alone. */
-        {
-            char two[256];
-            snprintf(two, sizeof(two), "%s%s", good[i], good[i]);
-            CHECK(parse(two, 2 * len, 1024, &r) == (ssize_t)len, "good reply #%zu twice", i);
-        }
-    }
-    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
-        CHECK(parse(bad[i], strlen(bad[i]), 1024, &r) < 0, "bad reply #%zu \"%s\" refused", i,
-              bad[i]);
-
-    /* What the fields say. */
-    CHECK_INT(bus_resp_parse(good[11], strlen(good[11]), 1024, &r), (ssize_t)strlen(good[11]));
-    CHECK_INT(r.top.type, '*');
-    CHECK_INT(r.top.n, 3);
-    CHECK_INT(r.nelem, 3);
-    CHECK_MEM(r.elem[0].p, r.elem[0].len, "message", 7);
-    CHECK_MEM(r.elem[1].p, r.elem[1].len, "authcache", 9);
-    CHECK_MEM(r.elem[2].p, r.elem[2].len, "v1 0123456789abcdef all", 23);
-    CHECK_INT(bus_resp_parse(":-12\r\n", 6, 0, &r), 6);
-    CHECK_INT(r.top.n, -12);
-    CHECK_INT(bus_resp_parse("$-1\r\n", 5, 0, &r), 5);
-    CHECK(r.top.type == '$' && r.top.n == -1 && r.top.p == NULL, "null bulk");
-    CHECK_INT(bus_resp_parse("-ERR x\r\n", 8, 0, &r), 8);
-    CHECK_MEM(r.top.p, r.top.len, "ERR x", 5);
-    CHECK_INT(bus_resp_parse("$5\r\nab\r\nc\r\n", 11, 1024, &r), 11);
-    CHECK_MEM(r.top.p, r.top.len, "ab\r\nc", 5);
-
-    /* Limits. */
-    CHECK_INT(bus_resp_parse("$5\r\nhello\r\n", 11, 4, &r), -E2BIG);
-    CHECK_INT(bus_resp_parse("$5\r\nhello\r\n", 11, 5, &r), 11);
-    CHECK_INT(bus_resp_parse("$99999999999\r\n", 14, 1024, &r), -E2BIG);
-    snprintf(many, sizeof(many), "*%d\r\n", BUS_RESP_MAX_ELEMS + 1);
-    CHECK_INT(bus_resp_parse(many, strlen(many), 1024, &r), -E2BIG);
-    memset(line, 'a', sizeof(line));
-    line[0] = '+';
-    CHECK_INT(bus_resp_parse(line, BUS_RESP_LINE_MAX, 0, &r), 0); /* could still end */
-    CHECK_INT(bus_resp_parse(line, BUS_RESP_LINE_MAX + 2, 0, &r), -E2BIG);
-    memcpy(line + 1 + BUS_RESP_LINE_MAX, "\r\n", 2);
-    CHECK_INT(bus_resp_parse(line, BUS_RESP_LINE_MAX + 3, 0, &r), BUS_RESP_LINE_MAX + 3);
-    CHECK_INT(bus_resp_parse("", 0, 0, &r), 0);
-}
-
 int main(void)
 {
     test_roundtrip();
     test_rejects();
-    test_resp_command();
-    test_resp_parse();
     return check_done("test_bus");
 }
