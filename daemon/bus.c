@@ -5,7 +5,9 @@
  * A purge on this node (daemon_purge: admin API, sign-out, authentik's logout marker) is encoded
  * at once on the calling thread, a worker, and put in a bounded queue; the bus thread sends it with
  * PUBLISH. The same thread reads the channel over a second, SUBSCRIBEd connection and applies what
- * other nodes sent with daemon_purge_local, which never publishes: no purge travels twice.
+ * other nodes sent with daemon_purge_local, which never publishes: no purge travels twice. This
+ * file is the client thread alone: the message is written and read by bus_msg.c, the Redis
+ * protocol by resp.c.
  *
  * Invariants:
  *  - A worker never waits on the network: bus_publish takes the queue's mutex for a copy and writes
@@ -21,8 +23,9 @@
  *    subscribers as before (PUBSUB NUMSUB), at most BUS_REJOIN_MS: pub/sub keeps nothing for a
  *    node that has not subscribed again yet.
  *  - Messages carry no credential: user names, keyed digests (useless without the hash key), "all".
- *    Nothing received is trusted: every field is bounded and checked (bus_decode, bus_resp_parse),
- *    a bad message is counted and logged at most every BUS_LOG_EVERY_MS, never applied.
+ *    Nothing received is trusted: every field is bounded and checked (bus_msg_decode,
+ *    resp_parse), a bad message is counted and logged at most every BUS_LOG_EVERY_MS, never
+ *    applied.
  *  - Logs: one line per change of the connection's state, never per retry.
  */
 #include <errno.h>
@@ -40,6 +43,8 @@
 #include <unistd.h>
 
 #include "bus.h"
+#include "bus_msg.h"
+#include "resp.h"
 #include "log.h"
 
 #define BUS_BACKOFF_MIN_MS 100
@@ -54,302 +59,11 @@
 #define BUS_NUMSUB_EVERY_MS 1000  /* how often the subscribers are counted while up */
 #define BUS_NUMSUB_HOLD_MS 100    /* ... and while holding queued purges */
 #define BUS_SEQ_NUMSUB UINT64_MAX /* in the window: a PUBSUB NUMSUB, not a PUBLISH */
+#define BUS_RESP_ITEMS 9 /* a reply and its elements: pub/sub pushes have 3 or 4, NUMSUB's 2 */
 
-/* ---------------------------------------------------------------- the message */
-
-static const char hexdig[] = "0123456789abcdef";
-
-static char *put_hex(char *o, const uint8_t *b, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        *o++ = hexdig[b[i] >> 4];
-        *o++ = hexdig[b[i] & 15];
-    }
-    return o;
-}
-
-/* Exactly 2 * n lowercase hex digits at p into out. 0 or -EPROTO. */
-static int get_hex(const char *p, uint8_t *out, size_t n)
-{
-    for (size_t i = 0; i < 2 * n; i++) {
-        int v;
-        if (p[i] >= '0' && p[i] <= '9')
-            v = p[i] - '0';
-        else if (p[i] >= 'a' && p[i] <= 'f')
-            v = p[i] - 'a' + 10;
-        else
-            return -EPROTO;
-        if (i % 2 == 0)
-            out[i / 2] = (uint8_t)(v << 4);
-        else
-            out[i / 2] |= (uint8_t)v;
-    }
-    return 0;
-}
-
-int bus_encode(uint64_t node, const uint8_t key_id[SHM_CRED_LEN], const struct purge *p, char *out,
-               size_t cap)
-{
-    char buf[BUS_MSG_MAX], *o = buf;
-    uint8_t nb[8];
-
-    for (int i = 0; i < 8; i++)
-        nb[i] = (uint8_t)(node >> (56 - 8 * i));
-    memcpy(o, BUS_VERSION " ", 3);
-    o = put_hex(o + 3, nb, 8);
-    switch (p->kind) {
-    case PURGE_ALL:
-        memcpy(o, " all", 4);
-        o += 4;
-        break;
-    case PURGE_USER:
-        if (p->user_len == 0 || p->user_len > BUS_USER_MAX || !p->user)
-            return -EINVAL;
-        o += sprintf(o, " user %zu:", p->user_len);
-        memcpy(o, p->user, p->user_len);
-        o += p->user_len;
-        break;
-    case PURGE_CREDS:
-        if (p->ncred == 0 || p->ncred > PURGE_MAX_CREDS)
-            return -EINVAL;
-        memcpy(o, " session ", 9);
-        o = put_hex(o + 9, key_id, SHM_CRED_LEN);
-        for (unsigned i = 0; i < p->ncred; i++) {
-            *o++ = ' ';
-            o = put_hex(o, p->cred[i], SHM_CRED_LEN);
-        }
-        break;
-    default:
-        return -EINVAL;
-    }
-    if ((size_t)(o - buf) > cap)
-        return -ENOSPC;
-    memcpy(out, buf, (size_t)(o - buf));
-    return (int)(o - buf);
-}
-
-/* in[0, len) starts with the literal s. */
-static int starts(const char *in, size_t len, const char *s)
-{
-    size_t n = strlen(s);
-
-    return len >= n && memcmp(in, s, n) == 0;
-}
-
-#define BAD(what)                                                                                  \
-    do {                                                                                           \
-        *why = (what);                                                                             \
-        return -EPROTO;                                                                            \
-    } while (0)
-
-int bus_decode(const char *in, size_t len, uint64_t self, struct bus_msg *m, const char **why)
-{
-    const char *p = in, *end = in + len;
-    uint8_t nb[8];
-
-    memset(m, 0, sizeof(*m));
-    *why = NULL;
-    if (len > BUS_MSG_MAX) {
-        *why = "longer than " /* BUS_MSG_MAX */ "600 bytes";
-        return -E2BIG;
-    }
-    if (!starts(p, len, BUS_VERSION " "))
-        BAD("not a v1 message");
-    p += 3;
-    if (end - p < 17 || get_hex(p, nb, 8) < 0 || p[16] != ' ')
-        BAD("bad node id");
-    for (int i = 0; i < 8; i++)
-        m->node = m->node << 8 | nb[i];
-    p += 17;
-    if ((size_t)(end - p) == 3 && memcmp(p, "all", 3) == 0) {
-        m->p.kind = PURGE_ALL;
-    } else if (starts(p, (size_t)(end - p), "user ")) {
-        size_t n = 0;
-        const char *d = p += 5;
-        while (p < end && *p >= '0' && *p <= '9' && p - d < 4)
-            n = n * 10 + (size_t)(*p++ - '0');
-        if (p == d || p - d > 3 || *d == '0' || p == end || *p != ':')
-            BAD("bad user name length");
-        if (n > BUS_USER_MAX)
-            BAD("user name too long");
-        p++;
-        if ((size_t)(end - p) != n)
-            BAD("user name length does not match");
-        m->p.kind = PURGE_USER;
-        m->p.user = p;
-        m->p.user_len = n;
-    } else if (starts(p, (size_t)(end - p), "session ")) {
-        p += 8;
-        if (end - p < 16 || get_hex(p, m->key_id, SHM_CRED_LEN) < 0)
-            BAD("bad key id");
-        p += 16;
-        while (p < end) {
-            if (m->p.ncred == PURGE_MAX_CREDS)
-                BAD("too many digests");
-            if (end - p < 17 || *p != ' ' ||
-                get_hex(p + 1, m->p.cred[m->p.ncred], SHM_CRED_LEN) < 0)
-                BAD("bad session digest");
-            m->p.ncred++;
-            p += 17;
-        }
-        if (m->p.ncred == 0)
-            BAD("no session digest");
-        m->p.kind = PURGE_CREDS;
-    } else {
-        BAD("unknown kind of purge");
-    }
-    return m->node == self ? BUS_OWN : 0;
-}
-
-void bus_key_id(const struct shm *h, uint8_t out[SHM_CRED_LEN])
-{
-    static const char label[] = "authcache bus hash-key id";
-
-    /* Kind 0 is no credential kind (SHM_CRED_* start at 1): this can equal no session's digest. */
-    shm_key_cred(h, 0, label, sizeof(label) - 1, out);
-}
-
-/* ---------------------------------------------------------------- RESP2 */
-
-/* The line at in[0, len) up to CRLF: 1 and its length in *n, 0 if incomplete, -E2BIG, -EPROTO. */
-static int resp_line(const char *in, size_t len, size_t *n)
-{
-    size_t lim = len < BUS_RESP_LINE_MAX + 1 ? len : BUS_RESP_LINE_MAX + 1;
-    const char *cr = memchr(in, '\r', lim);
-
-    if (!cr)
-        return len > BUS_RESP_LINE_MAX ? -E2BIG : 0;
-    if (memchr(in, '\n', (size_t)(cr - in)))
-        return -EPROTO;
-    if ((size_t)(cr - in) + 1 >= len)
-        return 0;
-    if (cr[1] != '\n')
-        return -EPROTO;
-    *n = (size_t)(cr - in);
-    return 1;
-}
-
-/* A RESP integer: an optional '-', 1 to 18 digits, nothing else. 0 or -EPROTO. */
-static int resp_int(const char *p, size_t n, int64_t *v)
-{
-    int neg = n > 0 && p[0] == '-';
-    int64_t x = 0;
-
-    if (neg) {
-        p++;
-        n--;
-    }
-    if (n == 0 || n > 18)
-        return -EPROTO;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return -EPROTO;
-        x = x * 10 + (p[i] - '0');
-    }
-    *v = neg ? -x : x;
-    return 0;
-}
-
-/* One value at in[0, len); arrays only where arrays is set (then it is the array's header alone).
- * Returns the bytes it takes, 0 if incomplete, or -errno. */
-static ssize_t resp_item(const char *in, size_t len, size_t max_bulk, int arrays,
-                         struct bus_resp_item *it)
-{
-    size_t n;
-    int rc;
-
-    if (len == 0)
-        return 0;
-    memset(it, 0, sizeof(*it));
-    it->type = in[0];
-    if ((rc = resp_line(in + 1, len - 1, &n)) <= 0)
-        return rc;
-    switch (in[0]) {
-    case '+':
-    case '-':
-        it->p = in + 1;
-        it->len = n;
-        return (ssize_t)(n + 3);
-    case ':':
-        if (resp_int(in + 1, n, &it->n) < 0)
-            return -EPROTO;
-        return (ssize_t)(n + 3);
-    case '$': {
-        size_t head = n + 3;
-        if (resp_int(in + 1, n, &it->n) < 0 || it->n < -1)
-            return -EPROTO;
-        if (it->n == -1)
-            return (ssize_t)head;
-        if ((uint64_t)it->n > max_bulk)
-            return -E2BIG;
-        if (len - head < (size_t)it->n + 2)
-            return 0;
-        if (in[head + (size_t)it->n] != '\r' || in[head + (size_t)it->n + 1] != '\n')
-            return -EPROTO;
-        it->p = in + head;
-        it->len = (size_t)it->n;
-        return (ssize_t)(head + (size_t)it->n + 2);
-    }
-    case '*':
-        if (!arrays)
-            return -EPROTO; /* nested: no reply to what this client sends has them */
-        if (resp_int(in + 1, n, &it->n) < 0 || it->n < -1)
-            return -EPROTO;
-        if (it->n > BUS_RESP_MAX_ELEMS)
-            return -E2BIG;
-        return (ssize_t)(n + 3);
-    default:
-        return -EPROTO;
-    }
-}
-
-ssize_t bus_resp_parse(const char *in, size_t len, size_t max_bulk, struct bus_resp *r)
-{
-    ssize_t k, off;
-
-    memset(r, 0, sizeof(*r));
-    if ((off = resp_item(in, len, max_bulk, 1, &r->top)) <= 0)
-        return off;
-    if (r->top.type != '*' || r->top.n <= 0)
-        return off;
-    for (int64_t i = 0; i < r->top.n; i++) {
-        k = resp_item(in + off, len - (size_t)off, max_bulk, 0, &r->elem[r->nelem]);
-        if (k <= 0) {
-            memset(r, 0, sizeof(*r));
-            return k;
-        }
-        r->nelem++;
-        off += k;
-    }
-    return off;
-}
-
-/* Append the bytes p[0, n) at out + *o if they fit in cap. 0 or -ENOSPC. */
-static int put(char *out, size_t cap, size_t *o, const void *p, size_t n)
-{
-    if (cap - *o < n)
-        return -ENOSPC;
-    memcpy(out + *o, p, n);
-    *o += n;
-    return 0;
-}
-
-int bus_resp_command(char *out, size_t cap, int argc, const char *const *argv, const size_t *lens)
-{
-    char head[32];
-    size_t o = 0;
-    int n = snprintf(head, sizeof(head), "*%d\r\n", argc);
-
-    if (put(out, cap, &o, head, (size_t)n) < 0)
-        return -ENOSPC;
-    for (int i = 0; i < argc; i++) {
-        n = snprintf(head, sizeof(head), "$%zu\r\n", lens[i]);
-        if (put(out, cap, &o, head, (size_t)n) < 0 || put(out, cap, &o, argv[i], lens[i]) < 0 ||
-            put(out, cap, &o, "\r\n", 2) < 0)
-            return -ENOSPC;
-    }
-    return o > (size_t)INT32_MAX ? -ENOSPC : (int)o;
-}
+/* What Redis may send: arrays of scalars at most, a bulk as long as the buffer holds. */
+static const struct resp_limits sub_limits = {.max_bulk = BUS_RX_BULK_MAX, .max_depth = 1};
+static const struct resp_limits pub_limits = {.max_bulk = CONFIG_CHANNEL_MAX, .max_depth = 1};
 
 /* ---------------------------------------------------------------- the client */
 
@@ -538,7 +252,7 @@ static int send_all(struct bus *b, int fd, const char *buf, size_t len, char *ca
 }
 
 /* A Redis error line as a cause: printable ASCII, cut short. */
-static void redis_error(char *cause, size_t cl, const char *what, const struct bus_resp_item *it)
+static void redis_error(char *cause, size_t cl, const char *what, const struct resp_item *it)
 {
     char t[81];
     size_t n = it->len < sizeof(t) - 1 ? it->len : sizeof(t) - 1;
@@ -603,7 +317,7 @@ static int bus_connect(struct bus *b, char *cause, size_t cl)
     pthread_mutex_lock(&b->mu);
     b->next = b->head; /* what the last connection left unacknowledged goes again */
     pthread_mutex_unlock(&b->mu);
-    n = bus_resp_command(cmd, sizeof(cmd), 2, argv, lens);
+    n = resp_command(cmd, sizeof(cmd), 2, argv, lens);
     if (n < 0) {
         snprintf(cause, cl, "channel name too long");
         return -1;
@@ -643,9 +357,9 @@ static void on_message(struct bus *b, const char *p, size_t len)
     struct bus_msg m;
     const char *why;
     char desc[160];
-    int rc = bus_decode(p, len, b->node, &m, &why);
+    int rc = bus_msg_decode(p, len, b->node, &m, &why);
 
-    if (rc == BUS_OWN)
+    if (rc == BUS_MSG_OWN)
         return;
     INC(b->received);
     if (rc < 0) {
@@ -688,24 +402,26 @@ static int conn_fill(int fd, char *buf, size_t *len, size_t cap, char *cause, si
  * cause. */
 static int read_sub(struct bus *b, int *up, char *cause, size_t cl)
 {
-    struct bus_resp r;
+    struct resp_item r[BUS_RESP_ITEMS];
     ssize_t n = conn_fill(b->sub, b->rx, &b->rx_len, BUS_RX_MAX, cause, cl);
-    size_t off = 0;
+    size_t off = 0, ni;
 
     if (n <= 0)
         return (int)n;
-    while ((n = bus_resp_parse(b->rx + off, b->rx_len - off, BUS_RX_BULK_MAX, &r)) > 0) {
-        const struct bus_resp_item *e = r.elem;
+    while ((n = resp_parse(b->rx + off, b->rx_len - off, &sub_limits, r, BUS_RESP_ITEMS, &ni)) >
+           0) {
+        const struct resp_item *e = r + 1; /* the elements (no nesting: max_depth 1) */
+        size_t nelem = ni - 1;
         off += (size_t)n;
-        if (r.top.type == '-') {
-            redis_error(cause, cl, "SUBSCRIBE", &r.top);
+        if (r[0].type == RESP_ERROR) {
+            redis_error(cause, cl, "SUBSCRIBE", &r[0]);
             return -1;
         }
-        if (r.top.type != '*' || r.nelem < 1 || e[0].type != '$')
+        if (r[0].type != RESP_ARRAY || nelem < 1 || e[0].type != RESP_BULK)
             continue; /* nothing else is sent to a subscriber; ignore what is not for us */
-        if (e[0].len == 7 && memcmp(e[0].p, "message", 7) == 0 && r.nelem == 3 &&
-            e[1].type == '$' && e[1].len == strlen(b->cfg->channel) &&
-            memcmp(e[1].p, b->cfg->channel, e[1].len) == 0 && e[2].type == '$' && e[2].p)
+        if (e[0].len == 7 && memcmp(e[0].p, "message", 7) == 0 && nelem == 3 &&
+            e[1].type == RESP_BULK && e[1].len == strlen(b->cfg->channel) &&
+            memcmp(e[1].p, b->cfg->channel, e[1].len) == 0 && e[2].type == RESP_BULK && e[2].p)
             on_message(b, e[2].p, e[2].len);
         else if (e[0].len == 9 && memcmp(e[0].p, "subscribe", 9) == 0)
             *up = 1;
@@ -739,13 +455,14 @@ static void subscribers(struct bus *b, int64_t n)
  * PUBLISH's answer acknowledges its purge. 0, or -1 with the cause. */
 static int read_pub(struct bus *b, char *cause, size_t cl)
 {
-    struct bus_resp r;
+    struct resp_item r[BUS_RESP_ITEMS];
     ssize_t n = conn_fill(b->pub, b->prx, &b->prx_len, sizeof(b->prx), cause, cl);
-    size_t off = 0;
+    size_t off = 0, ni;
 
     if (n <= 0)
         return (int)n;
-    while ((n = bus_resp_parse(b->prx + off, b->prx_len - off, CONFIG_CHANNEL_MAX, &r)) > 0) {
+    while ((n = resp_parse(b->prx + off, b->prx_len - off, &pub_limits, r, BUS_RESP_ITEMS, &ni)) >
+           0) {
         uint64_t seq;
         off += (size_t)n;
         if (b->win_n == 0) {
@@ -753,26 +470,26 @@ static int read_pub(struct bus *b, char *cause, size_t cl)
             return -1;
         }
         seq = b->win[b->win_first];
-        if (r.top.type == '-') {
-            redis_error(cause, cl, seq == BUS_SEQ_NUMSUB ? "PUBSUB NUMSUB" : "PUBLISH", &r.top);
+        if (r[0].type == RESP_ERROR) {
+            redis_error(cause, cl, seq == BUS_SEQ_NUMSUB ? "PUBSUB NUMSUB" : "PUBLISH", &r[0]);
             return -1;
         }
         b->win_first = (b->win_first + 1) % BUS_WINDOW;
         b->win_n--;
         if (seq == BUS_SEQ_NUMSUB) {
-            if (r.top.type != '*' || r.nelem != 2 || r.elem[1].type != ':') {
+            if (r[0].type != RESP_ARRAY || ni != 3 || r[2].type != RESP_INT) {
                 snprintf(cause, cl, "unexpected reply to PUBSUB NUMSUB");
                 return -1;
             }
             b->numsub_pending = 0;
-            subscribers(b, r.elem[1].n);
+            subscribers(b, r[2].n);
             continue;
         }
-        if (r.top.type != ':') {
+        if (r[0].type != RESP_INT) {
             snprintf(cause, cl, "unexpected reply to PUBLISH");
             return -1;
         }
-        subscribers(b, r.top.n);
+        subscribers(b, r[0].n);
         pthread_mutex_lock(&b->mu);
         if (seq >= b->head) /* else dropped meanwhile */
             b->head = seq + 1;
@@ -794,7 +511,7 @@ static int send_numsub(struct bus *b, char *cause, size_t cl)
     char cmd[64 + CONFIG_CHANNEL_MAX];
     const char *argv[3] = {"PUBSUB", "NUMSUB", b->cfg->channel};
     size_t lens[3] = {6, 6, strlen(b->cfg->channel)};
-    int n = bus_resp_command(cmd, sizeof(cmd), 3, argv, lens);
+    int n = resp_command(cmd, sizeof(cmd), 3, argv, lens);
 
     if (b->numsub_pending || b->win_n == BUS_WINDOW)
         return 0;
@@ -830,7 +547,7 @@ static int send_queued(struct bus *b, char *cause, size_t cl)
         memcpy(s.msg, b->q[seq % BUS_QUEUE_MAX].msg, s.len);
         pthread_mutex_unlock(&b->mu);
         lens[2] = s.len;
-        n = bus_resp_command(cmd, sizeof(cmd), 3, argv, lens);
+        n = resp_command(cmd, sizeof(cmd), 3, argv, lens);
         if (n < 0) {
             snprintf(cause, cl, "PUBLISH too long");
             return -1;
@@ -978,7 +695,7 @@ int bus_start(struct daemon *d, struct bus **out)
     b->sub = b->pub = -1;
     snprintf(b->where, sizeof(b->where), strchr(b->cfg->host, ':') ? "[%s]:%u" : "%s:%u",
              b->cfg->host, b->cfg->port);
-    bus_key_id(&d->shm, b->key_id);
+    bus_msg_key_id(&d->shm, b->key_id);
     /* The node id only tells a node its own messages apart: random, never 0. */
     while (b->node == 0) {
         if (getrandom(&b->node, sizeof(b->node), 0) != (ssize_t)sizeof(b->node)) {
@@ -1017,11 +734,11 @@ void bus_publish(struct bus *b, const struct purge *p)
 
     if (!b)
         return;
-    if ((n = bus_encode(b->node, b->key_id, p, msg, sizeof(msg))) < 0) {
+    if ((n = bus_msg_encode(b->node, b->key_id, p, msg, sizeof(msg))) < 0) {
         log_warn("bus_not_published",
                  "a purge of a user name of %zu bytes stays on this node: "
                  "the bus carries names of 1 to %u bytes",
-                 p->user_len, BUS_USER_MAX);
+                 p->user_len, BUS_MSG_USER_MAX);
         return;
     }
     now = daemon_mono_ms();
