@@ -41,6 +41,7 @@
 #define MAX_HDRS 256
 #define HEADER_TIMEOUT_MS 10000
 #define IDLE_TIMEOUT_MS 120000
+#define DRAIN_IDLE_GRACE_MS 250     /* draining: an idle connection's last chance of a request */
 #define OUT_HIGH_WATER (256u << 10) /* stop parsing a connection until its output drains */
 #define UPREQ_MAX (MAX_HEADER + 4096)
 #define SLOT_NONE UINT32_MAX
