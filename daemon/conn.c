@@ -295,14 +295,15 @@ static void conn_open(struct worker *w, int fd);
 void conn__accept(struct worker *w, struct io_uring_cqe *cqe)
 {
     int fd = cqe->res;
+    unsigned li = UD_SLOT(io_uring_cqe_get_data64(cqe)); /* which listen_fd */
 
-    if (!(cqe->flags & IORING_CQE_F_MORE)) {
+    if (!(cqe->flags & IORING_CQE_F_MORE) && li < w->nlisten) {
         /* The multishot accept ended: the CQ overflowed (a burst), or no descriptor was left. At
          * once again in the first case; in the second the tick does it, so that a process out of
          * descriptors does not spin. */
-        w->accept_armed = 0;
+        w->accept_armed[li] = 0;
         if (fd != -EMFILE && fd != -ENFILE && fd != -ECANCELED && !w->draining)
-            loop__arm_accept(w);
+            loop__arm_accept(w, li);
     }
     if (fd < 0) {
         if (fd != -ECANCELED && fd != -EINVAL && !w->accept_failing) /* once per episode */

@@ -1,7 +1,8 @@
 /*
- * main.c — authcached: parse the configuration, open (or keep) the segment, start the purge bus
- * (--bus), the workers and the admin listener, then wait for SIGTERM/SIGINT and drain: stop
- * accepting, finish in-flight requests, flush the bus, exit 0. The segment stays for the next start.
+ * main.c — authcached: parse the configuration, get the listening sockets (passed by systemd,
+ * or bound), open (or keep) the segment, start the purge bus (--bus), the workers and the admin
+ * listener, then wait for SIGTERM/SIGINT and drain: stop accepting, finish in-flight requests,
+ * flush the bus, exit 0. The segment stays for the next start.
  *
  * Exit status: 0 after a clean stop, 2 for a bad flag or an address that cannot be bound (one line
  * naming the flag), 1 for anything else that stops the start. Each step that can fail tells which
@@ -20,6 +21,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "epoch.h"
+#include "listeners.h"
 #include "log.h"
 #include "purger.h"
 #include "tls.h"
@@ -46,6 +48,7 @@ int main(int argc, char **argv)
     static struct daemon d;
     char err[512];
     struct admin *admin;
+    static struct listeners ls;
     struct shm_params sp = {0};
     sigset_t sigs;
     unsigned nofile, reserve, per_worker, ups_per_worker;
@@ -100,8 +103,19 @@ int main(int argc, char **argv)
                 cfg.workers);
         return 2;
     }
+    /* Sockets systemd passed; else bound here. */
+    listeners_init(&ls);
+    if ((rc = listeners_from_systemd(&ls, err, sizeof(err))) < 0) {
+        fprintf(stderr, "authcached: %s\n", err);
+        return 2;
+    }
+    if (ls.n == 0 && listeners_bind(&ls, &cfg.listen, cfg.workers, err, sizeof(err)) < 0) {
+        fprintf(stderr, "authcached: %s\n", err);
+        return 2;
+    }
     for (unsigned i = 0; i < cfg.workers; i++) {
-        int usage_error;
+        int usage_error, share[LISTENERS_MAX];
+        unsigned n;
 
         d.workers[i] =
             worker_new(&d, i, per_worker, ups_per_worker, err, sizeof(err), &usage_error);
@@ -109,8 +123,16 @@ int main(int argc, char **argv)
             fprintf(stderr, "authcached: %s\n", err);
             return usage_error ? 2 : 1;
         }
+        n = listeners_share(&ls, i, cfg.workers, share);
+        worker_listen(d.workers[i], share, n, ls.port);
     }
-    admin = admin_bind(&d, err, sizeof(err));
+    if (ls.admin_fd >= 0) {
+        admin = admin_adopt(&d, ls.admin_fd, ls.admin_port, err, sizeof(err));
+        if (admin)
+            ls.admin_fd = -1; /* the admin listener's now */
+    } else {
+        admin = admin_bind(&d, err, sizeof(err));
+    }
     if (!admin) {
         fprintf(stderr, "authcached: %s\n", err);
         return 2;
@@ -146,10 +168,12 @@ int main(int argc, char **argv)
         }
     }
     __atomic_store_n(&d.ready, 1, __ATOMIC_RELEASE);
-    log_info("listening", "forward-auth on %s (port %d), admin on %s (port %d), %u workers, "
-             "upstream %s:%u, %u connections per worker",
-             cfg.listen.text, worker_port(d.workers[0]), cfg.admin.text, admin_port(admin),
-             cfg.workers, cfg.upstream.host, cfg.upstream.port, per_worker);
+    log_info("listening",
+             "forward-auth on %s (port %d, %u socket(s) %s), admin on %s (port %d), "
+             "%u workers, upstream %s:%u, %u connections per worker",
+             ls.from[0] == 'b' ? cfg.listen.text : "passed sockets", worker_port(d.workers[0]),
+             ls.n, ls.from, cfg.admin.text, admin_port(admin), cfg.workers, cfg.upstream.host,
+             cfg.upstream.port, per_worker);
 
     /* SIGHUP (a terminal closing, or an operator used to "reload") must not kill a daemon every
      * request depends on: there is nothing to reload, so it is logged and ignored. */
@@ -168,6 +192,7 @@ int main(int argc, char **argv)
     bus_stop(d.bus); /* after the last purge: sends what is queued (briefly), then closes */
     for (unsigned i = 0; i < cfg.workers; i++)
         worker_free(d.workers[i]);
+    listeners_close(&ls);
     flights_free(d.flights);
     free(d.workers);
     free(d.metrics);
