@@ -1,8 +1,9 @@
 /*
  * main.c — authcached: parse the configuration, get the listening sockets (passed by systemd,
- * or bound), open (or keep) the segment, start the purge bus (--bus), the workers and the admin
- * listener, then wait for SIGTERM/SIGINT and drain: stop accepting, finish in-flight requests,
- * flush the bus, exit 0. The segment stays for the next start.
+ * handed over by the daemon this one replaces with --handover, or bound), open (or keep) the
+ * segment, start the purge bus (--bus), the workers and the admin listener, then wait for
+ * SIGTERM/SIGINT (or a successor that took the sockets over) and drain: stop accepting, finish
+ * in-flight requests, flush the bus, exit 0. The segment stays for the next start.
  *
  * Exit status: 0 after a clean stop, 2 for a bad flag or an address that cannot be bound (one line
  * naming the flag), 1 for anything else that stops the start. Each step that can fail tells which
@@ -21,6 +22,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "epoch.h"
+#include "handover.h"
 #include "listeners.h"
 #include "log.h"
 #include "purger.h"
@@ -49,6 +51,8 @@ int main(int argc, char **argv)
     char err[512];
     struct admin *admin;
     static struct listeners ls;
+    struct handover *ho = NULL;
+    int ho_conn = -1;
     struct shm_params sp = {0};
     sigset_t sigs;
     unsigned nofile, reserve, per_worker, ups_per_worker;
@@ -103,11 +107,17 @@ int main(int argc, char **argv)
                 cfg.workers);
         return 2;
     }
-    /* Sockets systemd passed; else bound here. */
+    /* Sockets systemd passed; else those of the daemon serving --handover (it keeps serving
+     * until handover_ready below); else bound here. */
     listeners_init(&ls);
     if ((rc = listeners_from_systemd(&ls, err, sizeof(err))) < 0) {
         fprintf(stderr, "authcached: %s\n", err);
         return 2;
+    }
+    if (rc == 0 && cfg.handover[0] &&
+        handover_take(cfg.handover, &ls, &ho_conn, err, sizeof(err)) < 0) {
+        fprintf(stderr, "authcached: %s\n", err);
+        return 1;
     }
     if (ls.n == 0 && listeners_bind(&ls, &cfg.listen, cfg.workers, err, sizeof(err)) < 0) {
         fprintf(stderr, "authcached: %s\n", err);
@@ -134,6 +144,13 @@ int main(int argc, char **argv)
         admin = admin_bind(&d, err, sizeof(err));
     }
     if (!admin) {
+        fprintf(stderr, "authcached: %s\n", err);
+        return 2;
+    }
+    /* A first start serves --handover before anything else can fail late; a successor once its
+     * predecessor no longer does (below). */
+    if (cfg.handover[0] && ho_conn < 0 &&
+        !(ho = handover_serve(cfg.handover, &ls, admin_fd(admin), err, sizeof(err)))) {
         fprintf(stderr, "authcached: %s\n", err);
         return 2;
     }
@@ -174,25 +191,37 @@ int main(int argc, char **argv)
              ls.from[0] == 'b' ? cfg.listen.text : "passed sockets", worker_port(d.workers[0]),
              ls.n, ls.from, cfg.admin.text, admin_port(admin), cfg.workers, cfg.upstream.host,
              cfg.upstream.port, per_worker);
+    if (ho_conn >= 0) {
+        /* Serving: now the predecessor may stop accepting and drain. */
+        if (handover_ready(ho_conn, err, sizeof(err)) < 0)
+            log_warn("handover", "%s", err);
+        else
+            log_info("handover", "took over from the previous daemon; it drains");
+        if (!(ho = handover_serve(cfg.handover, &ls, admin_fd(admin), err, sizeof(err))))
+            log_error("handover", "%s: the next upgrade cannot take over from this daemon", err);
+    }
 
     /* SIGHUP (a terminal closing, or an operator used to "reload") must not kill a daemon every
      * request depends on: there is nothing to reload, so it is logged and ignored. */
     while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP)
         log_info("sighup", "SIGHUP ignored: nothing to reload (restart to change flags)");
     log_info("draining", "%s: no new connections; finishing requests in flight",
-             sig == SIGTERM ? "SIGTERM" : "SIGINT");
+             handover_done(ho) ? "handed over"
+             : sig == SIGTERM  ? "SIGTERM"
+                               : "SIGINT");
     __atomic_store_n(&d.ready, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&d.draining, 1, __ATOMIC_RELEASE);
     for (unsigned i = 0; i < cfg.workers; i++)
         worker_wake(d.workers[i]);
     for (unsigned i = 0; i < cfg.workers; i++)
         worker_join(d.workers[i]);
+    handover_stop(ho); /* before the sockets it hands out close */
     admin_stop(admin);
     purger_stop(d.purger); /* runs what is queued; may still publish */
     bus_stop(d.bus); /* after the last purge: sends what is queued (briefly), then closes */
     for (unsigned i = 0; i < cfg.workers; i++)
         worker_free(d.workers[i]);
-    listeners_close(&ls);
+    listeners_close(&ls); /* a successor's copies keep the sockets and their queues */
     flights_free(d.flights);
     free(d.workers);
     free(d.metrics);
