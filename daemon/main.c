@@ -50,6 +50,7 @@ int main(int argc, char **argv)
     static struct daemon d;
     char err[512];
     struct admin *admin;
+    const char *admin_at;
     static struct listeners ls;
     struct handover *ho = NULL;
     int ho_conn = -1;
@@ -136,6 +137,7 @@ int main(int argc, char **argv)
         n = listeners_share(&ls, i, cfg.workers, share);
         worker_listen(d.workers[i], share, n, ls.port);
     }
+    admin_at = ls.admin_fd >= 0 ? "a passed socket" : cfg.admin.text;
     if (ls.admin_fd >= 0) {
         admin = admin_adopt(&d, ls.admin_fd, ls.admin_port, err, sizeof(err));
         if (admin)
@@ -189,7 +191,7 @@ int main(int argc, char **argv)
              "forward-auth on %s (port %d, %u socket(s) %s), admin on %s (port %d), "
              "%u workers, upstream %s:%u, %u connections per worker",
              ls.from[0] == 'b' ? cfg.listen.text : "passed sockets", worker_port(d.workers[0]),
-             ls.n, ls.from, cfg.admin.text, admin_port(admin), cfg.workers, cfg.upstream.host,
+             ls.n, ls.from, admin_at, admin_port(admin), cfg.workers, cfg.upstream.host,
              cfg.upstream.port, per_worker);
     if (ho_conn >= 0) {
         /* Serving: now the predecessor may stop accepting and drain. */
