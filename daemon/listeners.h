@@ -11,6 +11,8 @@
 
 #include "config.h"
 
+/* At most this many forward-auth sockets (one SCM_RIGHTS message carries them all, and the kernel
+ * allows 253): with more workers than that, workers share sockets (listeners_share). */
 #define LISTENERS_MAX 64
 
 struct listeners {
