@@ -488,6 +488,27 @@ struct admin *admin_bind(struct daemon *d, char *err, size_t errlen)
     return a;
 }
 
+struct admin *admin_adopt(struct daemon *d, int fd, int port, char *err, size_t errlen)
+{
+    struct admin *a = calloc(1, sizeof(*a));
+
+    if (!a) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    a->d = d;
+    for (int i = 0; i < ADMIN_CONNS; i++)
+        a->conns[i].fd = -1;
+    a->fd = fd;
+    a->port = port;
+    return a;
+}
+
+int admin_fd(const struct admin *a)
+{
+    return a->fd;
+}
+
 int admin_run(struct admin *a)
 {
     int rc = pthread_create(&a->thread, NULL, admin_main, a);

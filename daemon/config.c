@@ -72,6 +72,7 @@ enum opt_id {
     OPT_HASH_KEY_FILE,
     OPT_BUS,
     OPT_ADMIN_TOKEN_FILE,
+    OPT_HANDOVER,
     OPT_LOG_LEVEL,
     OPT_LOG_FORMAT,
     OPT_COUNT
@@ -106,6 +107,9 @@ static const struct opt opts[OPT_COUNT] = {
     [OPT_HASH_KEY_FILE] = {"hash-key-file", "FILE", "secret for the credential hash (>= 16 bytes)"},
     [OPT_BUS] = {"bus", "URL", "redis://HOST:PORT[/CHANNEL] to share purges"},
     [OPT_ADMIN_TOKEN_FILE] = {"admin-token-file", "FILE", "bearer token for admin write calls"},
+    [OPT_HANDOVER] = {"handover", "PATH",
+                      "Unix socket: take the listeners of the daemon there, then serve it "
+                      "(default off)"},
     [OPT_LOG_LEVEL] = {"log-level", "LEVEL", "debug, info, warn or error (default info)"},
     [OPT_LOG_FORMAT] = {"log-format", "FMT", "text or json (default text)"},
 };
@@ -758,6 +762,12 @@ static int apply(struct config *cfg, struct ctx *c, const char *v, int first_of_
         return 0;
     case OPT_ADMIN_TOKEN_FILE:
         return parse_file_name(c, v, cfg->admin_token_file);
+    case OPT_HANDOVER:
+        if (strlen(v) >= sizeof(cfg->handover))
+            return fail(c, "the path is too long for a Unix socket (%zu bytes at most)",
+                        sizeof(cfg->handover) - 1);
+        memcpy(cfg->handover, v, strlen(v) + 1);
+        return 0;
     case OPT_LOG_LEVEL:
         for (int l = LOG_LEVEL_DEBUG; l <= LOG_LEVEL_ERROR; l++)
             if (strcmp(v, log_level_name((enum log_level)l)) == 0) {

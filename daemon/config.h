@@ -105,6 +105,7 @@ struct config {
     char admin_token_file[PATH_MAX];        /* "" = none */
     char admin_token[CONFIG_TOKEN_MAX + 1]; /* "" when no file */
     size_t admin_token_len;
+    char handover[108]; /* --handover: a Unix socket path (sun_path's size), "" = off */
     enum log_level log_level;
     enum log_format log_format;
     enum config_info info;

@@ -263,9 +263,17 @@ struct conn *conn__get(struct worker *w, uint32_t slot, uint32_t gen)
 
 void conn__drain_idle(struct worker *w)
 {
+    int64_t now = daemon_mono_ms();
+
+    /* Only a connection idle for DRAIN_IDLE_GRACE_MS: a client that got an answer sends its next
+     * request on the same connection at once, and a close racing that request fails it (a reset,
+     * or a connection closed with no answer). Given the grace, that request arrives and is
+     * answered with Connection: close; a connection that stays idle is closed. */
     for (uint32_t i = 0; i < w->max_conns; i++) {
         struct conn *c = &w->conns[i];
-        if (c->state == CONN_OPEN && !c->sending && c->out_off >= c->out_len)
+        if (c->state == CONN_OPEN && !c->sending && c->out_off >= c->out_len && c->in_len == 0 &&
+            (c->timer != TIMER_IDLE ||
+             now - (c->deadline_ms - IDLE_TIMEOUT_MS) >= DRAIN_IDLE_GRACE_MS))
             conn__close(w, c);
     }
 }
@@ -287,14 +295,15 @@ static void conn_open(struct worker *w, int fd);
 void conn__accept(struct worker *w, struct io_uring_cqe *cqe)
 {
     int fd = cqe->res;
+    unsigned li = UD_SLOT(io_uring_cqe_get_data64(cqe)); /* which listen_fd */
 
-    if (!(cqe->flags & IORING_CQE_F_MORE)) {
+    if (!(cqe->flags & IORING_CQE_F_MORE) && li < w->nlisten) {
         /* The multishot accept ended: the CQ overflowed (a burst), or no descriptor was left. At
          * once again in the first case; in the second the tick does it, so that a process out of
          * descriptors does not spin. */
-        w->accept_armed = 0;
+        w->accept_armed[li] = 0;
         if (fd != -EMFILE && fd != -ENFILE && fd != -ECANCELED && !w->draining)
-            loop__arm_accept(w);
+            loop__arm_accept(w, li);
     }
     if (fd < 0) {
         if (fd != -ECANCELED && fd != -EINVAL && !w->accept_failing) /* once per episode */
@@ -307,11 +316,9 @@ void conn__accept(struct worker *w, struct io_uring_cqe *cqe)
         log_info("accept", "worker %u: accepting again", w->id);
         w->accept_failing = 0;
     }
-    if (w->draining) {
-        close(fd);
-        M_ADD(w->m, conns_rejected, 1);
-        return;
-    }
+    /* Draining: an accept that completed before its cancel is a connection the kernel has
+     * established and taken from the queue; nobody else can serve it, so it is served (its answer
+     * says Connection: close) rather than reset. */
     if (w->free_head == SLOT_NONE) {
         /* Full: the oldest idle connection makes room (its slot is free once its receive is
          * cancelled; the new one waits for it in w->waiting, taken each turn by conn__adopt).

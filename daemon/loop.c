@@ -39,13 +39,13 @@ void loop__clock(struct worker *w)
     w->mono_ms = daemon_mono_ms();
 }
 
-void loop__arm_accept(struct worker *w)
+void loop__arm_accept(struct worker *w, unsigned i)
 {
     struct io_uring_sqe *sqe = loop__sqe(w);
 
-    io_uring_prep_multishot_accept(sqe, w->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-    io_uring_sqe_set_data64(sqe, UD(OP_ACCEPT, 0, 0));
-    w->accept_armed = 1;
+    io_uring_prep_multishot_accept(sqe, w->listen_fd[i], NULL, NULL, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, UD(OP_ACCEPT, i, 0));
+    w->accept_armed[i] = 1;
 }
 
 /* Cancel the operation with user data ud; its own completion reports the end. */
@@ -94,16 +94,18 @@ static void on_tick(struct worker *w)
     }
     /* A multishot accept that ended (EMFILE/ENFILE, or the CQ full when a burst of connections was
      * queued) is armed again: else this worker's listener would never be accepted from again. */
-    if (!w->accept_armed && !w->draining)
-        loop__arm_accept(w);
+    for (unsigned i = 0; i < w->nlisten; i++)
+        if (!w->accept_armed[i] && !w->draining)
+            loop__arm_accept(w, i);
     fa__tick(w);
     if (!__atomic_load_n(&w->d->draining, __ATOMIC_ACQUIRE) || w->draining)
         return;
     /* Drain: stop accepting, close idle connections, answer the rest with Connection: close. */
     w->draining = 1;
     w->drain_deadline_ms = w->mono_ms + w->cfg->upstream_timeout_ms + 2000;
-    if (w->accept_armed)
-        loop__cancel(w, UD(OP_ACCEPT, 0, 0));
+    for (unsigned i = 0; i < w->nlisten; i++)
+        if (w->accept_armed[i])
+            loop__cancel(w, UD(OP_ACCEPT, i, 0));
 }
 
 /* ---- cross-worker messages ---- */
@@ -217,7 +219,8 @@ void *loop__main(void *arg)
      * hence here; without it (an old kernel) everything works the same, a little slower. */
     io_uring_register_ring_fd(&w->ring);
     loop__clock(w);
-    loop__arm_accept(w);
+    for (unsigned i = 0; i < w->nlisten; i++)
+        loop__arm_accept(w, i);
     arm_tick(w);
     arm_event(w);
     for (;;) {

@@ -1,7 +1,9 @@
 /*
- * main.c — authcached: parse the configuration, open (or keep) the segment, start the purge bus
- * (--bus), the workers and the admin listener, then wait for SIGTERM/SIGINT and drain: stop
- * accepting, finish in-flight requests, flush the bus, exit 0. The segment stays for the next start.
+ * main.c — authcached: parse the configuration, get the listening sockets (passed by systemd,
+ * handed over by the daemon this one replaces with --handover, or bound), open (or keep) the
+ * segment, start the purge bus (--bus), the workers and the admin listener, then wait for
+ * SIGTERM/SIGINT (or a successor that took the sockets over) and drain: stop accepting, finish
+ * in-flight requests, flush the bus, exit 0. The segment stays for the next start.
  *
  * Exit status: 0 after a clean stop, 2 for a bad flag or an address that cannot be bound (one line
  * naming the flag), 1 for anything else that stops the start. Each step that can fail tells which
@@ -20,6 +22,8 @@
 #include "config.h"
 #include "daemon.h"
 #include "epoch.h"
+#include "handover.h"
+#include "listeners.h"
 #include "log.h"
 #include "purger.h"
 #include "tls.h"
@@ -46,6 +50,10 @@ int main(int argc, char **argv)
     static struct daemon d;
     char err[512];
     struct admin *admin;
+    const char *admin_at;
+    static struct listeners ls;
+    struct handover *ho = NULL;
+    int ho_conn = -1;
     struct shm_params sp = {0};
     sigset_t sigs;
     unsigned nofile, reserve, per_worker, ups_per_worker;
@@ -100,8 +108,25 @@ int main(int argc, char **argv)
                 cfg.workers);
         return 2;
     }
+    /* Sockets systemd passed; else those of the daemon serving --handover (it keeps serving
+     * until handover_ready below); else bound here. */
+    listeners_init(&ls);
+    if ((rc = listeners_from_systemd(&ls, err, sizeof(err))) < 0) {
+        fprintf(stderr, "authcached: %s\n", err);
+        return 2;
+    }
+    if (rc == 0 && cfg.handover[0] &&
+        handover_take(cfg.handover, &ls, &ho_conn, err, sizeof(err)) < 0) {
+        fprintf(stderr, "authcached: %s\n", err);
+        return 1;
+    }
+    if (ls.n == 0 && listeners_bind(&ls, &cfg.listen, cfg.workers, err, sizeof(err)) < 0) {
+        fprintf(stderr, "authcached: %s\n", err);
+        return 2;
+    }
     for (unsigned i = 0; i < cfg.workers; i++) {
-        int usage_error;
+        int usage_error, share[LISTENERS_MAX];
+        unsigned n;
 
         d.workers[i] =
             worker_new(&d, i, per_worker, ups_per_worker, err, sizeof(err), &usage_error);
@@ -109,9 +134,25 @@ int main(int argc, char **argv)
             fprintf(stderr, "authcached: %s\n", err);
             return usage_error ? 2 : 1;
         }
+        n = listeners_share(&ls, i, cfg.workers, share);
+        worker_listen(d.workers[i], share, n, ls.port);
     }
-    admin = admin_bind(&d, err, sizeof(err));
+    admin_at = ls.admin_fd >= 0 ? "a passed socket" : cfg.admin.text;
+    if (ls.admin_fd >= 0) {
+        admin = admin_adopt(&d, ls.admin_fd, ls.admin_port, err, sizeof(err));
+        if (admin)
+            ls.admin_fd = -1; /* the admin listener's now */
+    } else {
+        admin = admin_bind(&d, err, sizeof(err));
+    }
     if (!admin) {
+        fprintf(stderr, "authcached: %s\n", err);
+        return 2;
+    }
+    /* A first start serves --handover before anything else can fail late; a successor once its
+     * predecessor no longer does (below). */
+    if (cfg.handover[0] && ho_conn < 0 &&
+        !(ho = handover_serve(cfg.handover, &ls, admin_fd(admin), err, sizeof(err)))) {
         fprintf(stderr, "authcached: %s\n", err);
         return 2;
     }
@@ -146,28 +187,43 @@ int main(int argc, char **argv)
         }
     }
     __atomic_store_n(&d.ready, 1, __ATOMIC_RELEASE);
-    log_info("listening", "forward-auth on %s (port %d), admin on %s (port %d), %u workers, "
-             "upstream %s:%u, %u connections per worker",
-             cfg.listen.text, worker_port(d.workers[0]), cfg.admin.text, admin_port(admin),
-             cfg.workers, cfg.upstream.host, cfg.upstream.port, per_worker);
+    log_info("listening",
+             "forward-auth on %s (port %d, %u socket(s) %s), admin on %s (port %d), "
+             "%u workers, upstream %s:%u, %u connections per worker",
+             ls.from[0] == 'b' ? cfg.listen.text : "passed sockets", worker_port(d.workers[0]),
+             ls.n, ls.from, admin_at, admin_port(admin), cfg.workers, cfg.upstream.host,
+             cfg.upstream.port, per_worker);
+    if (ho_conn >= 0) {
+        /* Serving: now the predecessor may stop accepting and drain. */
+        if (handover_ready(ho_conn, err, sizeof(err)) < 0)
+            log_warn("handover", "%s", err);
+        else
+            log_info("handover", "took over from the previous daemon; it drains");
+        if (!(ho = handover_serve(cfg.handover, &ls, admin_fd(admin), err, sizeof(err))))
+            log_error("handover", "%s: the next upgrade cannot take over from this daemon", err);
+    }
 
     /* SIGHUP (a terminal closing, or an operator used to "reload") must not kill a daemon every
      * request depends on: there is nothing to reload, so it is logged and ignored. */
     while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP)
         log_info("sighup", "SIGHUP ignored: nothing to reload (restart to change flags)");
     log_info("draining", "%s: no new connections; finishing requests in flight",
-             sig == SIGTERM ? "SIGTERM" : "SIGINT");
+             handover_done(ho) ? "handed over"
+             : sig == SIGTERM  ? "SIGTERM"
+                               : "SIGINT");
     __atomic_store_n(&d.ready, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&d.draining, 1, __ATOMIC_RELEASE);
     for (unsigned i = 0; i < cfg.workers; i++)
         worker_wake(d.workers[i]);
     for (unsigned i = 0; i < cfg.workers; i++)
         worker_join(d.workers[i]);
+    handover_stop(ho); /* before the sockets it hands out close */
     admin_stop(admin);
     purger_stop(d.purger); /* runs what is queued; may still publish */
     bus_stop(d.bus); /* after the last purge: sends what is queued (briefly), then closes */
     for (unsigned i = 0; i < cfg.workers; i++)
         worker_free(d.workers[i]);
+    listeners_close(&ls); /* a successor's copies keep the sockets and their queues */
     flights_free(d.flights);
     free(d.workers);
     free(d.metrics);

@@ -1,8 +1,8 @@
 /*
  * worker.c — a worker's setup and teardown: its ring with provided receive buffers, its
- * SO_REUSEPORT listener, the IdP's address, its tables (connections, requests, IdP calls), and its
- * thread. The request path itself is in loop.c -> conn.c -> fa.c -> upstream.c (worker_int.h says
- * how they fit together).
+ * share of the listening sockets (listeners.h), the IdP's address, its tables (connections,
+ * requests, IdP calls), and its thread. The request path itself is in loop.c -> conn.c -> fa.c ->
+ * upstream.c (worker_int.h says how they fit together).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -19,54 +19,6 @@
 
 #include "log.h"
 #include "worker_int.h"
-
-/* Bind the forward-auth listener with SO_REUSEPORT. The first worker (port_of_first < 0) first
- * binds the address without SO_REUSEPORT, so that an address another process listens on (which
- * SO_REUSEPORT would silently share) is refused; the others bind the port the first one got (which
- * matters for port 0). */
-static int make_listener(const struct config_addr *a, int port_of_first, int *port, char *err,
-                         size_t errlen)
-{
-    int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-    struct sockaddr_storage sa = a->sa, got;
-    socklen_t gl = sizeof(got);
-    in_port_t *sp = sa.ss_family == AF_INET6 ? &((struct sockaddr_in6 *)&sa)->sin6_port
-                                             : &((struct sockaddr_in *)&sa)->sin_port;
-
-    if (fd < 0) {
-        snprintf(err, errlen, "--listen %s: socket: %s", a->text, strerror(errno));
-        return -1;
-    }
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (port_of_first >= 0) {
-        *sp = htons((uint16_t)port_of_first);
-    } else if (*sp != 0) {
-        if (bind(fd, (const struct sockaddr *)&sa, a->len) < 0) {
-            snprintf(err, errlen, "--listen %s: %s", a->text, strerror(errno));
-            close(fd);
-            return -1;
-        }
-        close(fd); /* the probe: now the real one */
-        if ((fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
-            snprintf(err, errlen, "--listen %s: socket: %s", a->text, strerror(errno));
-            return -1;
-        }
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    }
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    /* Answers leave in one send each: no reason to hold a segment back. Accepted sockets inherit
-     * it, which saves a setsockopt per connection. */
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (bind(fd, (const struct sockaddr *)&sa, a->len) < 0 || listen(fd, 4096) < 0) {
-        snprintf(err, errlen, "--listen %s: %s", a->text, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    getsockname(fd, (struct sockaddr *)&got, &gl);
-    *port = ntohs(got.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&got)->sin6_port
-                                            : ((struct sockaddr_in *)&got)->sin_port);
-    return fd;
-}
 
 static int resolve_upstream(struct worker *w, char *err, size_t errlen)
 {
@@ -103,7 +55,7 @@ struct worker *worker_new(struct daemon *d, unsigned id, unsigned max_conns, uns
     w->cfg = d->cfg;
     w->id = id;
     w->m = &d->metrics[id];
-    w->listen_fd = w->efd = -1;
+    w->efd = -1;
     pthread_mutex_init(&w->qmu, NULL);
     /* Refresh ahead by as much as the IdP may take (then a busy answer never goes stale), but
      * not more than a fifth of fresh-ttl: every ms earlier is IdP load. A pair in use all the time
@@ -170,9 +122,6 @@ struct worker *worker_new(struct daemon *d, unsigned id, unsigned max_conns, uns
                               io_uring_buf_ring_mask(NBUF), (int)i);
     io_uring_buf_ring_advance(w->br, NBUF);
 
-    if ((w->listen_fd = make_listener(&d->cfg->listen, id > 0 ? d->workers[0]->port : -1, &w->port,
-                                      err, errlen)) < 0)
-        goto fail_usage;
     if (resolve_upstream(w, err, errlen) < 0)
         goto fail_usage;
     if ((w->efd = eventfd(0, EFD_CLOEXEC)) < 0) {
@@ -211,6 +160,15 @@ void worker_join(struct worker *w)
     pthread_join(w->thread, NULL);
 }
 
+void worker_listen(struct worker *w, const int *fds, unsigned n, int port)
+{
+    if (n > LISTENERS_MAX)
+        n = LISTENERS_MAX;
+    memcpy(w->listen_fd, fds, n * sizeof(*fds));
+    w->nlisten = n;
+    w->port = port;
+}
+
 int worker_port(const struct worker *w)
 {
     return w->port;
@@ -235,8 +193,6 @@ void worker_free(struct worker *w)
         munmap(w->bufs, (size_t)NBUF * BUFSZ);
     if (w->br && w->br != MAP_FAILED)
         munmap(w->br, NBUF * sizeof(struct io_uring_buf));
-    if (w->listen_fd >= 0)
-        close(w->listen_fd);
     if (w->efd >= 0)
         close(w->efd);
     free(w->conns);

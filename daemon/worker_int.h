@@ -31,6 +31,7 @@
 #include "buf.h"
 #include "daemon.h"
 #include "http.h"
+#include "listeners.h"
 #include "policy.h"
 #include "worker.h"
 
@@ -41,6 +42,7 @@
 #define MAX_HDRS 256
 #define HEADER_TIMEOUT_MS 10000
 #define IDLE_TIMEOUT_MS 120000
+#define DRAIN_IDLE_GRACE_MS 250     /* draining: an idle connection's last chance of a request */
 #define OUT_HIGH_WATER (256u << 10) /* stop parsing a connection until its output drains */
 #define UPREQ_MAX (MAX_HEADER + 4096)
 #define SLOT_NONE UINT32_MAX
@@ -206,11 +208,15 @@ struct worker {
     struct io_uring ring;
     int ring_disabled; /* created disabled: enabled by the worker thread */
     pthread_t thread;
-    int listen_fd, port;
+    /* the listening sockets this worker accepts from (its share of main's set, listeners.h):
+     * one multishot accept each, OP_ACCEPT's slot the index */
+    int listen_fd[LISTENERS_MAX];
+    uint8_t accept_armed[LISTENERS_MAX];
+    unsigned nlisten;
+    int port;
     int64_t
         refresh_ahead_ms; /* a hit this close to its fresh_until revalidates in the background */
-    int accept_armed;
-    int accept_failing; /* the last accept failed: logged once until one succeeds */
+    int accept_failing;   /* the last accept failed: logged once until one succeeds */
     struct io_uring_buf_ring *br;
     uint8_t *bufs;
     /* client connections */
@@ -262,9 +268,9 @@ struct worker {
 };
 
 /* loop.c */
-struct io_uring_sqe *loop__sqe(struct worker *w); /* never NULL */
-void loop__clock(struct worker *w);               /* read both clocks into now_ms and mono_ms */
-void loop__arm_accept(struct worker *w);
+struct io_uring_sqe *loop__sqe(struct worker *w);    /* never NULL */
+void loop__clock(struct worker *w);                  /* read both clocks into now_ms and mono_ms */
+void loop__arm_accept(struct worker *w, unsigned i); /* on listen_fd[i] */
 void loop__cancel(struct worker *w, uint64_t ud);
 void loop__buf_return(struct worker *w, unsigned bid); /* a provided buffer back to the ring */
 void *loop__main(void *arg);
