@@ -642,7 +642,9 @@ static void apply_preset(struct config *cfg, enum config_preset preset)
         strcpy(cfg->user_header, "Remote-User");
         cfg->key_scope = CONFIG_SCOPE_URI;
         cfg->background_revalidation = 1;
-        strcpy(cfg->signout_path, "/logout");
+        /* Authelia signs out with POST /api/logout on its own portal, which never passes through
+         * forward-auth: there is no path to watch (purge through the admin API or the bus). */
+        cfg->signout_path[0] = 0;
         break;
     }
 }
