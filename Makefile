@@ -10,6 +10,7 @@
 #                        BENCH_QUICK=1 ~1 min); writes bench/RESULTS.md and bench/results.png
 #   make SANITIZER=address,undefined   (or thread) builds into build/san-<name>/
 #   make SANITIZER=thread tsan           what `make test` runs under ThreadSanitizer (TSAN_UNIT, daemon)
+#   make format / format-check           clang-format every C file / check it is (part of make test)
 #   V=1                  show the commands
 #
 # Files are found by folder: shm/*.c and client/authcache*.c make the client library, daemon/*.c the
@@ -71,7 +72,7 @@ ifneq ($(IDP_SRC),)
 ALL += $(BUILD)/test-idp
 endif
 
-.PHONY: all test demo deps fuzz fuzz-build tsan bench bench-shm clean format
+.PHONY: all test demo deps fuzz fuzz-build tsan bench bench-shm clean format format-check
 .SECONDARY:
 all: $(ALL)
 
@@ -166,5 +167,12 @@ clean:
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
+
+# Every tracked C file as clang-format (.clang-format) writes it; tests/run runs this as a test.
+format-check:
+	@bad=$$(for f in $$(git ls-files '*.c' '*.h'); do \
+		clang-format --dry-run -Werror "$$f" >/dev/null 2>&1 || echo "$$f"; done); \
+	if [ -n "$$bad" ]; then echo "not clang-format clean (run make format):" $$bad >&2; exit 1; fi; \
+	echo "every C file is clang-format clean"
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
