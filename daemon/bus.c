@@ -5,7 +5,7 @@
  * A purge on this node (daemon_purge: admin API, sign-out, authentik's logout marker) is encoded
  * at once on the calling thread, a worker, and put in a bounded queue; the bus thread sends it with
  * PUBLISH. The same thread reads the channel over a second, SUBSCRIBEd connection and applies what
- * other nodes sent with daemon_purge_local, which never publishes: no purge travels twice. This
+ * other nodes sent with daemon_purge_received, which never publishes: no purge travels twice. This
  * file is the client thread alone: the message is written and read by bus_msg.c, the Redis
  * protocol by resp.c.
  *
@@ -378,7 +378,7 @@ static void on_message(struct bus *b, const char *p, size_t len)
         return;
     }
     snprintf(desc, sizeof(desc), "via bus from node %016llx", (unsigned long long)m.node);
-    daemon_purge_local(b->d, &m.p, desc);
+    daemon_purge_received(b->d, &m.p, desc); /* the walk on the purge thread: this one reads on */
     INC(b->applied);
 }
 

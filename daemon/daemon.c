@@ -174,6 +174,37 @@ void daemon__purge_run(struct daemon *d, const struct purge *p, int find_users, 
         daemon_purge(d, f.user[i], f.len[i], NULL, 0, why);
 }
 
+void daemon__purge_announce(struct daemon *d, const struct purge *p)
+{
+    if (purge_stamp(d, p) == 0)
+        bus_publish(d->bus, p);
+}
+
+void daemon__purged(struct daemon *d, int n, const char *what, const char *why)
+{
+    if (n > 0)
+        __atomic_add_fetch(&d->purged_total, (uint64_t)n, __ATOMIC_RELAXED);
+    log_info("purge", "purged %d answers, %s (%s)", n, what, why);
+}
+
+void daemon__purged_user(struct daemon *d, int n, const char *user, size_t len, const char *why)
+{
+    if (n > 0)
+        __atomic_add_fetch(&d->purged_total, (uint64_t)n, __ATOMIC_RELAXED);
+    log_info("purge", "purged %d answers of user \"%.*s\" (%s)", n, (int)len, user, why);
+}
+
+void daemon__purged_batch(struct daemon *d, int n, size_t purges, size_t users_found,
+                          const char *why)
+{
+    if (n > 0)
+        __atomic_add_fetch(&d->purged_total, (uint64_t)n, __ATOMIC_RELAXED);
+    log_info("purge",
+             "purged %d answers for %zu purges in one walk, %zu users found among their "
+             "sessions (%s%s)",
+             n, purges, users_found, why, purges > 1 ? ", ..." : "");
+}
+
 void daemon_purge_soon(struct daemon *d, const struct purge *p, int find_users, const char *why)
 {
     if (purge_stamp(d, p) < 0)
@@ -181,6 +212,17 @@ void daemon_purge_soon(struct daemon *d, const struct purge *p, int find_users, 
     bus_publish(d->bus, p);
     if (!d->purger || purger_queue(d->purger, p, find_users, why) < 0)
         daemon__purge_run(d, p, find_users, why);
+}
+
+int daemon_purge_received(struct daemon *d, const struct purge *p, const char *why)
+{
+    int rc = purge_stamp(d, p);
+
+    if (rc < 0)
+        return rc;
+    if (!d->purger || purger_queue(d->purger, p, 0, why) < 0)
+        return purge_segment(d, p, why);
+    return 0;
 }
 
 int daemon_purge(struct daemon *d, const char *user, size_t user_len, const char *session,

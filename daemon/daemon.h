@@ -117,8 +117,22 @@ int daemon_purge(struct daemon *d, const char *user, size_t user_len, const char
  * users found among the session's answers are purged too. Never blocks on a scan; for workers. */
 void daemon_purge_soon(struct daemon *d, const struct purge *p, int find_users, const char *why);
 
-/* What the purge thread runs: p on the segment (stamped already), then the users it finds. */
+/* A purge received from another node: stamped now (it holds here from this moment), the segment
+ * purged by the purge thread (in place without one, or when its queue is full), never published
+ * again. 0 (queued) or the number removed here, or -errno. Never waits for other purges' walks:
+ * the bus thread calls it. */
+int daemon_purge_received(struct daemon *d, const struct purge *p, const char *why);
+
+/* For the purge thread (purger.c): */
+/* p alone, in place (stamped already): the segment, then the users it finds (find_users). */
 void daemon__purge_run(struct daemon *d, const struct purge *p, int find_users, const char *why);
+/* Stamp p and publish it: a user found among a signed-out session's answers. */
+void daemon__purge_announce(struct daemon *d, const struct purge *p);
+/* Count n answers removed and log one line. */
+void daemon__purged(struct daemon *d, int n, const char *what, const char *why);
+void daemon__purged_user(struct daemon *d, int n, const char *user, size_t len, const char *why);
+void daemon__purged_batch(struct daemon *d, int n, size_t purges, size_t users_found,
+                          const char *why);
 
 /* Apply p on this node only: what the bus receiver calls (a received purge is never published
  * again). Returns the number of answers removed, or -errno; logs one line naming why. */

@@ -10,7 +10,9 @@
 
 #include "epoch.h"
 
-#define EPOCH_SLOTS 4096u /* a power of two */
+#define EPOCH_SLOTS                                                                                \
+    65536u /* a power of two: 2 MiB of stamps; under a flood of sign-outs of unknown               \
+            * sessions, each hides 1/65536 of the answers until the IdP confirms them */
 
 struct stamp {
     uint64_t seq;

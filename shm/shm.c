@@ -605,7 +605,28 @@ int shm_lookup(struct shm *h, const uint8_t digest[SHM_DIGEST_LEN], int64_t now_
 
 /* ---- whole-table walks: purge, sweep, foreach ---- */
 
-enum { MATCH_ALL, MATCH_USER, MATCH_CRED, MATCH_EXPIRED };
+enum { MATCH_ALL, MATCH_USER, MATCH_CRED, MATCH_EXPIRED, MATCH_SET };
+
+static int in_sorted(const uint64_t *a, size_t n, uint64_t v)
+{
+    size_t lo = 0, hi = n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (a[mid] == v)
+            return 1;
+        if (a[mid] < v)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return 0;
+}
+
+uint64_t shm_user_hash(const char *user, size_t len)
+{
+    return XXH3_64bits(user, len);
+}
 
 /* Clear every slot whose record matches. Live records never change, so comparing in place is safe:
  * a record being overwritten is already dead, and clearing its slot is right either way. */
@@ -642,6 +663,16 @@ static int purge_matching(struct shm *h, int what, const void *arg, size_t arg_l
                       memcmp((uint8_t *)r + REC_HDR + host_len, arg, arg_len) == 0;
             } else if (what == MATCH_CRED) {
                 hit = memcmp(r->cred, arg, SHM_CRED_LEN) == 0;
+            } else if (what == MATCH_SET) {
+                const struct shm_purge_set *s = arg;
+                uint16_t host_len = __atomic_load_n(&r->host_len, __ATOMIC_RELAXED);
+                uint16_t user_len = __atomic_load_n(&r->user_len, __ATOMIC_RELAXED);
+                uint64_t c;
+                memcpy(&c, r->cred, sizeof(c));
+                hit = in_sorted(s->creds, s->ncreds, c) ||
+                      (s->nusers && REC_HDR + host_len + user_len <= len &&
+                       in_sorted(s->users, s->nusers,
+                                 XXH3_64bits((uint8_t *)r + REC_HDR + host_len, user_len)));
             } else {
                 hit = r->session_end_ms <= now;
             }
@@ -671,6 +702,31 @@ int shm_purge_cred(struct shm *h, const uint8_t cred[SHM_CRED_LEN])
 {
     int n = purge_matching(h, MATCH_CRED, cred, SHM_CRED_LEN, 0);
 
+    if (n > 0)
+        STAT_ADD(h, purges, (uint64_t)n);
+    return n;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+void shm_purge_set_sort(struct shm_purge_set *s)
+{
+    qsort(s->creds, s->ncreds, sizeof(*s->creds), cmp_u64);
+    qsort(s->users, s->nusers, sizeof(*s->users), cmp_u64);
+}
+
+int shm_purge_set(struct shm *h, const struct shm_purge_set *s)
+{
+    int n;
+
+    if (s->ncreds == 0 && s->nusers == 0)
+        return 0;
+    n = purge_matching(h, MATCH_SET, s, 0, 0);
     if (n > 0)
         STAT_ADD(h, purges, (uint64_t)n);
     return n;

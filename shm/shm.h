@@ -93,6 +93,17 @@ int shm_retired(const struct shm *h);
  */
 #define SHM_CRED_COOKIE 1        /* the session cookie(s) */
 #define SHM_CRED_AUTHORIZATION 2 /* the Authorization header */
+#define SHM_CRED_PROXY_AUTHORIZATION                                                               \
+    3 /* the Proxy-Authorization header (Authelia reads it first) */
+
+/* Tags of the other inputs an IdP decides on (shm_key_input), in this order. */
+enum shm_input {
+    SHM_IN_AUTHORIZATION = 1,   /* Authorization, when it is not the credential */
+    SHM_IN_PROXY_AUTHORIZATION, /* Proxy-Authorization, likewise */
+    SHM_IN_FORWARDED_FOR,       /* X-Forwarded-For as sent (--key-scope uri: network rules) */
+    SHM_IN_REAL_IP,             /* X-Real-IP as sent (likewise) */
+    SHM_IN_AUTH_METHOD,         /* the forward-auth request's own method, when not GET */
+};
 struct shm_query {
     int cred_kind; /* SHM_CRED_* */
     const char *cred;
@@ -104,9 +115,15 @@ struct shm_query {
     int scope_uri;      /* then also: */
     const char *method; /* X-Forwarded-Method */
     size_t method_len;
-    const char *uri_path; /* path of X-Forwarded-Uri, without the query */
+    const char *uri_path; /* path and query of X-Forwarded-Uri */
     size_t uri_path_len;
+    const char *inputs; /* the other inputs the IdP decides on (shm_key_input), or empty: the key
+                         * of a request without any is what it was before they existed */
+    size_t inputs_len;
 };
+/* Append input tag with value v to the inputs buf holds (*len of cap). 0, or -E2BIG. Tags go in
+ * increasing order, each once. */
+int shm_key_input(char *buf, size_t *len, size_t cap, enum shm_input tag, const char *v, size_t n);
 void shm_key_digest(const struct shm *h, const struct iovec *parts, int nparts,
                     uint8_t out[SHM_DIGEST_LEN]);
 void shm_key_cred(const struct shm *h, int kind, const void *cred, size_t len,
@@ -140,6 +157,20 @@ int shm_delete(struct shm *h, const uint8_t digest[SHM_DIGEST_LEN]);
 int shm_purge_user(struct shm *h, const char *user, size_t len);
 int shm_purge_cred(struct shm *h, const uint8_t cred[SHM_CRED_LEN]);
 int shm_purge_all(struct shm *h);
+
+/* Many purges in one walk of the table: the answers whose credential digest (SHM_CRED_LEN bytes
+ * read as a uint64_t, memcpy) is in creds, or whose user name's XXH3-64 is in users; both arrays
+ * sorted ascending (shm_purge_set_sort). A hash shared by two names purges both: an IdP call too
+ * many, never an answer kept. Returns the number removed, or -errno. */
+struct shm_purge_set {
+    uint64_t *creds;
+    size_t ncreds;
+    uint64_t *users;
+    size_t nusers;
+};
+int shm_purge_set(struct shm *h, const struct shm_purge_set *s);
+void shm_purge_set_sort(struct shm_purge_set *s);
+uint64_t shm_user_hash(const char *user, size_t len);
 
 /* Remove answers past their session end and slots naming dead records, in buckets
  * [first, first + count) (the daemon sweeps a slice at a time). Returns the number removed. */
