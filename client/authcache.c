@@ -15,6 +15,7 @@ struct authcache {
     char name[256];
     uint8_t buf[SHM_MAX_RECORD];
     uint8_t host[SHM_MAX_HOST], user[SHM_MAX_USER], hdrs[SHM_MAX_HDRS]; /* find/foreach copies */
+    char inputs[16384]; /* a lookup's other inputs (shm_key_input) */
 };
 
 static int64_t now_ms(void)
@@ -98,8 +99,36 @@ int authcache_lookup(struct authcache *c, const struct authcache_request *r,
         q.cred_kind = SHM_CRED_AUTHORIZATION;
         q.cred = r->authorization;
         q.cred_len = r->authorization_len;
+    } else if (r->proxy_authorization) {
+        q.cred_kind = SHM_CRED_PROXY_AUTHORIZATION;
+        q.cred = r->proxy_authorization;
+        q.cred_len = r->proxy_authorization_len;
     } else {
         return -EINVAL;
+    }
+    /* The other inputs, as the daemon adds them (daemon/policy.c policy_classify). */
+    {
+        const struct {
+            enum shm_input tag;
+            const char *v;
+            size_t n;
+            int use;
+        } in[] = {
+            {SHM_IN_AUTHORIZATION, r->authorization, r->authorization_len,
+             q.cred_kind != SHM_CRED_AUTHORIZATION},
+            {SHM_IN_PROXY_AUTHORIZATION, r->proxy_authorization, r->proxy_authorization_len,
+             q.cred_kind != SHM_CRED_PROXY_AUTHORIZATION},
+            {SHM_IN_FORWARDED_FOR, r->forwarded_for, r->forwarded_for_len, 1},
+            {SHM_IN_REAL_IP, r->real_ip, r->real_ip_len, 1},
+            {SHM_IN_AUTH_METHOD, r->auth_method, r->auth_method_len,
+             !(r->auth_method_len == 3 && memcmp(r->auth_method, "GET", 3) == 0)},
+        };
+        for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++)
+            if (in[i].v && in[i].use &&
+                shm_key_input(c->inputs, &q.inputs_len, sizeof(c->inputs), in[i].tag, in[i].v,
+                              in[i].n) < 0)
+                return -E2BIG;
+        q.inputs = c->inputs;
     }
     q.host = r->host ? r->host : "";
     q.host_len = r->host_len;

@@ -41,11 +41,13 @@ struct authcache_answer {
 };
 
 /* The exact question authcached answers: its key is the credential, the application host, the path
- * and query of the forward-auth request, and with --key-scope uri the forwarded method and path. */
+ * and query of the forward-auth request, with --key-scope uri the forwarded method, path and query
+ * and the client address, and every other credential header sent. Fields left NULL were not sent.
+ * Set fields from here on to zero (a designated initializer does). */
 struct authcache_request {
     const char *cookie;        /* the session cookie's value (or split cookies' "n=v; n=v" in name order) */
     size_t cookie_len;
-    const char *authorization; /* used when cookie is NULL: the Authorization header value */
+    const char *authorization; /* the Authorization header value: the credential without a cookie */
     size_t authorization_len;
     const char *host;          /* X-Forwarded-Host */
     size_t host_len;
@@ -53,8 +55,16 @@ struct authcache_request {
     size_t auth_path_len;
     const char *method;        /* --key-scope uri only: X-Forwarded-Method, else NULL */
     size_t method_len;
-    const char *uri_path;      /* --key-scope uri only: path of X-Forwarded-Uri, else NULL */
+    const char *uri_path;      /* --key-scope uri only: path and query of X-Forwarded-Uri */
     size_t uri_path_len;
+    const char *proxy_authorization; /* Proxy-Authorization: the credential without the others */
+    size_t proxy_authorization_len;
+    const char *forwarded_for; /* --key-scope uri only: X-Forwarded-For as sent */
+    size_t forwarded_for_len;
+    const char *real_ip;       /* --key-scope uri only: X-Real-IP as sent */
+    size_t real_ip_len;
+    const char *auth_method;   /* the forward-auth request's method; NULL: GET */
+    size_t auth_method_len;
 };
 
 /* The answer for exactly that request, if held and before its session end. -ENOENT otherwise.

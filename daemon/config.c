@@ -632,7 +632,9 @@ static void apply_preset(struct config *cfg, enum config_preset preset)
         set_patterns(&cfg->session_cookies, o2_cookies);
         set_patterns(&cfg->identity_headers, all_headers);
         strcpy(cfg->user_header, "X-Auth-Request-User");
-        cfg->key_scope = CONFIG_SCOPE_HOST;
+        /* Skip-auth routes and trusted IPs answer 202 without the email and group checks, with
+         * the user of a loaded session: a host-keyed answer would stand for every path. */
+        cfg->key_scope = CONFIG_SCOPE_URI;
         cfg->background_revalidation = 0; /* /oauth2/auth refreshes with Set-Cookie */
         strcpy(cfg->signout_path, "/oauth2/sign_out");
         break;

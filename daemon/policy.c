@@ -17,13 +17,6 @@
 #include "pct.h"
 #include "policy.h"
 
-static struct http_span hdr_value(const struct http_req *req, const char *name)
-{
-    const struct http_hdr *h = http_hdr_find(req->hdrs, req->nhdrs, name);
-
-    return h ? (struct http_span){h->value, h->value_len} : (struct http_span){NULL, 0};
-}
-
 /* Whether path lies under prefix: equal, or continuing with '/' or '?' (or prefix ends in '/'). */
 static int unreserved(int c)
 {
@@ -154,17 +147,6 @@ static int hdr_unique(const struct http_req *req, const char *name, struct http_
     return found;
 }
 
-/* The first of several headers that carry the same fact (proxies spell them differently). */
-static int hdr_first_of(const struct http_req *req, const char *const *names, struct http_span *out)
-{
-    for (; *names; names++) {
-        int rc = hdr_unique(req, *names, out);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
-}
-
 /* Split an absolute URL (X-Original-URL: "https://app.test/a?b") into authority and target. */
 static int split_url(struct http_span url, struct http_span *host, struct http_span *target)
 {
@@ -186,41 +168,82 @@ static int split_url(struct http_span url, struct http_span *host, struct http_s
     return 0;
 }
 
+/* The one value several headers carry for one fact (proxies and IdP endpoints spell them
+ * differently, and nginx passes the client's own headers on beside the ones it sets): 1 with it in
+ * *out when every one present says the same, 0 when none is present, -1 when two disagree (an IdP
+ * reading one of them could be asked another question than the key says). icase: compare
+ * case-insensitively (host names). */
+static int agree(struct http_span *out, const struct http_span *v, int n, int icase)
+{
+    int found = 0;
+
+    for (int i = 0; i < n; i++) {
+        if (!v[i].p)
+            continue;
+        if (found && (v[i].len != out->len ||
+                      (icase ? !http__caseeq(v[i].p, out->p, out->len)
+                             : memcmp(v[i].p, out->p, out->len) != 0)))
+            return -1;
+        *out = v[i];
+        found = 1;
+    }
+    return found;
+}
+
+/* A header's one value as a span ({NULL, 0} if absent); -1 in *bad if repeated with another. */
+static struct http_span one(const struct http_req *req, const char *name, int *bad)
+{
+    struct http_span v;
+
+    if (hdr_unique(req, name, &v) < 0)
+        *bad = 1;
+    return v;
+}
+
 void policy_classify(const struct config *cfg, const struct http_req *req, struct policy_req *out)
 {
-    static const char *const uri_names[] = {"X-Forwarded-Uri", "X-Original-URI", NULL};
-    static const char *const method_names[] = {"X-Forwarded-Method", "X-Original-Method", NULL};
-    struct http_span host = {0}, uri, url, url_host = {0}, upath, uquery, method, authz;
+    struct http_span host = {0}, uri = {0}, url, url_host = {0}, url_uri = {0}, upath, uquery;
+    struct http_span method = {0}, authz, pauthz, v[3];
     int rc, ambiguous = 0, have_uri, have_method, n;
     char norm[CONFIG_PATH_MAX];
 
     memset(&out->q, 0, sizeof(out->q));
     out->kind = POLICY_BYPASS;
     out->has_cred = 0;
-    /* Where the client was going: X-Forwarded-Uri (Traefik, Caddy), X-Original-URI or an absolute
-     * X-Original-URL (nginx snippets of authentik and Authelia). */
-    have_uri = hdr_first_of(req, uri_names, &uri);
-    if (have_uri == 0) {
-        rc = hdr_unique(req, "X-Original-URL", &url);
-        if (rc == 1 && split_url(url, &url_host, &uri) == 0)
-            have_uri = 1;
-        else if (rc != 0)
-            have_uri = -1;
-    }
+    /* Where the client was going: X-Forwarded-Uri (Traefik, Caddy), X-Original-URI, or the path
+     * and query of an absolute X-Original-URL (nginx snippets of authentik and Authelia, whose
+     * auth-request endpoint reads only that). When several are present they must agree. */
+    url = one(req, "X-Original-URL", &ambiguous);
+    if (url.p && split_url(url, &url_host, &url_uri) < 0)
+        ambiguous = 1;
+    v[0] = one(req, "X-Forwarded-Uri", &ambiguous);
+    v[1] = one(req, "X-Original-URI", &ambiguous);
+    v[2] = url_uri;
+    have_uri = agree(&uri, v, 3, 0);
     ambiguous |= have_uri < 0;
     if (have_uri <= 0)
         uri = (struct http_span){"", 0};
     out->uri = uri;
     http_target_split(uri.p, uri.len, &upath, &uquery);
 
+    /* The credential: the session cookie(s), else Authorization, else Proxy-Authorization. The
+     * others, when present too, are part of the key (oauth2-proxy and Authelia read a header
+     * before the cookie: the same cookie with another header is another question). */
+    authz = one(req, "Authorization", &ambiguous);
+    pauthz = one(req, "Proxy-Authorization", &ambiguous);
     rc = cookie_cred(cfg, req, out);
     if (rc == 1) {
         out->q.cred_kind = SHM_CRED_COOKIE;
         out->has_cred = 1;
-    } else if (rc == 0 && (authz = hdr_value(req, "Authorization")).len > 0) {
+    } else if (rc == 0 && authz.len > 0) {
         out->q.cred_kind = SHM_CRED_AUTHORIZATION;
         out->q.cred = authz.p;
         out->q.cred_len = authz.len;
+        out->has_cred = 1;
+    } else if (rc == 0 && pauthz.len > 0) {
+        out->q.cred_kind = SHM_CRED_PROXY_AUTHORIZATION;
+        out->q.cred = pauthz.p;
+        out->q.cred_len = pauthz.len;
         out->has_cred = 1;
     }
 
@@ -242,27 +265,54 @@ void policy_classify(const struct config *cfg, const struct http_req *req, struc
     if (!out->has_cred)
         return;
 
-    /* The application: X-Forwarded-Host, else the host of X-Original-URL, else Host. */
-    rc = hdr_unique(req, "X-Forwarded-Host", &host);
+    /* The application: X-Forwarded-Host and the host of X-Original-URL (which must agree), else
+     * Host. */
+    v[0] = one(req, "X-Forwarded-Host", &ambiguous);
+    v[1] = url_host.p ? url_host : (struct http_span){NULL, 0};
+    rc = agree(&host, v, 2, 1);
     ambiguous |= rc < 0;
-    if (rc == 0 && url_host.p)
-        host = url_host;
-    else if (rc == 0)
+    if (rc == 0)
         ambiguous |= hdr_unique(req, "Host", &host) < 0;
     out->q.host = host.p ? host.p : "";
     out->q.host_len = host.len;
     out->q.auth_path = req->target; /* path and query, as sent */
     out->q.auth_path_len = req->target_len;
+
+    size_t il = 0;
+    if (out->q.cred_kind != SHM_CRED_AUTHORIZATION && authz.p)
+        ambiguous |= shm_key_input(out->inputs_buf, &il, sizeof(out->inputs_buf),
+                                   SHM_IN_AUTHORIZATION, authz.p, authz.len) < 0;
+    if (out->q.cred_kind != SHM_CRED_PROXY_AUTHORIZATION && pauthz.p)
+        ambiguous |= shm_key_input(out->inputs_buf, &il, sizeof(out->inputs_buf),
+                                   SHM_IN_PROXY_AUTHORIZATION, pauthz.p, pauthz.len) < 0;
     if (cfg->key_scope == CONFIG_SCOPE_URI) {
-        have_method = hdr_first_of(req, method_names, &method);
-        /* Rules by path and method need both: without them nothing is cached. */
-        ambiguous |= have_method <= 0 || have_uri <= 0;
+        struct http_span xff = one(req, "X-Forwarded-For", &ambiguous);
+        struct http_span rip = one(req, "X-Real-IP", &ambiguous);
+        v[0] = one(req, "X-Forwarded-Method", &ambiguous);
+        v[1] = one(req, "X-Original-Method", &ambiguous);
+        have_method = agree(&method, v, 2, 0);
+        /* Rules by path, query, method and network: the key holds each as the IdP gets it (empty
+         * when absent: the IdP then decides without it, or refuses, which is never stored). */
+        ambiguous |= have_method < 0;
         out->q.scope_uri = 1;
         out->q.method = method.p ? method.p : "";
         out->q.method_len = method.len;
-        out->q.uri_path = upath.p ? upath.p : "";
-        out->q.uri_path_len = upath.len;
+        out->q.uri_path = uri.p; /* path and query: Authelia's rules match both */
+        out->q.uri_path_len = uri.len;
+        if (xff.p)
+            ambiguous |= shm_key_input(out->inputs_buf, &il, sizeof(out->inputs_buf),
+                                       SHM_IN_FORWARDED_FOR, xff.p, xff.len) < 0;
+        if (rip.p)
+            ambiguous |= shm_key_input(out->inputs_buf, &il, sizeof(out->inputs_buf),
+                                       SHM_IN_REAL_IP, rip.p, rip.len) < 0;
     }
+    /* oauth2-proxy's skip routes match the auth request's own method (nginx's auth_request may
+     * send the client's); proxies that always send GET keep the key they had. */
+    if (!http_method_is(req, "GET"))
+        ambiguous |= shm_key_input(out->inputs_buf, &il, sizeof(out->inputs_buf),
+                                   SHM_IN_AUTH_METHOD, req->method, req->method_len) < 0;
+    out->q.inputs = out->inputs_buf;
+    out->q.inputs_len = il;
     /* Headers that could name two different things: ask the IdP, store nothing. */
     if (ambiguous && out->kind == POLICY_CACHEABLE)
         out->kind = POLICY_BYPASS;
@@ -308,9 +358,15 @@ static void put_num(struct out *o, long long v)
 }
 
 /* Hop-by-hop by name or because a Connection header lists it. */
+/* Whether h is hop-by-hop between authcached and the IdP. Proxy-Authorization and
+ * Proxy-Authenticate are not: the proxy in front forwards them for the IdP (Authelia reads
+ * Proxy-Authorization first and challenges with Proxy-Authenticate), so they are the client's
+ * credential and the IdP's answer to the client, as without authcached. */
 static int hop_by_hop(const struct http_hdr *hdrs, size_t n, const struct http_hdr *h)
 {
-    if (http_is_hop_by_hop(h->name, h->name_len))
+    if (http_is_hop_by_hop(h->name, h->name_len) &&
+        !http_name_eq(h->name, h->name_len, "Proxy-Authorization") &&
+        !http_name_eq(h->name, h->name_len, "Proxy-Authenticate"))
         return 1;
     for (size_t i = 0; i < n; i++)
         if (http_name_eq(hdrs[i].name, hdrs[i].name_len, "Connection") &&

@@ -33,6 +33,7 @@ struct policy_req {
     struct shm_query q;   /* the key's parts (valid when has_cred) */
     struct http_span uri; /* X-Forwarded-Uri (or X-Original-URI) as sent */
     char cred_buf[POLICY_CRED_MAX];
+    char inputs_buf[POLICY_CRED_MAX]; /* q.inputs: other credentials, client address */
 };
 
 /* The path p (n bytes, starting with "/") as a server resolves it: %XX escapes of unreserved

@@ -9,7 +9,9 @@
  * extensions where present.
  */
 #define OPENSSL_SUPPRESS_DEPRECATED 1
+#include <errno.h>
 #include <openssl/sha.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "shm.h"
@@ -86,7 +88,7 @@ void shm_key_cred(const struct shm *h, int kind, const void *cred, size_t len,
 void shm_key_query(const struct shm *h, const struct shm_query *q, struct shm_key *out, int with_cred)
 {
     uint8_t k = (uint8_t)q->cred_kind;
-    struct iovec parts[6] = {
+    struct iovec parts[7] = {
         {&k, 1},
         {(void *)q->cred, q->cred_len},
         {(void *)q->host, q->host_len},
@@ -94,12 +96,29 @@ void shm_key_query(const struct shm *h, const struct shm_query *q, struct shm_ke
         {(void *)q->method, q->method_len},
         {(void *)q->uri_path, q->uri_path_len},
     };
+    int n = q->scope_uri ? 6 : 4;
 
-    shm_key_digest(h, parts, q->scope_uri ? 6 : 4, out->digest);
+    /* The other inputs come last and only when there are some (tagged, so their presence cannot
+     * be mistaken for the scope parts): keys of requests without them stay what they were. */
+    if (q->inputs_len)
+        parts[n++] = (struct iovec){(void *)q->inputs, q->inputs_len};
+    shm_key_digest(h, parts, n, out->digest);
     if (with_cred)
         shm_key_cred(h, q->cred_kind, q->cred, q->cred_len, out->cred);
     else
         memset(out->cred, 0, SHM_CRED_LEN);
+}
+
+int shm_key_input(char *buf, size_t *len, size_t cap, enum shm_input tag, const char *v, size_t n)
+{
+    if (n > UINT32_MAX || *len + 5 + n > cap)
+        return -E2BIG;
+    buf[*len] = (char)tag;
+    for (int i = 0; i < 4; i++)
+        buf[*len + 1 + i] = (char)(n >> (8 * i));
+    memcpy(buf + *len + 5, v, n);
+    *len += 5 + n;
+    return 0;
 }
 
 void shm_key_make(const struct shm *h, const void *cred, size_t cred_len,

@@ -322,7 +322,7 @@ static void test_presets(void)
     CHECK_INT(c.identity_headers.n, 1);
     CHECK_INT(c.identity_headers.v[0].len, 0);
     CHECK_MEM(c.user_header, strlen(c.user_header), "X-Auth-Request-User", 19);
-    CHECK_INT(c.key_scope, CONFIG_SCOPE_HOST);
+    CHECK_INT(c.key_scope, CONFIG_SCOPE_URI);
     CHECK_MEM(c.signout_path, strlen(c.signout_path), "/oauth2/sign_out", 16);
     CHECK_INT(config_patterns_match(&c.session_cookies, "_oauth2_proxy", 13), 1);
     CHECK_INT(config_patterns_match(&c.session_cookies, "_oauth2_proxy_0", 15), 1);

@@ -11,8 +11,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "authcache.h"
 #include "check.h"
 #include "epoch.h"
+#include "purger.h"
 #include "log.h"
 #include "worker_int.h"
 
@@ -255,6 +257,57 @@ static void test_long_user_names(void)
             out(c);
         }
     }
+}
+
+/* Every credential the IdP may read is in the key: the same cookie with another Authorization or
+ * Proxy-Authorization (which oauth2-proxy and Authelia read first) is another question. And
+ * libauthcache finds an answer under the key the daemon stored it (the inputs encoded alike). */
+static void test_every_credential_in_the_key(void)
+{
+    static const char *const extra[] = {"", "Authorization: Bearer other\r\n",
+                                        "Proxy-Authorization: Basic YTpi\r\n"};
+    struct conn *c = open_conn();
+    struct authcache *ac;
+    struct authcache_answer got;
+    char req[1024];
+    int n0 = ncalls;
+
+    for (int i = 0; i < 3; i++) {
+        snprintf(req, sizeof(req),
+                 "GET /outpost.goauthentik.io/auth/traefik HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 "Cookie: authentik_proxy_t=EC\r\n%sX-Forwarded-Host: app.test\r\n"
+                 "X-Forwarded-Uri: /page\r\n\r\n",
+                 extra[i]);
+        feed(c, req);
+        CHECK(ncalls == n0 + i + 1, "credential set %d is its own question (%d calls)", i, ncalls);
+        answer(ncalls - 1, OK_ALICE);
+        HAS(out(c), "X-Authcache: miss");
+        feed(c, req);
+        HAS(out(c), "X-Authcache: hit");
+    }
+    CHECK_INT(authcache_open(shm_name, &ac), 0);
+    {
+        struct authcache_request r = {.cookie = "EC",
+                                      .cookie_len = 2,
+                                      .host = "app.test",
+                                      .host_len = 8,
+                                      .auth_path = "/outpost.goauthentik.io/auth/traefik",
+                                      .auth_path_len = 36};
+        CHECK_INT(authcache_lookup(ac, &r, &got), 0);
+        r.proxy_authorization = "Basic YTpi";
+        r.proxy_authorization_len = 10;
+        CHECK_INT(authcache_lookup(ac, &r, &got), 0);
+        r.proxy_authorization = "Basic Ytpi";
+        CHECK_INT(authcache_lookup(ac, &r, &got), -ENOENT);
+        r.proxy_authorization = NULL;
+        r.authorization = "Bearer other";
+        r.authorization_len = 12;
+        CHECK_INT(authcache_lookup(ac, &r, &got), 0);
+        r.auth_method = "HEAD";
+        r.auth_method_len = 4;
+        CHECK_INT(authcache_lookup(ac, &r, &got), -ENOENT); /* never asked with HEAD */
+    }
+    authcache_close(ac);
 }
 
 /* Two requests read before the first is answered: the second waits, answers stay in order. */
@@ -634,6 +687,61 @@ static void test_session_purge_finds_users(void)
     CHECK_INT(ncalls, n0 + 4);
 }
 
+/* The purge thread: a batch of sign-outs of sessions nobody cached, a user purge and a session
+ * purge that must find its user run in one go; what they cover is gone, the rest stays. */
+static void test_purge_thread_batches(void)
+{
+    struct conn *c = open_conn();
+    struct purge p = {.kind = PURGE_CREDS, .ncred = 1};
+    int n0 = ncalls;
+
+    feed(c, check_req("PT1")); /* alice */
+    answer(ncalls - 1, OK_ALICE);
+    feed(c, check_req("PT2")); /* alice's other session */
+    answer(ncalls - 1, OK_ALICE);
+    feed(c, check_req("PT3")); /* carol */
+    answer(ncalls - 1,
+           "HTTP/1.1 200 OK\r\nX-Authentik-Username: carol\r\nContent-Length: 0\r\n\r\n");
+    feed(c, check_req("PT4")); /* dave */
+    answer(ncalls - 1,
+           "HTTP/1.1 200 OK\r\nX-Authentik-Username: dave\r\nContent-Length: 0\r\n\r\n");
+    out(c);
+    CHECK_INT(purger_start(&d, &d.purger), 0);
+    for (int i = 0; i < 300; i++) { /* sign-outs of sessions nobody cached */
+        char v[16];
+        int n = snprintf(v, sizeof(v), "unknown%d", i);
+        shm_key_cred(&d.shm, SHM_CRED_COOKIE, v, (size_t)n, p.cred[0]);
+        daemon_purge_soon(&d, &p, 1, "test flood");
+    }
+    shm_key_cred(&d.shm, SHM_CRED_COOKIE, "PT1", 3, p.cred[0]);
+    daemon_purge_soon(&d, &p, 1, "test"); /* finds alice: PT2 goes too */
+    {
+        struct purge u = {.kind = PURGE_USER, .user = "carol", .user_len = 5};
+        daemon_purge_soon(&d, &u, 0, "test");
+    }
+    purger_stop(d.purger); /* runs what is queued */
+    d.purger = NULL;
+    for (int i = 1; i <= 4; i++) {
+        char s[8];
+        snprintf(s, sizeof(s), "PT%d", i);
+        struct shm_key k;
+        struct shm_query q = {.cred_kind = SHM_CRED_COOKIE,
+                              .cred = s,
+                              .cred_len = 3,
+                              .host = "app.test",
+                              .host_len = 8,
+                              .auth_path = "/outpost.goauthentik.io/auth/traefik",
+                              .auth_path_len = 36};
+        struct shm_answer a;
+        shm_key_query(&d.shm, &q, &k, 0);
+        int held =
+            shm_lookup(&d.shm, k.digest, daemon_now_ms(), &a, w->lbuf, sizeof(w->lbuf), 0) == 0;
+        CHECK(held == (i == 4), "%s: expected %s in the segment", s,
+              i == 4 ? "still" : "no longer");
+    }
+    CHECK_INT(ncalls, n0 + 4);
+}
+
 /* Deadlines are kept in order on the monotonic clock; the tick closes only the expired. */
 static void test_timers(void)
 {
@@ -704,6 +812,7 @@ int main(void)
     test_miss_then_hit();
     test_pipelined_in_order();
     test_set_cookie_on_2xx();
+    test_every_credential_in_the_key();
     test_long_user_names();
     test_rotating_answers_revalidate_in_band();
     test_single_flight();
@@ -720,6 +829,7 @@ int main(void)
     test_purge_overtakes_revalidation();
     test_stamp_hides_before_the_scan();
     test_session_purge_finds_users();
+    test_purge_thread_batches();
 
     worker_free(w);
     shm_detach(&d.shm);

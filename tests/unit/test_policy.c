@@ -78,7 +78,8 @@ static void test_credentials(void)
     CHECK_INT(pr.kind, POLICY_BYPASS);
     CHECK_INT(pr.has_cred, 0);
 
-    /* oauth2-proxy splits big sessions: every part, in name order, whatever the header order. */
+    /* oauth2-proxy splits big sessions: every part, in name order, whatever the header order. Its
+     * preset keys by uri (skip routes and trusted IPs answer 202 without the group checks). */
     cfg = cfg_of("oauth2-proxy", NULL);
     r = parse("GET /oauth2/auth?allowed_groups=admins HTTP/1.1\r\n"
               "Cookie: _oauth2_proxy_1=BBB; x=9\r\nCookie: _oauth2_proxy_0=AAA\r\n"
@@ -193,7 +194,8 @@ static void test_scope_and_ambiguity(void)
     CHECK_INT(pr.kind, POLICY_CACHEABLE);
     CHECK_INT(pr.q.scope_uri, 1);
     SPAN_IS(pr.q.method, pr.q.method_len, "POST");
-    SPAN_IS(pr.q.uri_path, pr.q.uri_path_len, "/admin/delete");
+    SPAN_IS(pr.q.uri_path, pr.q.uri_path_len, "/admin/delete?id=3"); /* rules match the query */
+    CHECK_INT(pr.q.inputs_len, 0);
     /* Authelia's nginx snippet: X-Original-URL and X-Original-Method only. */
     r = parse("GET /api/verify HTTP/1.1\r\nHost: authelia:9091\r\nCookie: authelia_session=S\r\n"
               "X-Original-URL: https://app.test/admin\r\nX-Original-Method: GET\r\n\r\n");
@@ -202,11 +204,68 @@ static void test_scope_and_ambiguity(void)
     SPAN_IS(pr.q.host, pr.q.host_len, "app.test");
     SPAN_IS(pr.q.uri_path, pr.q.uri_path_len, "/admin");
     SPAN_IS(pr.q.method, pr.q.method_len, "GET");
-    /* Path rules without a path or method to key on: never cached. */
+    /* nginx passes the client's own headers on: a client-sent X-Forwarded-Uri (or -Host, or
+     * -Method) that disagrees with the X-Original-URL the IdP decides on is never cached. */
+    {
+        static const char *const forged[] = {
+            "X-Forwarded-Uri: /public\r\n",
+            "X-Original-URI: /public\r\n",
+            "X-Forwarded-Host: other.test\r\n",
+            "X-Forwarded-Method: POST\r\n",
+        };
+        char raw[512];
+        for (size_t i = 0; i < sizeof(forged) / sizeof(forged[0]); i++) {
+            snprintf(raw, sizeof(raw),
+                     "GET /api/authz/auth-request HTTP/1.1\r\nCookie: authelia_session=S\r\n%s"
+                     "X-Original-URL: https://app.test/admin\r\nX-Original-Method: GET\r\n\r\n",
+                     forged[i]);
+            r = parse(raw);
+            policy_classify(cfg, &r, &pr);
+            CHECK(pr.kind == POLICY_BYPASS, "%s beside X-Original-URL: expected bypass, got %d",
+                  forged[i], pr.kind);
+        }
+        /* ... while the same facts said twice alike are fine (host names case-insensitively) */
+        r = parse("GET /api/authz/auth-request HTTP/1.1\r\nCookie: authelia_session=S\r\n"
+                  "X-Forwarded-Uri: /admin\r\nX-Forwarded-Host: APP.test\r\n"
+                  "X-Forwarded-Method: GET\r\nX-Original-URL: https://app.test/admin\r\n"
+                  "X-Original-Method: GET\r\n\r\n");
+        policy_classify(cfg, &r, &pr);
+        CHECK_INT(pr.kind, POLICY_CACHEABLE);
+    }
+    /* Network rules: the client address Authelia reads is part of the key; and so is every
+     * credential it reads (Proxy-Authorization and Authorization before the cookie). */
+    {
+        struct shm_query q0;
+        r = parse("GET /api/authz/forward-auth HTTP/1.1\r\nCookie: authelia_session=S\r\n"
+                  "X-Forwarded-Host: app.test\r\nX-Forwarded-Method: GET\r\n"
+                  "X-Forwarded-Uri: /\r\nX-Forwarded-For: 10.0.0.1, 192.0.2.7\r\n"
+                  "Proxy-Authorization: Basic YTpi\r\n\r\n");
+        policy_classify(cfg, &r, &pr);
+        CHECK_INT(pr.kind, POLICY_CACHEABLE);
+        CHECK_INT(pr.q.cred_kind, SHM_CRED_COOKIE);
+        q0 = pr.q;
+        CHECK(q0.inputs_len == 5 + 10 + 5 + 19 && q0.inputs[0] == SHM_IN_PROXY_AUTHORIZATION &&
+                  q0.inputs[5 + 10] == SHM_IN_FORWARDED_FOR,
+              "inputs: Proxy-Authorization then X-Forwarded-For (%zu bytes)", q0.inputs_len);
+        r = parse("GET /api/authz/forward-auth HTTP/1.1\r\nX-Forwarded-Host: app.test\r\n"
+                  "X-Forwarded-Method: GET\r\nX-Forwarded-Uri: /\r\n"
+                  "Proxy-Authorization: Basic YTpi\r\n\r\n");
+        policy_classify(cfg, &r, &pr);
+        CHECK_INT(pr.kind, POLICY_CACHEABLE);
+        CHECK_INT(pr.q.cred_kind, SHM_CRED_PROXY_AUTHORIZATION);
+        CHECK_INT(pr.q.inputs_len, 0);
+    }
+    /* Without a path or method the key holds them empty, as the IdP gets them; the auth
+     * request's own method, when not GET, is an input too. */
     r = parse(
         "GET /api/verify HTTP/1.1\r\nCookie: authelia_session=S\r\nX-Forwarded-Host: a\r\n\r\n");
     policy_classify(cfg, &r, &pr);
-    CHECK_INT(pr.kind, POLICY_BYPASS);
+    CHECK_INT(pr.kind, POLICY_CACHEABLE);
+    CHECK_INT(pr.q.method_len + pr.q.uri_path_len + pr.q.inputs_len, 0);
+    r = parse(
+        "HEAD /api/verify HTTP/1.1\r\nCookie: authelia_session=S\r\nX-Forwarded-Host: a\r\n\r\n");
+    policy_classify(cfg, &r, &pr);
+    CHECK(pr.q.inputs_len == 9 && pr.q.inputs[0] == SHM_IN_AUTH_METHOD, "HEAD as an input");
 
     /* Two different X-Forwarded-Host values: ambiguous, never cached. Equal duplicates are fine. */
     cfg = cfg_of("authentik", NULL);
@@ -235,6 +294,13 @@ static void test_upstream_request(void)
                        "X-Forwarded-Uri: /orig\r\nX-Forwarded-Host: app1.test\r\n\r\n";
     CHECK_MEM(out, n, want, strlen(want));
     CHECK_INT(policy_upstream_request(cfg, &r, out, 40), 0);
+    /* Proxy-Authorization is the client's credential for the IdP (Authelia), not hop-by-hop. */
+    r = parse("GET /api/authz/forward-auth HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic YTpi\r\n"
+              "Proxy-Connection: keep-alive\r\n\r\n");
+    n = policy_upstream_request(cfg, &r, out, sizeof(out));
+    CHECK(n > 0 && memmem(out, n, "Proxy-Authorization: Basic YTpi\r\n", 33) &&
+              !memmem(out, n, "Proxy-Connection", 16),
+          "Proxy-Authorization forwarded, Proxy-Connection not: %.*s", (int)n, out);
 }
 
 static void test_identity_and_lifetimes(void)
