@@ -319,12 +319,14 @@ void conn__accept(struct worker *w, struct io_uring_cqe *cqe)
     /* Draining: an accept that completed before its cancel is a connection the kernel has
      * established and taken from the queue; nobody else can serve it, so it is served (its answer
      * says Connection: close) rather than reset. */
-    if (w->free_head == SLOT_NONE) {
+    if (w->free_head == SLOT_NONE || w->nwaiting) {
         /* Full: the oldest idle connection makes room (its slot is free once its receive is
          * cancelled; the new one waits for it in w->waiting, taken each turn by conn__adopt).
-         * Idle connections must not starve new checks. Nothing idle, or too many waiting: the
-         * newest is closed at once, cleanly. */
-        if (w->nwaiting == CONN_WAITING_MAX || !evict_idle(w)) {
+         * Idle connections must not starve new checks. While others wait, a newcomer queues
+         * behind them (a slot freed this turn is theirs) and makes room of its own. Nothing
+         * idle and no slot free, or too many waiting: the newest is closed at once, cleanly. */
+        int room = w->free_head != SLOT_NONE;
+        if (w->nwaiting == CONN_WAITING_MAX || (!evict_idle(w) && !room)) {
             close(fd);
             M_ADD(w->m, conns_rejected, 1);
             return;
