@@ -258,6 +258,8 @@ static void feed_fail(struct feed *f, const char *fmt, ...)
     char e[sizeof(f->last_err)];
     va_list ap;
 
+    if (__atomic_load_n(&f->stop, __ATOMIC_RELAXED))
+        return; /* what fails now fails because we are stopping */
     va_start(ap, fmt);
     vsnprintf(e, sizeof(e), fmt, ap);
     va_end(ap);
@@ -509,17 +511,24 @@ static int learn_outpost(struct feed *f)
         status_fail(f, resp.status, "/api/v3/outposts/instances/");
         return -1;
     }
-    for (;;) {
+    if (resp.content_length > FEED_API_MAX) {
+        feed_fail(f, "the outposts API answer is too large");
+        return -1;
+    }
+    /* To Content-Length when there is one (some servers close TLS without close_notify), else to
+     * the close. */
+    while (resp.content_length < 0 || f->rxlen - head < (uint64_t)resp.content_length) {
         long r = conn_read(f, deadline);
-        if (r == 0)
+        if (r == 0 && resp.content_length < 0)
             break;
-        if (r < 0 || f->rxlen - head > FEED_API_MAX) {
+        if (r <= 0 || f->rxlen - head > FEED_API_MAX) {
             feed_fail(f, "the outposts API answer did not end in time");
             return -1;
         }
     }
-    rc = json_get_string((const char *)f->rx + head, f->rxlen - head, k_pk, 3, f->outpost,
-                         sizeof(f->outpost), NULL);
+    rc = json_get_string((const char *)f->rx + head,
+                         resp.content_length >= 0 ? (size_t)resp.content_length : f->rxlen - head,
+                         k_pk, 3, f->outpost, sizeof(f->outpost), NULL);
     if (rc < 0 || !f->outpost[0] || strspn(f->outpost, "0123456789abcdef-") != strlen(f->outpost)) {
         f->outpost[0] = 0;
         feed_fail(f, "the token's outpost was not found in /api/v3/outposts/instances/ (is it an "
@@ -687,7 +696,6 @@ static void *feed_main(void *arg)
 {
     struct feed *f = arg;
     int64_t backoff = FEED_BACKOFF_MIN_MS;
-    int was_up = 0;
 
     while (!__atomic_load_n(&f->stop, __ATOMIC_RELAXED)) {
         int have_outpost = f->outpost[0] != 0;
@@ -702,15 +710,14 @@ static void *feed_main(void *arg)
                      f->u->host, f->u->port, f->outpost);
             f->last_err[0] = 0;
             backoff = FEED_BACKOFF_MIN_MS;
-            was_up = 1;
             ws_run(f);
             __atomic_store_n(&f->connected, 0, __ATOMIC_RELAXED);
+            if (!__atomic_load_n(&f->stop, __ATOMIC_RELAXED))
+                __atomic_fetch_add(&f->reconnects, 1, __ATOMIC_RELAXED);
         }
         conn_close(f);
         if (__atomic_load_n(&f->stop, __ATOMIC_RELAXED))
             break;
-        if (was_up)
-            __atomic_fetch_add(&f->reconnects, 1, __ATOMIC_RELAXED);
         wait_fd(f, 0, daemon_mono_ms() + backoff);
         backoff = backoff * 2 > FEED_BACKOFF_MAX_MS ? FEED_BACKOFF_MAX_MS : backoff * 2;
     }
