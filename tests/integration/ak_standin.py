@@ -7,7 +7,9 @@ upgrades to a websocket for that token (403 for any other token, as channels' De
 does), every message from the outpost gets an ACK ({"instruction": 0}), and the test makes it send
 session ends ({"instruction": 4, "args": {"session_id": ...}}), pings, or close every connection.
 
-Only the standard library; one thread per connection. Frames from the client must be masked
+Only the standard library; one thread per connection; with tls=(cert, key), TLS (wss://). Reads
+poll with a short timeout under one lock that sends take too, so that a TLS connection is never
+read and written by two threads at once. Frames from the client must be masked
 (RFC 6455 5.1): an unmasked one is recorded in .errors and the connection dropped.
 """
 
@@ -16,6 +18,7 @@ import hashlib
 import json
 import os
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -25,8 +28,13 @@ GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 class Standin:
-    def __init__(self, token):
+    def __init__(self, token, tls=None):
         self.token = token
+        self.ctx = None
+        if tls:
+            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ctx.load_cert_chain(*tls)
+        self.io = threading.RLock()
         self.outpost = str(uuid.uuid4())
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -47,8 +55,8 @@ class Standin:
 
     # ------------------------------------------------------------ control, for the tests
 
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
+    def url(self, host="127.0.0.1"):
+        return f"{'https' if self.ctx else 'http'}://{host}:{self.port}"
 
     def connected(self):
         with self.lock:
@@ -112,6 +120,14 @@ class Standin:
 
     def _serve(self, c):
         c.settimeout(10)
+        if self.ctx:
+            try:
+                c = self.ctx.wrap_socket(c, server_side=True)
+            except (OSError, ssl.SSLError) as e:
+                with self.lock:
+                    self.errors.append(f"TLS: {e}")
+                c.close()
+                return
         buf = b""
         try:
             while b"\r\n\r\n" not in buf:
@@ -170,12 +186,13 @@ class Standin:
         else:
             head = struct.pack("!BBQ", 0x80 | op, 127, n)
         try:
-            c.sendall(head + payload)
+            with self.io:
+                c.sendall(head + payload)
         except OSError:
             pass
 
     def _ws(self, c, buf):
-        c.settimeout(None)
+        c.settimeout(0.05)
         frag = b""
         try:
             while True:
@@ -198,7 +215,13 @@ class Standin:
                             frag = b"" if b0 & 0x80 else frag + data
                             continue
                     break
-                chunk = c.recv(65536)
+                try:
+                    with self.io:
+                        chunk = c.recv(65536)
+                except socket.timeout:
+                    if self.stopping or c not in self.conns:
+                        break
+                    continue
                 if not chunk:
                     break
                 buf += chunk

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -211,6 +212,45 @@ def session_end_reaches_a_node_without_the_feed():
     finally:
         s.stop()
         redis.stop()
+
+
+def make_certs(work):
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, cwd=work, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+            "/CN=authcache feed test CA", "-keyout", "ca.key", "-out", "ca.pem")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "srv.key",
+            "-out", "srv.csr")
+    with open(os.path.join(work, "ext.cnf"), "w") as f:
+        f.write("subjectAltName=DNS:localhost\n")
+    openssl("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "srv.pem")
+    return os.path.join(work, "ca.pem"), os.path.join(work, "srv.pem"), os.path.join(work, "srv.key")
+
+
+@case
+def wss_verifies_the_certificate():
+    work = tempfile.mkdtemp(dir=TMP)
+    ca, cert, key = make_certs(work)
+    s = ak_standin.Standin(TOKEN, tls=(cert, key))
+    v = session("feed-tls", "hank")
+    with daemon(feed_flags(s) | {"--authentik-url": s.url("localhost")},
+                env={"SSL_CERT_FILE": ca}) as d:
+        wait_connected(d, s)
+        sid = sid_of(cache_on(d, "app1.test", v, "hank"))
+        s.session_end(sid)
+        wait_miss(d, "app1.test", v, "hank", "a session ended over wss://")
+    # The system store does not know the test CA: refused, said once, serving goes on.
+    with daemon(feed_flags(s) | {"--authentik-url": s.url("localhost")},
+                env={"SSL_CERT_FILE": cert + ".none"}) as d:
+        ak_standin.wait(lambda: "TLS handshake failed" in d.proc.log_text(), 10,
+                        "the TLS failure in the log")
+        eq(feed_metric(d, "connected"), 0, "authcache_feed_connected with an unknown CA")
+        check("certificate" in d.proc.log_text(), "the log names the certificate",
+              d.proc.log_tail())
+        cache_on(d, "app1.test", v, "hank")
+    s.stop()
 
 
 # ---------------------------------------------------------------- the webhook
