@@ -54,16 +54,12 @@ int hooks_decode(const char *body, size_t len, struct hooks_event *ev, const cha
     rc = json_get_string(body, len, k_action, 1, ev->action, sizeof(ev->action), NULL);
     if (rc < 0) {
         ev->action[0] = 0;
-        /* the summary may be long: only its start matters */
+        /* The summary may be long: only its start matters, and json_get_string leaves the
+         * first bytes of a string too long for summary in it. */
         rc = json_get_string(body, len, k_body, 1, summary, sizeof(summary), NULL);
         if (rc == 0 || rc == -EMSGSIZE) {
-            char tmp[4096];
-            size_t n;
+            size_t n = strcspn(summary, ":");
 
-            if (rc == -EMSGSIZE && json_get_string(body, len, k_body, 1, tmp, sizeof(tmp), &n) == 0)
-                memcpy(summary, tmp, sizeof(summary) - 1);
-            summary[sizeof(summary) - 1] = 0;
-            n = strcspn(summary, ":");
             if (summary[n] == ':' && n < sizeof(ev->action)) {
                 memcpy(ev->action, summary, n);
                 ev->action[n] = 0;

@@ -24,7 +24,8 @@
  * json_get_string: 0 and the decoded string in out (NUL-terminated, escapes decoded to UTF-8),
  * *out_len its length (may be NULL). json_get_int: 0 and the integer (no fraction or exponent).
  * -EINVAL: doc is not valid JSON; -ENOENT: nothing at path; -EPROTO: the value has another type;
- * -EMSGSIZE: the string does not fit in cap (including its NUL) or the integer in 64 bits.
+ * -EMSGSIZE: the string does not fit in cap (including its NUL): out then holds its first cap - 1
+ *           bytes and a NUL; or the integer does not fit in 64 bits.
  */
 int json_get_string(const char *doc, size_t len, const char *const *path, unsigned npath, char *out,
                     size_t cap, size_t *out_len);

@@ -4,6 +4,7 @@
  * frames, the length encodings at 125/126/65535/65536, bad input refused with a clear error.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -260,6 +261,16 @@ static void test_hooks_decode(void)
     CHECK_INT(hooks_decode(pw, strlen(pw), &ev, &why), 0);
     CHECK_INT(ev.purge, 1);
     CHECK_MEM(ev.user, strlen(ev.user), "carl", 4);
+    /* a long summary (authentik's default body carries the event's whole context) */
+    char longb[600];
+    snprintf(longb, sizeof(longb),
+             "{\"body\":\"logout: {'http_request': {'path': '/%0400d'}}\","
+             "\"event_user_username\":\"dora\"}",
+             0);
+    CHECK_INT(hooks_decode(longb, strlen(longb), &ev, &why), 0);
+    CHECK_INT(ev.purge, 1);
+    CHECK_MEM(ev.action, strlen(ev.action), "logout", 6);
+    CHECK_MEM(ev.user, strlen(ev.user), "dora", 4);
     CHECK_INT(hooks_decode("[]", 2, &ev, &why), -EINVAL);
     CHECK(why && strchr(why, '\n') == NULL, "one line: %s", why ? why : "(null)");
 }
