@@ -209,7 +209,8 @@ class Standin:
                             raise OSError("unmasked")
                         if len(buf) >= i + 4 + n:
                             mask = buf[i:i + 4]
-                            data = bytes(x ^ mask[j % 4] for j, x in enumerate(buf[i + 4:i + 4 + n]))
+                            body = buf[i + 4:i + 4 + n]
+                            data = bytes(x ^ mask[j % 4] for j, x in enumerate(body))
                             buf = buf[i + 4 + n:]
                             self._frame(c, b0 & 0x0f, b0 & 0x80, data, frag)
                             frag = b"" if b0 & 0x80 else frag + data

@@ -192,7 +192,8 @@ def session_end_reaches_a_node_without_the_feed():
                            str(redis_port), "--bind", "127.0.0.1"], name="redis")
     time.sleep(0.3)
     s = ak_standin.Standin(TOKEN)
-    bus = {"--hash-key-file": KEY_FILE, "--bus": f"redis://127.0.0.1:{redis_port}/feed-{os.getpid()}"}
+    bus = {"--hash-key-file": KEY_FILE,
+           "--bus": f"redis://127.0.0.1:{redis_port}/feed-{os.getpid()}"}
     a1, a2 = session("feed-n1", "erin"), session("feed-n2", "erin")
     try:
         with daemon(dict(bus, **feed_flags(s))) as a, daemon(bus) as b:
@@ -226,7 +227,7 @@ def make_certs(work):
         f.write("subjectAltName=DNS:localhost\n")
     openssl("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
             "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "srv.pem")
-    return os.path.join(work, "ca.pem"), os.path.join(work, "srv.pem"), os.path.join(work, "srv.key")
+    return tuple(os.path.join(work, f) for f in ("ca.pem", "srv.pem", "srv.key"))
 
 
 @case
