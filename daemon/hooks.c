@@ -145,6 +145,9 @@ void hooks_serve(struct daemon *d, int fd, const struct http_req *req, const cha
     len = (size_t)req->content_length;
     if (nhave > len)
         nhave = len;
+    if (nhave < len && http_hdr_find(req->hdrs, req->nhdrs, "Expect") &&
+        send(fd, "HTTP/1.1 100 Continue\r\n\r\n", 25, MSG_NOSIGNAL) < 0)
+        return; /* curl asks before a body over 1 KiB; the client left */
     memcpy(body, have, nhave);
     while (nhave < len) {
         ssize_t n = recv(fd, body + nhave, len - nhave, 0);
