@@ -24,6 +24,8 @@
 #include "admin.h"
 #include "buf.h"
 #include "bus.h"
+#include "feed.h"
+#include "hooks.h"
 #include "http.h"
 #include "log.h"
 #include "pct.h"
@@ -157,6 +159,8 @@ static void metrics_text(struct daemon *d, struct buf *b)
 #define X(field, key, name, kind, help) prom(b, name, kind, help, (long long)bs.field);
     BUS_FIGURES(X)
 #undef X
+    char feed[1024];
+    bprintf(b, "%.*s", (int)feed_metrics_text(d->feed, feed, sizeof(feed)), feed);
     prom(b, "authcache_ready", GAUGE, "1 while serving.",
          __atomic_load_n(&d->ready, __ATOMIC_RELAXED));
 }
@@ -420,6 +424,11 @@ static void conn_read(struct admin *a, struct admin_conn *c)
     rc = http_parse_request(c->in, c->len, 0, sizeof(c->in), &req);
     if (rc == HTTP_PARTIAL && c->len < sizeof(c->in))
         return;
+    if (rc > 0 && hooks_wants(&req)) { /* hooks.c: it reads its body itself */
+        hooks_serve(a->d, c->fd, &req, c->in + rc, c->len - (size_t)rc);
+        conn_close(c);
+        return;
+    }
     serve(a, c->fd, &req, rc == HTTP_PARTIAL ? HTTP_TOO_LARGE : rc);
     conn_close(c);
 }

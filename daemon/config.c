@@ -73,6 +73,8 @@ enum opt_id {
     OPT_BUS,
     OPT_ADMIN_TOKEN_FILE,
     OPT_HANDOVER,
+    OPT_AUTHENTIK_URL,
+    OPT_AUTHENTIK_TOKEN_FILE,
     OPT_LOG_LEVEL,
     OPT_LOG_FORMAT,
     OPT_COUNT
@@ -110,6 +112,10 @@ static const struct opt opts[OPT_COUNT] = {
     [OPT_HANDOVER] = {"handover", "PATH",
                       "Unix socket: take the listeners of the daemon there, then serve it "
                       "(default off)"},
+    [OPT_AUTHENTIK_URL] = {"authentik-url", "URL",
+                           "authentik's URL: follow its outpost event feed (session ends)"},
+    [OPT_AUTHENTIK_TOKEN_FILE] = {"authentik-token-file", "FILE",
+                                  "the outpost's API token for --authentik-url"},
     [OPT_LOG_LEVEL] = {"log-level", "LEVEL", "debug, info, warn or error (default info)"},
     [OPT_LOG_FORMAT] = {"log-format", "FMT", "text or json (default text)"},
 };
@@ -214,7 +220,8 @@ static void show_value(char out[80], const char *v, int may_hold_credentials)
 
 static void set_shown(struct ctx *c, const char *v)
 {
-    show_value(c->shown, v, c->id == OPT_UPSTREAM || c->id == OPT_BUS);
+    show_value(c->shown, v,
+               c->id == OPT_UPSTREAM || c->id == OPT_BUS || c->id == OPT_AUTHENTIK_URL);
 }
 
 /* ---- value parsers: each returns 0, or -1 after fail() ---- */
@@ -772,6 +779,10 @@ static int apply(struct config *cfg, struct ctx *c, const char *v, int first_of_
                         sizeof(cfg->handover) - 1);
         memcpy(cfg->handover, v, strlen(v) + 1);
         return 0;
+    case OPT_AUTHENTIK_URL:
+        return parse_upstream(c, v, &cfg->authentik);
+    case OPT_AUTHENTIK_TOKEN_FILE:
+        return parse_file_name(c, v, cfg->authentik_token_file);
     case OPT_LOG_LEVEL:
         for (int l = LOG_LEVEL_DEBUG; l <= LOG_LEVEL_ERROR; l++)
             if (strcmp(v, log_level_name((enum log_level)l)) == 0) {
@@ -892,6 +903,27 @@ static int load_files(struct config *cfg, const int *from_env, char *err, size_t
         memcpy(cfg->admin_token, buf, (size_t)n);
         cfg->admin_token[n] = '\0';
         cfg->admin_token_len = (size_t)n;
+        OPENSSL_cleanse(buf, sizeof(buf));
+    }
+    if (cfg->authentik_token_file[0]) {
+        char buf[CONFIG_TOKEN_MAX + 2];
+        long n;
+
+        c.id = OPT_AUTHENTIK_TOKEN_FILE;
+        c.from_env = from_env[OPT_AUTHENTIK_TOKEN_FILE];
+        n = read_secret(&c, cfg->authentik_token_file, buf, CONFIG_TOKEN_MAX);
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            return fail(&c, "%s is empty", c.shown);
+        for (long i = 0; i < n; i++)
+            if ((unsigned char)buf[i] <= 0x20 || (unsigned char)buf[i] >= 0x7f) {
+                OPENSSL_cleanse(buf, sizeof(buf));
+                return fail(&c, "the token in %s must be visible ASCII without spaces", c.shown);
+            }
+        memcpy(cfg->authentik_token, buf, (size_t)n);
+        cfg->authentik_token[n] = '\0';
+        cfg->authentik_token_len = (size_t)n;
         OPENSSL_cleanse(buf, sizeof(buf));
     }
     return 0;
@@ -1032,6 +1064,14 @@ int config_parse(struct config *cfg, int argc, char **argv, char **envp, char *e
             cfg->user_header);
         goto out;
     }
+    if (cfg->authentik.host[0] && !cfg->authentik_token_file[0]) {
+        fail_plain(err, errlen, "--authentik-url: needs --authentik-token-file (an outpost token)");
+        goto out;
+    }
+    if (!cfg->authentik.host[0] && cfg->authentik_token_file[0]) {
+        fail_plain(err, errlen, "--authentik-token-file: needs --authentik-url");
+        goto out;
+    }
     if (load_files(cfg, from_env, err, errlen) < 0)
         goto out;
     r = 0;
@@ -1046,6 +1086,8 @@ void config_free(struct config *cfg)
 {
     OPENSSL_cleanse(cfg->hash_key, sizeof(cfg->hash_key));
     OPENSSL_cleanse(cfg->admin_token, sizeof(cfg->admin_token));
+    OPENSSL_cleanse(cfg->authentik_token, sizeof(cfg->authentik_token));
+    cfg->authentik_token_len = 0;
     cfg->have_hash_key = 0;
     cfg->admin_token_len = 0;
 }

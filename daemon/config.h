@@ -102,6 +102,10 @@ struct config {
     uint8_t hash_key[CONFIG_HASH_KEY_LEN]; /* SHA-256 of a label and the file's secret */
     char bus_url[CONFIG_PATH_MAX];         /* "" = none */
     struct config_bus bus;
+    struct config_upstream authentik;           /* --authentik-url; host "" = no event feed */
+    char authentik_token_file[PATH_MAX];        /* "" = none */
+    char authentik_token[CONFIG_TOKEN_MAX + 1]; /* the outpost's token; "" when no file */
+    size_t authentik_token_len;
     char admin_token_file[PATH_MAX];        /* "" = none */
     char admin_token[CONFIG_TOKEN_MAX + 1]; /* "" when no file */
     size_t admin_token_len;

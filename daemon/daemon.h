@@ -75,6 +75,7 @@ struct worker;
 struct bus;
 struct epochs;
 struct purger;
+struct feed;
 
 struct daemon {
     struct config *cfg;
@@ -91,6 +92,7 @@ struct daemon {
     struct bus *bus;       /* NULL without --bus; set before the workers start */
     struct epochs *epochs; /* purge stamps against answers in flight and held (epoch.h) */
     struct purger *purger; /* the purge thread; NULL: purges run where they are asked */
+    struct feed *feed;     /* authentik's event feed (feed.h); NULL without --authentik-url */
 };
 
 /* What one purge removes: the answers of a user, those of a session (by the keyed digests of its

@@ -26,6 +26,7 @@
 #include "listeners.h"
 #include "log.h"
 #include "purger.h"
+#include "feed.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -173,6 +174,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "authcached: cannot start the purge thread: %s\n", strerror(-rc));
         return 1;
     }
+    if (cfg.authentik.host[0] && (rc = feed_start(&d, &d.feed)) < 0) {
+        fprintf(stderr, "authcached: --authentik-url: cannot start its thread: %s\n",
+                strerror(-rc));
+        return 1;
+    }
     if ((rc = admin_run(admin)) < 0) {
         fprintf(stderr, "authcached: --admin: cannot start its thread: %s\n", strerror(-rc));
         return 1;
@@ -219,6 +225,8 @@ int main(int argc, char **argv)
         worker_join(d.workers[i]);
     handover_stop(ho); /* before the sockets it hands out close */
     admin_stop(admin);
+    /* The feed before the purge thread: its purges are queued there. */
+    feed_stop(d.feed);
     purger_stop(d.purger); /* runs what is queued; may still publish */
     bus_stop(d.bus); /* after the last purge: sends what is queued (briefly), then closes */
     for (unsigned i = 0; i < cfg.workers; i++)
