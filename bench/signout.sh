@@ -23,7 +23,9 @@
 #     64 000 pairs of (1) (XNODE_FILL); then bench/signout_xnode.py: XNODE_COUNT sessions, each
 #     cached on both nodes, signed out on A one at a time while B is asked for the session every
 #     1 ms until it stops answering `X-Authcache: hit`: p50/p99/max of that latency (goal p99 <=
-#     100 ms). Not pinned.
+#     100 ms). Not pinned. Then (XNODE_BEHIND, default 1) the same for 20 more sessions right
+#     after a 3 s flood of sign-outs of unknown sessions on A (as in (1)): B applies what the bus
+#     brings one purge at a time, so this says how far behind a flood leaves it.
 #
 # Environment:
 #   AC_BINS          NAME=PATH ... the authcached binaries to compare (default: after=build/authcached)
@@ -33,6 +35,7 @@
 #   XNODE_COUNT      sign-outs per binary in (2) (default 1000)
 #   XNODE_FILL=0|1   in (2), first cache the pairs of (1) on both nodes too, so that a purge that
 #                    walks the table walks 64 000 answers as in (1) (default 1)
+#   XNODE_BEHIND=0|1 in (2), also the sign-outs right after a flood on A (default 1)
 #   SIGNOUT_PARTS    "flood xnode" (default), or either alone
 #   BENCH_PIN=0|1    pin as above in (1) (default 1)
 #   BUILD            build directory for test-idp (default build)
@@ -55,6 +58,7 @@ SESSIONS=${FLOOD_SESSIONS:-12800}
 HOSTS=5
 XNODE_COUNT=${XNODE_COUNT:-1000}
 XNODE_FILL=${XNODE_FILL:-1}
+XNODE_BEHIND=${XNODE_BEHIND:-1}
 PARTS=${SIGNOUT_PARTS:-flood xnode}
 PIN=${BENCH_PIN:-1}
 TAG=$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -111,7 +115,7 @@ sessions() { # POOL FROM COUNT
         --count "$3" >"$WORK/sessions.$1" 2>&1 || die "creating pool $1: $(cat "$WORK/sessions.$1")"
 }
 case " $PARTS " in *" flood "*) sessions h 0 "$SESSIONS" ;; *) [ "$XNODE_FILL" = 1 ] && sessions h 0 "$SESSIONS" ;; esac
-case " $PARTS " in *" xnode "*) sessions x 0 $((XNODE_COUNT * ${#NAMES[@]})) ;; esac
+case " $PARTS " in *" xnode "*) sessions x 0 $((XNODE_COUNT * ${#NAMES[@]})); sessions y 0 $((20 * ${#NAMES[@]})) ;; esac
 
 # start_ac NAME KEY CPUS LOG [FLAG...]: an authcached of binary NAME on free ports, segment
 # authcache-signout-$$-KEY; sets PORT[KEY], ADMIN[KEY], MAIN_PID[KEY].
@@ -172,11 +176,11 @@ busiest_threads() {
 }
 
 # settle KEY: waits until the daemon is idle (under 3 % of a core over half a second; at most
-# 120 s) and prints the seconds it took: after a flood, the purge thread may still have queued
+# 60 s) and prints the seconds it took: after a flood, the purge thread may still have queued
 # walks to run, which would load CPU 0 during the next run (another binary's, too).
 settle() {
     local t0=$SECONDS a b
-    while [ $((SECONDS - t0)) -lt 120 ]; do
+    while [ $((SECONDS - t0)) -lt 60 ]; do
         a=$(cpu_ticks "${MAIN_PID[$1]}")
         sleep 0.5
         b=$(cpu_ticks "${MAIN_PID[$1]}")
@@ -326,6 +330,16 @@ xnode() {
             say "  signout: warning: signout_xnode.py against $name: exit $? $(tail -n 2 "$out.err")"
         sed "s/^xnode_/${name}_xnode_/" "$out"
         say "  $name: $(grep -E '^xnode_(p50|p99|max)_ms=' "$out" | tr '\n' ' ')"
+        if [ "$XNODE_BEHIND" = 1 ]; then
+            BENCH_TAG=$TAG BENCH_HOSTS=$HOSTS wrk -t1 -c4 -d3s -s bench/lua/signout.lua \
+                "http://127.0.0.1:${PORT[$name-A]}" >"$out.flood" 2>&1
+            python3 bench/signout_xnode.py --a "${PORT[$name-A]}" --b "${PORT[$name-B]}" --tag "$TAG" \
+                --pool y --from $((i * 20)) --count 20 --give-up 120 >"$out.behind" 2>"$out.behind.err" ||
+                say "  signout: warning: signout_xnode.py after the flood against $name: exit $? $(tail -n 2 "$out.behind.err")"
+            echo "${name}_xnode_flood_signouts=$(sed -n 's/^wrk_requests=//p' "$out.flood")"
+            sed -n "s/^xnode_\(p50_ms\|max_ms\|lost\|signouts\)=/${name}_xnode_behind_\1=/p" "$out.behind"
+            say "  $name after a 3 s flood of $(sed -n 's/^wrk_requests=//p' "$out.flood") sign-outs on A: $(grep -E '^xnode_(p50|max)_ms=' "$out.behind" | tr '\n' ' ')"
+        fi
         stop_pids "${MAIN_PID[$name-A]}" "${MAIN_PID[$name-B]}"
         forget_pids "${MAIN_PID[$name-A]}" "${MAIN_PID[$name-B]}"
         for k in A B; do grep -v '^$' "$WORK/$name-$k.log" | head -n 3 | sed "s/^/  $name-$k log: /" >&2; done

@@ -9,7 +9,7 @@ a time: A and B must answer it `hit` (if an earlier sign-out's stamp hid it, it 
 until it is: counted in xnode_recached); the sign-out (X-Forwarded-Uri /outpost.goauthentik.io/sign_out) is
 sent to A, and from that moment B is asked for the session again and again, a new request 1 ms
 after the previous one was sent (or at once if its answer took longer), until B answers anything
-but `hit` (give up after 2 s: "lost"). The latency is from sending the sign-out to receiving B's
+but `hit` (give up after --give-up seconds, default 2: "lost"). The latency is from sending the sign-out to receiving B's
 first answer that is not a hit; so it includes A's work, the bus (A -> Redis -> B) and up to ~1 ms
 of polling granularity. One keep-alive connection per node. Prints name=value lines (p50, p99,
 max in ms, and the same measured from A's answer to the sign-out). Standard library only.
@@ -27,7 +27,6 @@ COOKIE_NAME = "authentik_proxy_3f2a1b0c"
 AUTH_PATH = "/outpost.goauthentik.io/auth/traefik"
 SIGN_OUT = "/outpost.goauthentik.io/sign_out"
 POLL_S = 0.001
-GIVE_UP_S = 2.0
 
 
 class Conn:
@@ -98,6 +97,8 @@ def main():
     ap.add_argument("--from", dest="first", type=int, default=0)
     ap.add_argument("--count", type=int, required=True)
     ap.add_argument("--host", default="app1.test")
+    ap.add_argument("--give-up", type=float, default=2.0,
+                    help="seconds after which a sign-out that B still serves counts as lost")
     a = ap.parse_args()
 
     A, B = Conn(a.a), Conn(a.b)
@@ -109,10 +110,9 @@ def main():
             status, cache = node.check(v, a.host, "/")
             if status != 200 or cache != "hit":
                 not_cached += 1
-    if not_cached:
+    if not_cached:  # hidden by a stamp in between (see below): asked for again in the loop
         print(f"signout_xnode: {not_cached} (session, node) pairs not cached after warming",
               file=sys.stderr)
-        return 1
 
     from_send, from_ack, polls, lost, kinds, signout_bad = [], [], 0, 0, {}, 0
     recached, skipped = 0, 0
@@ -148,7 +148,7 @@ def main():
                 from_ack.append((t1 - t_ack) * 1000)
                 kinds[f"{status} {cache or '-'}"] = kinds.get(f"{status} {cache or '-'}", 0) + 1
                 break
-            if t1 - t0 > GIVE_UP_S:
+            if t1 - t0 > a.give_up:
                 lost += 1
                 break
             pause = POLL_S - (time.perf_counter() - t_poll)
