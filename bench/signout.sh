@@ -225,7 +225,7 @@ run() {
         f_reqs=$(sed -n 's/^wrk_requests=//p' "$fout")
         f_2xx=$(sed -n 's/^wrk_status_2xx=//p' "$fout")
         f_us=$(sed -n 's/^wrk_duration_us=//p' "$fout")
-        [ "${f_2xx:-0}" = "$f_reqs" ] || say "  signout: warning: $key: $((f_reqs - ${f_2xx:-0})) of $f_reqs sign-outs not answered 2xx"
+        # a sign-out gets the IdP's own answer (the test IdP: 302 for a session it does not know)
     fi
     # hits may exceed wrk's count by the few requests in flight at the end; misses mean the hot
     # set was not all cached (a sign-out of an unknown session purging somebody else's answer?)
