@@ -183,3 +183,8 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/authcached $(DESTDIR)$(PREFIX)/bin/authcache \
 		$(DESTDIR)$(PREFIX)/lib/libauthcache.a $(DESTDIR)$(PREFIX)/lib/libauthcache.so \
 		$(DESTDIR)$(PREFIX)/include/authcache.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/authcache.pc
+
+# image: the authcached OCI image built offline from Debian's archive (deploy/image/build.sh).
+.PHONY: image
+image: $(BUILD)/authcached $(BUILD)/authcache
+	BUILD=$(BUILD) deploy/image/build.sh
