@@ -176,3 +176,25 @@ format-check:
 	echo "every C file is clang-format clean"
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# install / uninstall: PREFIX (default /usr/local) and DESTDIR, as packagers expect.
+PREFIX  ?= /usr/local
+VERSION ?= 0.1.0
+.PHONY: install uninstall
+install: $(BUILD)/libauthcache.a $(BUILD)/libauthcache.so $(BUILD)/authcached $(BUILD)/authcache
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 755 $(BUILD)/authcached $(BUILD)/authcache $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(BUILD)/libauthcache.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(BUILD)/libauthcache.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 client/authcache.h $(DESTDIR)$(PREFIX)/include/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' client/authcache.pc.in \
+		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/authcache.pc
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/authcached $(DESTDIR)$(PREFIX)/bin/authcache \
+		$(DESTDIR)$(PREFIX)/lib/libauthcache.a $(DESTDIR)$(PREFIX)/lib/libauthcache.so \
+		$(DESTDIR)$(PREFIX)/include/authcache.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/authcache.pc
+
+# image: the authcached OCI image built offline from Debian's archive (deploy/image/build.sh).
+.PHONY: image
+image: $(BUILD)/authcached $(BUILD)/authcache
+	BUILD=$(BUILD) deploy/image/build.sh
