@@ -114,6 +114,8 @@ int authcache_lookup(struct authcache *c, const struct authcache_request *r,
             size_t n;
             int use;
         } in[] = {
+            {SHM_IN_COOKIE_NAME, r->cookie_name, r->cookie_name_len,
+             q.cred_kind == SHM_CRED_COOKIE},
             {SHM_IN_AUTHORIZATION, r->authorization, r->authorization_len,
              q.cred_kind != SHM_CRED_AUTHORIZATION},
             {SHM_IN_PROXY_AUTHORIZATION, r->proxy_authorization, r->proxy_authorization_len,

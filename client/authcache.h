@@ -47,6 +47,8 @@ struct authcache_answer {
 struct authcache_request {
     const char *cookie;        /* the session cookie's value (or split cookies' "n=v; n=v" in name order) */
     size_t cookie_len;
+    const char *cookie_name;   /* a lone session cookie's name (authcached keys on it too) */
+    size_t cookie_name_len;
     const char *authorization; /* the Authorization header value: the credential without a cookie */
     size_t authorization_len;
     const char *host;          /* X-Forwarded-Host */

@@ -106,6 +106,7 @@ static int cookie_cred(const struct config *cfg, const struct http_req *req, str
     if (n == 1) {
         out->q.cred = c[0].value.p;
         out->q.cred_len = c[0].value.len;
+        out->cookie_name = c[0].name;
         return 1;
     }
     qsort(c, n, sizeof(c[0]), cookie_cmp);
@@ -210,6 +211,7 @@ void policy_classify(const struct config *cfg, const struct http_req *req, struc
     memset(&out->q, 0, sizeof(out->q));
     out->kind = POLICY_BYPASS;
     out->has_cred = 0;
+    out->cookie_name = (struct http_span){NULL, 0};
     /* Where the client was going: X-Forwarded-Uri (Traefik, Caddy), X-Original-URI, or the path
      * and query of an absolute X-Original-URL (nginx snippets of authentik and Authelia, whose
      * auth-request endpoint reads only that). When several are present they must agree. */
@@ -279,6 +281,11 @@ void policy_classify(const struct config *cfg, const struct http_req *req, struc
     out->q.auth_path_len = req->target_len;
 
     size_t il = 0;
+    /* The cookie's name is part of the question (authentik_proxy_zzzz=<alice's value> is not
+     * alice's session); its value alone stays the credential purges by session are made of. */
+    if (out->q.cred_kind == SHM_CRED_COOKIE && out->cookie_name.p)
+        ambiguous |= shm_key_input(out->inputs_buf, &il, sizeof(out->inputs_buf), SHM_IN_COOKIE_NAME,
+                                   out->cookie_name.p, out->cookie_name.len) < 0;
     if (out->q.cred_kind != SHM_CRED_AUTHORIZATION && authz.p)
         ambiguous |= shm_key_input(out->inputs_buf, &il, sizeof(out->inputs_buf),
                                    SHM_IN_AUTHORIZATION, authz.p, authz.len) < 0;

@@ -98,7 +98,9 @@ int shm_retired(const struct shm *h);
 
 /* Tags of the other inputs an IdP decides on (shm_key_input), in this order. */
 enum shm_input {
-    SHM_IN_AUTHORIZATION = 1,   /* Authorization, when it is not the credential */
+    SHM_IN_COOKIE_NAME = 1,     /* the name of a lone session cookie (its value is the credential):
+                                 * authentik reads its cookie by exact name */
+    SHM_IN_AUTHORIZATION,       /* Authorization, when it is not the credential */
     SHM_IN_PROXY_AUTHORIZATION, /* Proxy-Authorization, likewise */
     SHM_IN_FORWARDED_FOR,       /* X-Forwarded-For as sent (--key-scope uri: network rules) */
     SHM_IN_REAL_IP,             /* X-Real-IP as sent (likewise) */

@@ -1,6 +1,7 @@
 /* lookup: what a local program does to ask authcached's cache whether a session is known, using only
- * <authcache.h>. Usage: lookup SHM COOKIE HOST AUTH_PATH. Prints the user and identity headers and
- * exits 0 when held, exits 1 when not, 2 when the segment cannot be opened.
+ * <authcache.h>. Usage: lookup SHM NAME=VALUE HOST AUTH_PATH (the session cookie as the browser sends
+ * it: authcached keys on its name too). Prints the user and identity headers and exits 0 when held,
+ * exits 1 when not, 2 when the segment cannot be opened.
  * Build: cc lookup.c $(pkg-config --cflags --libs authcache)   (add --static for libauthcache.a) */
 #include <authcache.h>
 #include <stdio.h>
@@ -12,8 +13,10 @@ int main(int argc, char **argv)
     struct authcache_answer a;
     int err;
 
-    if (argc != 5) {
-        fprintf(stderr, "usage: %s SHM COOKIE HOST AUTH_PATH\n", argv[0]);
+    const char *eq = argc == 5 ? strchr(argv[2], '=') : NULL;
+
+    if (!eq) {
+        fprintf(stderr, "usage: %s SHM NAME=VALUE HOST AUTH_PATH\n", argv[0]);
         return 2;
     }
     if ((err = authcache_open(argv[1], &c)) < 0) {
@@ -21,7 +24,8 @@ int main(int argc, char **argv)
         return 2;
     }
     struct authcache_request r = {
-        .cookie = argv[2], .cookie_len = strlen(argv[2]),
+        .cookie_name = argv[2], .cookie_name_len = (size_t)(eq - argv[2]),
+        .cookie = eq + 1, .cookie_len = strlen(eq + 1),
         .host = argv[3], .host_len = strlen(argv[3]),
         .auth_path = argv[4], .auth_path_len = strlen(argv[4]),
     };

@@ -64,12 +64,12 @@ def lookup_against_daemon(binary, env=None):
     daemon_util.IDP.session(v, "alice", ["users"])
     with daemon() as d:
         expect(fa(d, "app1.test", "/", v), 200, "miss", "alice")
-        p = subprocess.run([binary, d.shm, v, "app1.test", AUTH], env=env, capture_output=True,
-                           text=True, timeout=10)
+        p = subprocess.run([binary, d.shm, f"{harness.IDP_COOKIE}={v}", "app1.test", AUTH],
+                           env=env, capture_output=True, text=True, timeout=10)
         eq(p.returncode, 0, f"{binary} exit status (stderr {p.stderr.strip()!r})")
         check("user=alice" in p.stdout, "the example prints user=alice", p.stdout)
-        p = subprocess.run([binary, d.shm, v + "-other", "app1.test", AUTH], env=env,
-                           capture_output=True, text=True, timeout=10)
+        p = subprocess.run([binary, d.shm, f"{harness.IDP_COOKIE}={v}-other", "app1.test", AUTH],
+                           env=env, capture_output=True, text=True, timeout=10)
         eq((p.returncode, p.stdout), (1, "none\n"), "an unknown session")
 
 

@@ -289,11 +289,18 @@ static void test_every_credential_in_the_key(void)
     {
         struct authcache_request r = {.cookie = "EC",
                                       .cookie_len = 2,
+                                      .cookie_name = "authentik_proxy_t",
+                                      .cookie_name_len = 17,
                                       .host = "app.test",
                                       .host_len = 8,
                                       .auth_path = "/outpost.goauthentik.io/auth/traefik",
                                       .auth_path_len = 36};
         CHECK_INT(authcache_lookup(ac, &r, &got), 0);
+        r.cookie_name = "authentik_proxy_zzzz"; /* alice's value under another cookie */
+        r.cookie_name_len = 20;
+        CHECK_INT(authcache_lookup(ac, &r, &got), -ENOENT);
+        r.cookie_name = "authentik_proxy_t";
+        r.cookie_name_len = 17;
         r.proxy_authorization = "Basic YTpi";
         r.proxy_authorization_len = 10;
         CHECK_INT(authcache_lookup(ac, &r, &got), 0);
@@ -308,6 +315,24 @@ static void test_every_credential_in_the_key(void)
         CHECK_INT(authcache_lookup(ac, &r, &got), -ENOENT); /* never asked with HEAD */
     }
     authcache_close(ac);
+}
+
+/* The cookie's name is part of the question: alice's value under another session cookie's name is
+ * not alice's session (authentik reads its cookie by exact name). */
+static void test_cookie_name_in_the_key(void)
+{
+    struct conn *c = open_conn();
+    int n0 = ncalls;
+
+    feed(c, check_req("CN"));
+    answer(n0, OK_ALICE);
+    out(c);
+    feed(c, "GET /outpost.goauthentik.io/auth/traefik HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Cookie: authentik_proxy_zzzz=CN\r\nX-Forwarded-Host: app.test\r\n"
+            "X-Forwarded-Uri: /page\r\n\r\n");
+    CHECK_INT(ncalls, n0 + 2); /* asked: not served alice's answer */
+    answer(n0 + 1, REDIRECT);
+    HAS(out(c), "HTTP/1.1 302");
 }
 
 /* Two requests read before the first is answered: the second waits, answers stay in order. */
@@ -733,6 +758,11 @@ static void test_purge_thread_batches(void)
                               .auth_path = "/outpost.goauthentik.io/auth/traefik",
                               .auth_path_len = 36};
         struct shm_answer a;
+        char in[64];
+        size_t il = 0;
+        shm_key_input(in, &il, sizeof(in), SHM_IN_COOKIE_NAME, "authentik_proxy_t", 17);
+        q.inputs = in;
+        q.inputs_len = il;
         shm_key_query(&d.shm, &q, &k, 0);
         int held =
             shm_lookup(&d.shm, k.digest, daemon_now_ms(), &a, w->lbuf, sizeof(w->lbuf), 0) == 0;
@@ -813,6 +843,7 @@ int main(void)
     test_pipelined_in_order();
     test_set_cookie_on_2xx();
     test_every_credential_in_the_key();
+    test_cookie_name_in_the_key();
     test_long_user_names();
     test_rotating_answers_revalidate_in_band();
     test_single_flight();

@@ -195,7 +195,7 @@ static void test_scope_and_ambiguity(void)
     CHECK_INT(pr.q.scope_uri, 1);
     SPAN_IS(pr.q.method, pr.q.method_len, "POST");
     SPAN_IS(pr.q.uri_path, pr.q.uri_path_len, "/admin/delete?id=3"); /* rules match the query */
-    CHECK_INT(pr.q.inputs_len, 0);
+    CHECK_INT(pr.q.inputs_len, 5 + 16); /* the cookie's name only */
     /* Authelia's nginx snippet: X-Original-URL and X-Original-Method only. */
     r = parse("GET /api/verify HTTP/1.1\r\nHost: authelia:9091\r\nCookie: authelia_session=S\r\n"
               "X-Original-URL: https://app.test/admin\r\nX-Original-Method: GET\r\n\r\n");
@@ -244,9 +244,11 @@ static void test_scope_and_ambiguity(void)
         CHECK_INT(pr.kind, POLICY_CACHEABLE);
         CHECK_INT(pr.q.cred_kind, SHM_CRED_COOKIE);
         q0 = pr.q;
-        CHECK(q0.inputs_len == 5 + 10 + 5 + 19 && q0.inputs[0] == SHM_IN_PROXY_AUTHORIZATION &&
-                  q0.inputs[5 + 10] == SHM_IN_FORWARDED_FOR,
-              "inputs: Proxy-Authorization then X-Forwarded-For (%zu bytes)", q0.inputs_len);
+        CHECK(q0.inputs_len == 5 + 16 + 5 + 10 + 5 + 19 && q0.inputs[0] == SHM_IN_COOKIE_NAME &&
+                  q0.inputs[5 + 16] == SHM_IN_PROXY_AUTHORIZATION &&
+                  q0.inputs[5 + 16 + 5 + 10] == SHM_IN_FORWARDED_FOR,
+              "inputs: the cookie's name, Proxy-Authorization, X-Forwarded-For (%zu bytes)",
+              q0.inputs_len);
         r = parse("GET /api/authz/forward-auth HTTP/1.1\r\nX-Forwarded-Host: app.test\r\n"
                   "X-Forwarded-Method: GET\r\nX-Forwarded-Uri: /\r\n"
                   "Proxy-Authorization: Basic YTpi\r\n\r\n");
@@ -261,11 +263,12 @@ static void test_scope_and_ambiguity(void)
         "GET /api/verify HTTP/1.1\r\nCookie: authelia_session=S\r\nX-Forwarded-Host: a\r\n\r\n");
     policy_classify(cfg, &r, &pr);
     CHECK_INT(pr.kind, POLICY_CACHEABLE);
-    CHECK_INT(pr.q.method_len + pr.q.uri_path_len + pr.q.inputs_len, 0);
+    CHECK_INT(pr.q.method_len + pr.q.uri_path_len, 0);
+    CHECK_INT(pr.q.inputs_len, 5 + 16); /* the cookie's name */
     r = parse(
         "HEAD /api/verify HTTP/1.1\r\nCookie: authelia_session=S\r\nX-Forwarded-Host: a\r\n\r\n");
     policy_classify(cfg, &r, &pr);
-    CHECK(pr.q.inputs_len == 9 && pr.q.inputs[0] == SHM_IN_AUTH_METHOD, "HEAD as an input");
+    CHECK(pr.q.inputs_len == 21 + 9 && pr.q.inputs[21] == SHM_IN_AUTH_METHOD, "HEAD as an input");
 
     /* Two different X-Forwarded-Host values: ambiguous, never cached. Equal duplicates are fine. */
     cfg = cfg_of("authentik", NULL);
