@@ -265,11 +265,14 @@ static void pct(char *out, size_t cap, const char *s)
     out[n] = 0;
 }
 
-static int admin_connect(const char *admin)
+/* A socket connected to the admin listener at admin ("HOST:PORT", "[V6]:PORT"), or -errno
+ * (-ENOENT: the host does not resolve). A malformed address exits 2. With timeout_ms > 0 the
+ * connect, and each send and receive on the socket after it, give up after about that long. */
+static int admin_dial(const char *admin, int timeout_ms)
 {
     char host[256], *colon;
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res, *ai;
-    int fd = -1;
+    int fd = -1, err = ECONNREFUSED;
 
     snprintf(host, sizeof(host), "%s", admin);
     colon = strrchr(host, ':');
@@ -282,36 +285,100 @@ static int admin_connect(const char *admin)
         colon[-1] = 0;
     }
     if (getaddrinfo(h, colon + 1, &hints, &res) != 0)
-        die(2, "--admin %s: cannot resolve", admin);
-    for (ai = res; ai; ai = ai->ai_next) {
+        return -ENOENT;
+    for (ai = res; ai && fd < 0; ai = ai->ai_next) {
         fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-            break;
-        if (fd >= 0)
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        if (timeout_ms > 0) {
+            struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+            /* Linux applies SO_SNDTIMEO to connect() too. */
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        }
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+            err = errno == EINPROGRESS ? ETIMEDOUT : errno;
             close(fd);
-        fd = -1;
+            fd = -1;
+        }
     }
     freeaddrinfo(res);
-    if (fd < 0)
-        die(2, "cannot reach the admin listener at %s: %s", admin, strerror(errno));
-    return fd;
+    return fd < 0 ? -err : fd;
+}
+
+static const char *admin_strerror(int rc)
+{
+    return rc == -ENOENT ? "cannot resolve" : rc == -EPROTO ? "no HTTP answer" : strerror(-rc);
+}
+
+/* The bearer token of --admin-token-file into token ("" without one); exits 2 if unreadable. */
+static void read_token(const char *token_file, char *token, size_t cap)
+{
+    token[0] = 0;
+    if (!token_file)
+        return;
+    FILE *f = fopen(token_file, "r");
+    if (!f || !fgets(token, (int)cap, f))
+        die(2, "--admin-token-file %s: cannot read it", token_file);
+    fclose(f);
+    token[strcspn(token, "\r\n")] = 0;
+}
+
+/* One request to the admin listener: METHOD TARGET with the bearer token (if any), the whole
+ * answer read into resp (NUL-terminated). Returns the HTTP status with *body set, or -errno: the
+ * listener cannot be reached or stopped answering, -EPROTO no HTTP answer, -EMSGSIZE an answer of
+ * cap bytes or more. timeout_ms as in admin_dial. */
+static int admin_request(const char *admin, const char *token, const char *method,
+                         const char *target, int timeout_ms, char *resp, size_t cap, char **body)
+{
+    char req[10240];
+    size_t len = 0;
+    ssize_t n = 0;
+    int fd, status = 0;
+    int rl = snprintf(req, sizeof(req),
+                      "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\n%s%s%s"
+                      "Connection: close\r\n\r\n",
+                      method, target, admin, token[0] ? "Authorization: Bearer " : "", token,
+                      token[0] ? "\r\n" : "");
+
+    if (rl < 0 || (size_t)rl >= sizeof(req))
+        return -E2BIG;
+    if ((fd = admin_dial(admin, timeout_ms)) < 0)
+        return fd;
+    if (send(fd, req, (size_t)rl, MSG_NOSIGNAL) != rl) {
+        int err = errno ? errno : EIO;
+        close(fd);
+        return -err;
+    }
+    while (len < cap - 1 && (n = read(fd, resp + len, cap - 1 - len)) > 0)
+        len += (size_t)n;
+    if (n < 0) {
+        int err = errno == EAGAIN ? ETIMEDOUT : errno;
+        close(fd);
+        return -err;
+    }
+    if (len == cap - 1 && read(fd, req, 1) > 0) {
+        close(fd);
+        return -EMSGSIZE;
+    }
+    close(fd);
+    resp[len] = 0;
+    if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1)
+        return -EPROTO;
+    *body = strstr(resp, "\r\n\r\n");
+    *body = *body ? *body + 4 : resp + len;
+    return status;
 }
 
 static int cmd_purge(const char *admin, const char *token_file, const char *user,
                      const char *session, int all)
 {
-    char q[8192], req[10240], resp[4096], token[1100] = "";
-    size_t len = 0;
-    ssize_t n;
-    int fd, status = 0;
+    char q[8192], target[8300], resp[4096], token[1100], *body = resp;
+    int status;
 
-    if (token_file) {
-        FILE *f = fopen(token_file, "r");
-        if (!f || !fgets(token, sizeof(token), f))
-            die(2, "--admin-token-file %s: cannot read it", token_file);
-        fclose(f);
-        token[strcspn(token, "\r\n")] = 0;
-    }
+    read_token(token_file, token, sizeof(token));
     if (user) {
         char e[8000];
         pct(e, sizeof(e), user);
@@ -323,22 +390,12 @@ static int cmd_purge(const char *admin, const char *token_file, const char *user
     } else if (all) {
         snprintf(q, sizeof(q), "all=1");
     }
-    int rl =
-        snprintf(req, sizeof(req),
-                 "POST /v1/purge?%s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\n%s%s%s"
-                 "Connection: close\r\n\r\n",
-                 q, admin, token[0] ? "Authorization: Bearer " : "", token, token[0] ? "\r\n" : "");
-    fd = admin_connect(admin);
-    if (write(fd, req, (size_t)rl) != rl)
-        die(2, "cannot send to the admin listener at %s", admin);
-    while (len < sizeof(resp) - 1 && (n = read(fd, resp + len, sizeof(resp) - 1 - len)) > 0)
-        len += (size_t)n;
-    close(fd);
-    resp[len] = 0;
-    if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1)
+    snprintf(target, sizeof(target), "/v1/purge?%s", q);
+    status = admin_request(admin, token, "POST", target, 0, resp, sizeof(resp), &body);
+    if (status == -EPROTO)
         die(2, "no HTTP answer from the admin listener at %s", admin);
-    char *body = strstr(resp, "\r\n\r\n");
-    body = body ? body + 4 : resp + len;
+    if (status < 0)
+        die(2, "cannot reach the admin listener at %s: %s", admin, admin_strerror(status));
     if (status != 200) {
         fprintf(stderr, "authcache: purge refused (%d): %s", status, body);
         return 1;
