@@ -969,10 +969,10 @@ int shm_attach_mem(struct shm *h, void *mem, size_t len, int writable)
 }
 
 /* Whether a segment found in /dev/shm (anyone may plant a file there) is safe to use, judged on the
- * open descriptor's stat so nothing can be swapped in between. A writer needs a regular file it owns
- * that nobody else can read or write: the table holds identity headers and the hash key. A reader
- * accepts root's or its own segment that nobody else can write. -EPERM for a foreign owner, -EACCES
- * for a loose mode, -EBADF for anything but a regular file. */
+ * open descriptor's stat so nothing can be swapped in between. A writer needs a regular file it
+ * owns that nobody else can read or write: the table holds identity headers and the hash key. A
+ * reader accepts root's or its own segment that nobody else can write. -EPERM for a foreign owner,
+ * -EACCES for a loose mode, -EBADF for anything but a regular file. */
 static int owner_ok(const struct stat *st, int writable)
 {
     uid_t me = geteuid();
