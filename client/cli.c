@@ -90,6 +90,15 @@ static void open_or_die(const char *name, int rc)
         die(2, "/dev/shm/%s is not an authcache segment of this version", name);
     if (rc == -EINVAL)
         die(2, "--shm %s: not a segment name", name);
+    if (rc == -ELOOP)
+        die(2, "/dev/shm/%s is a symlink: refusing to read it", name);
+    if (rc == -EBADF)
+        die(2, "/dev/shm/%s is not a regular file: refusing to read it", name);
+    if (rc == -EPERM)
+        die(2, "/dev/shm/%s is owned by neither root nor uid %u: refusing to read it", name,
+            (unsigned)geteuid());
+    if (rc == -EACCES)
+        die(2, "/dev/shm/%s is writable by group or others: refusing to read it", name);
     if (rc < 0)
         die(2, "cannot open /dev/shm/%s: %s", name, strerror(-rc));
 }

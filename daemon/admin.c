@@ -296,12 +296,32 @@ static int token_ok(const struct config *cfg, const struct http_req *req)
     return diff == 0;
 }
 
+/* Whether a write call came from a browser: a page on any site can POST to loopback, and the
+ * browser marks it with Origin, or with Sec-Fetch-Site other than "none" (typed by the user). A
+ * script or the CLI sends neither. Returns the one-line reason to refuse, or NULL. */
+static const char *browser_write(const struct http_req *req)
+{
+    const struct http_hdr *h;
+
+    if (http_hdr_find(req->hdrs, req->nhdrs, "Origin"))
+        return "admin writes from a browser (Origin header) are refused\n";
+    h = http_hdr_find(req->hdrs, req->nhdrs, "Sec-Fetch-Site");
+    if (h && !(h->value_len == 4 && strncasecmp(h->value, "none", 4) == 0))
+        return "admin writes from a browser (Sec-Fetch-Site) are refused\n";
+    return NULL;
+}
+
 static void purge(struct admin *a, int fd, const struct http_req *req, struct http_span query)
 {
     struct daemon *d = a->d;
     char val[4096], body[64];
+    const char *why;
     int n, rc;
 
+    if ((why = browser_write(req))) {
+        reply_text(fd, 403, "Forbidden", why);
+        return;
+    }
     if (d->cfg->admin_token_len ? !token_ok(d->cfg, req) : !peer_is_loopback(fd)) {
         reply_text(fd, 403, "Forbidden",
                    d->cfg->admin_token_len ? "admin token required\n"

@@ -161,8 +161,26 @@ int main(int argc, char **argv)
     sp.key = cfg.have_hash_key ? cfg.hash_key : NULL;
     rc = shm_open_or_create(&d.shm, cfg.shm_name, &sp, &created);
     if (rc < 0) {
-        fprintf(stderr, "authcached: --shm %s: cannot open /dev/shm/%s: %s\n", cfg.shm_name,
-                cfg.shm_name, strerror(-rc));
+        if (rc == -ELOOP)
+            fprintf(stderr, "authcached: --shm %s: /dev/shm/%s is a symlink: refusing to use it\n",
+                    cfg.shm_name, cfg.shm_name);
+        else if (rc == -EBADF)
+            fprintf(stderr,
+                    "authcached: --shm %s: /dev/shm/%s is not a regular file: refusing to use it\n",
+                    cfg.shm_name, cfg.shm_name);
+        else if (rc == -EPERM)
+            fprintf(stderr,
+                    "authcached: --shm %s: /dev/shm/%s is not owned by uid %u (this daemon): "
+                    "refusing to use it\n",
+                    cfg.shm_name, cfg.shm_name, (unsigned)geteuid());
+        else if (rc == -EACCES)
+            fprintf(stderr,
+                    "authcached: --shm %s: /dev/shm/%s is readable or writable by group or others "
+                    "(want mode 0600): refusing to use it\n",
+                    cfg.shm_name, cfg.shm_name);
+        else
+            fprintf(stderr, "authcached: --shm %s: cannot open /dev/shm/%s: %s\n", cfg.shm_name,
+                    cfg.shm_name, strerror(-rc));
         return 1;
     }
     /* The bus before anything can purge: workers and the admin listener publish through d.bus. */

@@ -968,6 +968,24 @@ int shm_attach_mem(struct shm *h, void *mem, size_t len, int writable)
     return adopt(h, mem, len, writable);
 }
 
+/* Whether a segment found in /dev/shm (anyone may plant a file there) is safe to use, judged on the
+ * open descriptor's stat so nothing can be swapped in between. A writer needs a regular file it
+ * owns that nobody else can read or write: the table holds identity headers and the hash key. A
+ * reader accepts root's or its own segment that nobody else can write. -EPERM for a foreign owner,
+ * -EACCES for a loose mode, -EBADF for anything but a regular file. */
+static int owner_ok(const struct stat *st, int writable)
+{
+    uid_t me = geteuid();
+
+    if (!S_ISREG(st->st_mode))
+        return -EBADF;
+    if (st->st_uid != me && (writable || st->st_uid != 0))
+        return -EPERM;
+    if (st->st_mode & (writable ? 077 : 022))
+        return -EACCES;
+    return 0;
+}
+
 int shm_attach(struct shm *h, const char *name, int writable)
 {
     char path[SEG_PATH_MAX];
@@ -980,9 +998,13 @@ int shm_attach(struct shm *h, const char *name, int writable)
     if (!name_ok(name))
         return -EINVAL;
     seg_path(path, name, "", 0);
-    fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return -errno;
+    if (fstat(fd, &st) == 0 && (rc = owner_ok(&st, writable)) < 0) {
+        close(fd);
+        return rc;
+    }
     if (fstat(fd, &st) < 0 || st.st_size < (off_t)SHM_HDR_SIZE) {
         rc = st.st_size < (off_t)SHM_HDR_SIZE ? -EPROTO : -errno;
         close(fd);
@@ -1053,7 +1075,7 @@ int shm_create(struct shm *h, const char *name, const struct shm_params *p)
     /* Build it under a temporary name, then rename over the old one: no process ever attaches a
      * half-initialised segment. */
     seg_path(path, name, ".", (int)getpid());
-    fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         return -errno;
     /* fallocate, not just ftruncate: the pages are reserved now, so a /dev/shm too small for the
@@ -1125,7 +1147,12 @@ int shm_open_or_create(struct shm *h, const char *name, const struct shm_params 
         *created = 0;
     if (!name_ok(name) || geometry(p, &g) < 0)
         return -EINVAL;
-    if (shm_attach(h, name, 1) == 0) {
+    /* Only a segment that is absent or of another layout is (re)created; one that is unsafe to use
+     * is refused, never silently replaced. */
+    rc = shm_attach(h, name, 1);
+    if (rc < 0 && rc != -ENOENT && rc != -EPROTO)
+        return rc;
+    if (rc == 0) {
         int from_file = (h->hdr->flags & SHM_FLAG_KEY_FROM_FILE) != 0;
         int key_ok = p->key ? from_file && memcmp(h->hdr->key, p->key, SHM_KEY_LEN) == 0
                             : !from_file;

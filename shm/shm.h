@@ -71,7 +71,10 @@ int shm_create(struct shm *h, const char *name, const struct shm_params *p);
 int shm_open_or_create(struct shm *h, const char *name, const struct shm_params *p, int *created);
 
 /* Attach an existing segment, read-only or read-write. -ENOENT if absent, -EPROTO if its header is
- * not a layout this code can use (bad magic, version, sizes or offsets). */
+ * not a layout this code can use (bad magic, version, sizes or offsets). Opened with O_NOFOLLOW:
+ * -ELOOP for a symlink, -EBADF for anything but a regular file; read-write needs our own file with
+ * no group/other bits, read-only our own or root's with no group/other write; else -EPERM (owner)
+ * or -EACCES (mode). shm_open_or_create returns these too instead of recreating the segment. */
 int shm_attach(struct shm *h, const char *name, int writable);
 
 /* Attach a segment given as raw bytes (fuzzing, tests): validates like shm_attach. The handle does
