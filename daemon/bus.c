@@ -26,10 +26,17 @@
  *    Nothing received is trusted: every field is bounded and checked (bus_msg_decode,
  *    resp_parse), a bad message is counted and logged at most every BUS_LOG_EVERY_MS, never
  *    applied.
- *  - Logs: one line per change of the connection's state, never per retry.
+ *  - With --bus-auth-file, each connection's first command is AUTH, and nothing else is sent on it
+ *    until Redis answered +OK. A refusal (WRONGPASS, an AUTH without a configured password, ...)
+ *    fails the connection like any other cause: the node serves on, unconnected, and retries
+ *    with back-off. The password lives in the configuration and, briefly, in the command buffer,
+ *    wiped after sending; it is never logged (Redis's error lines do not repeat it).
+ *  - Logs: one line per change of the connection's state or, while down, of its cause; never one
+ *    per retry.
  */
 #include <errno.h>
 #include <netdb.h>
+#include <openssl/crypto.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -60,10 +67,12 @@
 #define BUS_NUMSUB_HOLD_MS 100    /* ... and while holding queued purges */
 #define BUS_SEQ_NUMSUB UINT64_MAX /* in the window: a PUBSUB NUMSUB, not a PUBLISH */
 #define BUS_RESP_ITEMS 9 /* a reply and its elements: pub/sub pushes have 3 or 4, NUMSUB's 2 */
+#define BUS_AUTH_RX 1024 /* the reply to AUTH: +OK or an error line */
 
 /* What Redis may send: arrays of scalars at most, a bulk as long as the buffer holds. */
 static const struct resp_limits sub_limits = {.max_bulk = BUS_RX_BULK_MAX, .max_depth = 1};
 static const struct resp_limits pub_limits = {.max_bulk = CONFIG_CHANNEL_MAX, .max_depth = 1};
+static const struct resp_limits auth_limits = {.max_bulk = 64, .max_depth = 0};
 
 /* ---------------------------------------------------------------- the client */
 
@@ -108,6 +117,8 @@ struct bus {
     int64_t hold_until, hold_target;
     int64_t bad_logged_ms;
     uint64_t bad_quiet;
+    char down_cause[512]; /* the cause last logged while down: a new one is logged once */
+    int auth_refused;     /* the last connection failed because Redis refused AUTH */
 
     /* Figures, read by the admin thread (relaxed atomics). */
     int connected;
@@ -132,7 +143,8 @@ static int cancelled(struct bus *b)
 {
     if (!__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE))
         return 0;
-    return b->state != BUS_UP || daemon_mono_ms() >= __atomic_load_n(&b->stop_deadline, __ATOMIC_RELAXED);
+    return b->state != BUS_UP ||
+           daemon_mono_ms() >= __atomic_load_n(&b->stop_deadline, __ATOMIC_RELAXED);
 }
 
 static void drain_evfd(struct bus *b)
@@ -251,15 +263,38 @@ static int send_all(struct bus *b, int fd, const char *buf, size_t len, char *ca
     return 0;
 }
 
-/* A Redis error line as a cause: printable ASCII, cut short. */
-static void redis_error(char *cause, size_t cl, const char *what, const struct resp_item *it)
+/* Append what fd has to buf[*len, cap). 1 if something came, 0 if nothing yet, -1 with the cause
+ * if the connection is over. */
+static int conn_fill(int fd, char *buf, size_t *len, size_t cap, char *cause, size_t cl)
 {
-    char t[81];
-    size_t n = it->len < sizeof(t) - 1 ? it->len : sizeof(t) - 1;
+    ssize_t n = recv(fd, buf + *len, cap - *len, 0);
+
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return 0;
+    if (n <= 0) {
+        snprintf(cause, cl, "%s", n == 0 ? "redis closed the connection" : strerror(errno));
+        return -1;
+    }
+    *len += (size_t)n;
+    return 1;
+}
+
+/* A Redis error line, printable ASCII and cut short, into t. */
+static void error_text(char t[81], const struct resp_item *it)
+{
+    size_t n = it->len < 80 ? it->len : 80;
 
     for (size_t i = 0; i < n; i++)
         t[i] = it->p[i] >= 0x20 && it->p[i] < 0x7f ? it->p[i] : '?';
     t[n] = '\0';
+}
+
+/* A Redis error line as a cause. */
+static void redis_error(char *cause, size_t cl, const char *what, const struct resp_item *it)
+{
+    char t[81];
+
+    error_text(t, it);
     snprintf(cause, cl, "redis answered %s with an error: %s", what, t);
 }
 
@@ -268,6 +303,7 @@ static void note_up(struct bus *b)
     uint64_t queued;
 
     __atomic_store_n(&b->connected, 1, __ATOMIC_RELAXED);
+    b->down_cause[0] = '\0';
     if (b->state == BUS_UP)
         return;
     queued = queued_count(b);
@@ -286,19 +322,85 @@ static void note_up(struct bus *b)
 static void note_down(struct bus *b, const char *cause)
 {
     __atomic_store_n(&b->connected, 0, __ATOMIC_RELAXED);
-    if (b->state == BUS_UP)
+    if (b->auth_refused && strcmp(cause, b->down_cause) != 0)
+        log_warn("bus_auth_refused",
+                 "cannot use redis %s: %s (check --bus-auth-file against redis's requirepass or "
+                 "ACL user); purges are queued (at most %d); retrying",
+                 b->where, cause, BUS_QUEUE_MAX);
+    else if (b->state == BUS_UP)
         log_warn("bus_disconnected",
                  "lost redis %s (%s); purges made meanwhile are queued (at most "
                  "%d) and sent on reconnect; retrying",
                  b->where, cause, BUS_QUEUE_MAX);
-    else if (b->state == BUS_STARTING)
+    else if (b->state == BUS_STARTING || strcmp(cause, b->down_cause) != 0)
         log_warn("bus_unreachable",
                  "cannot use redis %s (%s); purges are queued (at most %d) "
                  "and sent once it answers; retrying",
                  b->where, cause, BUS_QUEUE_MAX);
     else
         log_debug("bus_retry", "redis %s: %s", b->where, cause);
+    snprintf(b->down_cause, sizeof(b->down_cause), "%s", cause);
     b->state = BUS_DOWN;
+}
+
+/*
+ * AUTH on a fresh connection, when the configuration has a password: send it and wait up to
+ * BUS_IO_TIMEOUT_MS for +OK. 0 (also without a password), or -1 with the cause; a refusal by
+ * Redis also sets b->auth_refused.
+ */
+static int bus_auth(struct bus *b, int fd, char *cause, size_t cl)
+{
+    const struct config_bus *c = b->cfg;
+    char cmd[2 * CONFIG_BUS_AUTH_MAX + 64], rx[BUS_AUTH_RX];
+    const char *argv[3] = {"AUTH", c->auth_user, c->auth_pass};
+    size_t lens[3] = {4, c->auth_user_len, c->auth_pass_len}, len = 0, ni;
+    int64_t deadline = daemon_mono_ms() + BUS_IO_TIMEOUT_MS;
+    struct resp_item r[1];
+    int n, rc;
+
+    if (c->auth_pass_len == 0)
+        return 0;
+    if (c->auth_user_len == 0) { /* requirepass: AUTH password */
+        argv[1] = c->auth_pass;
+        lens[1] = c->auth_pass_len;
+    }
+    n = resp_command(cmd, sizeof(cmd), c->auth_user_len ? 3 : 2, argv, lens);
+    rc = n < 0 ? -1 : send_all(b, fd, cmd, (size_t)n, cause, cl);
+    OPENSSL_cleanse(cmd, sizeof(cmd));
+    if (n < 0)
+        snprintf(cause, cl, "AUTH too long");
+    if (rc < 0)
+        return -1;
+    for (;;) {
+        ssize_t got;
+
+        if ((rc = wait_fd(b, fd, POLLIN, deadline)) <= 0) {
+            snprintf(cause, cl, "no answer to AUTH: %s", rc == 0 ? "timed out" : strerror(-rc));
+            return -1;
+        }
+        if ((rc = conn_fill(fd, rx, &len, sizeof(rx), cause, cl)) < 0)
+            return -1;
+        got = resp_parse(rx, len, &auth_limits, r, 1, &ni);
+        if (got == 0 && len < sizeof(rx))
+            continue;
+        if (got <= 0 || (size_t)got != len) {
+            snprintf(cause, cl, "unexpected reply to AUTH");
+            return -1;
+        }
+        if (r[0].type == RESP_ERROR) {
+            char t[81];
+
+            error_text(t, &r[0]);
+            snprintf(cause, cl, "redis refused AUTH: %s", t);
+            b->auth_refused = 1;
+            return -1;
+        }
+        if (r[0].type != RESP_SIMPLE || r[0].len != 2 || memcmp(r[0].p, "OK", 2) != 0) {
+            snprintf(cause, cl, "unexpected reply to AUTH");
+            return -1;
+        }
+        return 0;
+    }
 }
 
 /* Open both connections and ask for the subscription. 0, or -1 with the cause. */
@@ -309,7 +411,9 @@ static int bus_connect(struct bus *b, char *cause, size_t cl)
     size_t lens[2] = {9, strlen(b->cfg->channel)};
     int n;
 
-    if ((b->sub = dial(b, cause, cl)) < 0 || (b->pub = dial(b, cause, cl)) < 0)
+    b->auth_refused = 0;
+    if ((b->sub = dial(b, cause, cl)) < 0 || bus_auth(b, b->sub, cause, cl) < 0 ||
+        (b->pub = dial(b, cause, cl)) < 0 || bus_auth(b, b->pub, cause, cl) < 0)
         return -1;
     b->rx_len = b->prx_len = 0;
     b->win_first = b->win_n = 0;
@@ -380,22 +484,6 @@ static void on_message(struct bus *b, const char *p, size_t len)
     snprintf(desc, sizeof(desc), "via bus from node %016llx", (unsigned long long)m.node);
     daemon_purge_received(b->d, &m.p, desc); /* the walk on the purge thread: this one reads on */
     INC(b->applied);
-}
-
-/* Append what fd has to buf[*len, cap). 1 if something came, 0 if nothing yet, -1 with the cause
- * if the connection is over. */
-static int conn_fill(int fd, char *buf, size_t *len, size_t cap, char *cause, size_t cl)
-{
-    ssize_t n = recv(fd, buf + *len, cap - *len, 0);
-
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return 0;
-    if (n <= 0) {
-        snprintf(cause, cl, "%s", n == 0 ? "redis closed the connection" : strerror(errno));
-        return -1;
-    }
-    *len += (size_t)n;
-    return 1;
 }
 
 /* Read what the subscription sent. Sets *up on the subscription's confirmation. 0, or -1 with the

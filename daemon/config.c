@@ -71,6 +71,7 @@ enum opt_id {
     OPT_WORKERS,
     OPT_HASH_KEY_FILE,
     OPT_BUS,
+    OPT_BUS_AUTH_FILE,
     OPT_ADMIN_TOKEN_FILE,
     OPT_HANDOVER,
     OPT_AUTHENTIK_URL,
@@ -108,6 +109,7 @@ static const struct opt opts[OPT_COUNT] = {
     [OPT_WORKERS] = {"workers", "N", "worker threads (default: online CPUs)"},
     [OPT_HASH_KEY_FILE] = {"hash-key-file", "FILE", "secret for the credential hash (>= 16 bytes)"},
     [OPT_BUS] = {"bus", "URL", "redis://HOST:PORT[/CHANNEL] to share purges"},
+    [OPT_BUS_AUTH_FILE] = {"bus-auth-file", "FILE", "[user:]password for redis AUTH (with --bus)"},
     [OPT_ADMIN_TOKEN_FILE] = {"admin-token-file", "FILE", "bearer token for admin write calls"},
     [OPT_HANDOVER] = {"handover", "PATH",
                       "Unix socket: take the listeners of the daemon there, then serve it "
@@ -771,6 +773,8 @@ static int apply(struct config *cfg, struct ctx *c, const char *v, int first_of_
             return -1;
         memcpy(cfg->bus_url, v, strlen(v) + 1);
         return 0;
+    case OPT_BUS_AUTH_FILE:
+        return parse_file_name(c, v, cfg->bus_auth_file);
     case OPT_ADMIN_TOKEN_FILE:
         return parse_file_name(c, v, cfg->admin_token_file);
     case OPT_HANDOVER:
@@ -859,6 +863,55 @@ static long read_secret(struct ctx *c, const char *path, char *buf, size_t max)
     return (long)len;
 }
 
+/*
+ * --bus-auth-file into cfg->bus: one line, "password" or "user:password" split at the first ':'
+ * (a password holding ':' for the default user: "default:pa:ss"). Sent as RESP bulk strings, so
+ * any bytes but NUL, CR and LF will do.
+ */
+static int load_bus_auth(struct config *cfg, struct ctx *c)
+{
+    char buf[CONFIG_BUS_AUTH_MAX + 2];
+    const char *colon;
+    long n;
+    int r = -1;
+
+    if (!cfg->bus.enabled)
+        return fail(c, "needs --bus (the redis to authenticate to)");
+    n = read_secret(c, cfg->bus_auth_file, buf, CONFIG_BUS_AUTH_MAX);
+    if (n < 0)
+        return -1;
+    if (n == 0) {
+        fail(c, "%s is empty (it holds [user:]password)", c->shown);
+        goto out;
+    }
+    if (memchr(buf, '\0', (size_t)n) || memchr(buf, '\n', (size_t)n) ||
+        memchr(buf, '\r', (size_t)n)) {
+        fail(c, "%s must hold one line, [user:]password", c->shown);
+        goto out;
+    }
+    colon = memchr(buf, ':', (size_t)n);
+    if (colon) {
+        size_t ulen = (size_t)(colon - buf), plen = (size_t)n - ulen - 1;
+
+        if (ulen == 0 || plen == 0) {
+            fail(c, "%s: the %s is empty (it holds [user:]password)", c->shown,
+                 ulen == 0 ? "user name before ':'" : "password after ':'");
+            goto out;
+        }
+        memcpy(cfg->bus.auth_user, buf, ulen);
+        cfg->bus.auth_user_len = ulen;
+        memcpy(cfg->bus.auth_pass, colon + 1, plen);
+        cfg->bus.auth_pass_len = plen;
+    } else {
+        memcpy(cfg->bus.auth_pass, buf, (size_t)n);
+        cfg->bus.auth_pass_len = (size_t)n;
+    }
+    r = 0;
+out:
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return r;
+}
+
 /* from_env[id]: the file name came from the environment (for the error line). */
 static int load_files(struct config *cfg, const int *from_env, char *err, size_t errlen)
 {
@@ -925,6 +978,12 @@ static int load_files(struct config *cfg, const int *from_env, char *err, size_t
         cfg->authentik_token[n] = '\0';
         cfg->authentik_token_len = (size_t)n;
         OPENSSL_cleanse(buf, sizeof(buf));
+    }
+    if (cfg->bus_auth_file[0]) {
+        c.id = OPT_BUS_AUTH_FILE;
+        c.from_env = from_env[OPT_BUS_AUTH_FILE];
+        if (load_bus_auth(cfg, &c) < 0)
+            return -1;
     }
     return 0;
 }
@@ -1088,6 +1147,9 @@ void config_free(struct config *cfg)
     OPENSSL_cleanse(cfg->admin_token, sizeof(cfg->admin_token));
     OPENSSL_cleanse(cfg->authentik_token, sizeof(cfg->authentik_token));
     cfg->authentik_token_len = 0;
+    OPENSSL_cleanse(cfg->bus.auth_user, sizeof(cfg->bus.auth_user));
+    OPENSSL_cleanse(cfg->bus.auth_pass, sizeof(cfg->bus.auth_pass));
+    cfg->bus.auth_user_len = cfg->bus.auth_pass_len = 0;
     cfg->have_hash_key = 0;
     cfg->admin_token_len = 0;
 }

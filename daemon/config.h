@@ -24,9 +24,10 @@
 #define CONFIG_PATH_MAX 1024   /* --signout-path, the upstream base path */
 #define CONFIG_HOST_MAX 255    /* a DNS name or address literal */
 #define CONFIG_SHM_NAME_MAX 200
-#define CONFIG_CHANNEL_MAX 128 /* redis channel */
-#define CONFIG_TOKEN_MAX 1023  /* admin bearer token */
-#define CONFIG_KEY_FILE_MIN 16 /* bytes of secret in --hash-key-file */
+#define CONFIG_CHANNEL_MAX 128   /* redis channel */
+#define CONFIG_TOKEN_MAX 1023    /* admin bearer token */
+#define CONFIG_BUS_AUTH_MAX 1023 /* the line of --bus-auth-file, [user:]password */
+#define CONFIG_KEY_FILE_MIN 16   /* bytes of secret in --hash-key-file */
 #define CONFIG_KEY_FILE_MAX 4096
 #define CONFIG_HASH_KEY_LEN 32 /* = SHM_KEY_LEN */
 #define CONFIG_CAPACITY_MIN 16
@@ -76,6 +77,13 @@ struct config_bus {
     char host[CONFIG_HOST_MAX + 1];       /* no brackets */
     uint16_t port;                        /* default 6379 */
     char channel[CONFIG_CHANNEL_MAX + 1]; /* default "authcache" */
+    /* --bus-auth-file: Redis AUTH on every connection when auth_pass_len > 0; auth_user_len 0
+     * means "AUTH password" (requirepass), else "AUTH user password" (Redis 6 ACL). Secrets,
+     * wiped by config_free; never logged. */
+    char auth_user[CONFIG_BUS_AUTH_MAX + 1];
+    size_t auth_user_len;
+    char auth_pass[CONFIG_BUS_AUTH_MAX + 1];
+    size_t auth_pass_len;
 };
 
 struct config {
@@ -102,6 +110,7 @@ struct config {
     uint8_t hash_key[CONFIG_HASH_KEY_LEN]; /* SHA-256 of a label and the file's secret */
     char bus_url[CONFIG_PATH_MAX];         /* "" = none */
     struct config_bus bus;
+    char bus_auth_file[PATH_MAX];               /* "" = none */
     struct config_upstream authentik;           /* --authentik-url; host "" = no event feed */
     char authentik_token_file[PATH_MAX];        /* "" = none */
     char authentik_token[CONFIG_TOKEN_MAX + 1]; /* the outpost's token; "" when no file */
@@ -117,8 +126,9 @@ struct config {
 
 /*
  * Parse argv (argv[0] is the program and is skipped) and envp (NULL-terminated "NAME=value"
- * entries, may be NULL; only AUTHCACHED_* ones are read) into *cfg, then read --hash-key-file and
- * --admin-token-file. Flags are "--name VALUE" or "--name=VALUE"; "-h" is "--help".
+ * entries, may be NULL; only AUTHCACHED_* ones are read) into *cfg, then read --hash-key-file,
+ * --admin-token-file, --authentik-token-file and --bus-auth-file. Flags are "--name VALUE" or
+ * "--name=VALUE"; "-h" is "--help".
  *
  * Returns 0 with *cfg ready to run; 1 for --help or --version (cfg->info says which: print it with
  * config_print_info, exit 0); -1 with err holding one line (no newline, NUL-terminated, cut to
@@ -128,11 +138,12 @@ struct config {
  *     unknown flag --frobnicate
  * The contents of the key and token files never appear in it. Never prints, never exits; the only
  * side effects are reading those two files. An AUTHCACHED_* variable that names no flag is ignored
- * (Kubernetes injects AUTHCACHED_PORT and the like for a Service of that name). After -1, *cfg is unspecified but holds no secret and needs no config_free.
+ * (Kubernetes injects AUTHCACHED_PORT and the like for a Service of that name). After -1, *cfg is
+ * unspecified but holds no secret and needs no config_free.
  */
 int config_parse(struct config *cfg, int argc, char **argv, char **envp, char *err, size_t errlen);
 
-/* Wipe the secrets held in cfg (hash key, admin token). */
+/* Wipe the secrets held in cfg (hash key, admin and authentik tokens, the bus's password). */
 void config_free(struct config *cfg);
 
 /* After config_parse returned 1: the usage text or the version line, to out. */

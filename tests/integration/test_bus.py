@@ -9,6 +9,12 @@ on A meanwhile reaches B once Redis is back; garbage published on the channel is
 and changes nothing; and a raw subscriber that heard every message of the run never saw a cookie
 value (nor its hex, base64 or URL encoding).
 
+With --bus-auth-file (a Redis of its own per case, started with `--requirepass` and an ACL user):
+two nodes with the password file, and two with a `user:password` file, share a purge; a wrong
+password leaves the node serving with authcache_bus_connected 0 and one clear log line (never the
+password), and it connects once Redis accepts the password; a missing or empty file, or the flag
+without --bus, exits 2 with one line naming the flag.
+
 Skips (exit 77) if redis-server is not installed (`make deps`).
 Run from the repo root: python3 tests/integration/test_bus.py [CASE...]
 """
@@ -55,17 +61,19 @@ def resp_command(*args):
 
 
 class Redis:
-    """redis-server on a loopback port, no persistence; stop() and start() again on that port."""
+    """redis-server on a loopback port, no persistence; stop() and start() again on that port.
+    extra: more redis-server arguments; auth: the AUTH arguments call() sends first."""
 
-    def __init__(self):
+    def __init__(self, extra=(), auth=()):
         self.port = harness.free_port()
         self.proc = None
+        self.extra, self.auth = list(extra), list(auth)
         self.start()
 
     def start(self):
         self.proc = harness.start([REDIS_BIN, "--save", "", "--appendonly", "no", "--port",
-                                   str(self.port), "--bind", "127.0.0.1", "--daemonize", "no"],
-                                  name="redis")
+                                   str(self.port), "--bind", "127.0.0.1", "--daemonize", "no"]
+                                  + self.extra, name="redis")
         harness.wait_for(self.ping, timeout=10, what="redis-server answering PING")
 
     def stop(self):
@@ -80,6 +88,9 @@ class Redis:
     def call(self, *args):
         """One command; the raw reply (read until a CRLF-terminated line or bulk is complete)."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            if self.auth:
+                s.sendall(resp_command(b"AUTH", *self.auth))
+                check(s.recv(64) == b"+OK\r\n", "the test's own AUTH to redis")
             s.sendall(resp_command(*args))
             data = b""
             while not data.endswith(b"\r\n"):
@@ -352,6 +363,139 @@ def no_credential_on_the_bus():
                  "urlencoded": urllib.parse.quote(v, safe="").encode()}
         for form, b in forms.items():
             check(b not in seen, f"the cookie value {v!r} ({form}) is not on the bus")
+
+
+# ---------------------------------------------------------------- --bus-auth-file
+
+AUTH_PASS = "rq-" + os.urandom(9).hex()     # requirepass of the AUTH cases' Redis
+ACL_PASS = "acl-" + os.urandom(9).hex()     # the ACL user alice's
+WRONG_PASS = "wrong-" + os.urandom(9).hex()  # what no Redis here accepts
+
+
+def auth_redis():
+    """A Redis of its own that wants AUTH: requirepass AUTH_PASS and the ACL user alice."""
+    return Redis(extra=["--requirepass", AUTH_PASS, "--user", "alice", "on", ">" + ACL_PASS,
+                        "~*", "&*", "+@all"], auth=[AUTH_PASS])
+
+
+def secret_file(name, content):
+    path = os.path.join(os.path.dirname(KEY_FILE), name)
+    with open(path, "w") as f:
+        f.write(content)
+    os.chmod(path, 0o600)
+    return path
+
+
+def auth_flags(r, auth_file):
+    return {"--hash-key-file": KEY_FILE, "--bus": f"redis://127.0.0.1:{r.port}/{CHANNEL}",
+            "--bus-auth-file": auth_file}
+
+
+def no_secret_seen(d, *secrets):
+    """Neither the log, /metrics nor /v1/stats of d holds any of the secrets."""
+    seen = {"log": d.proc.log_text(), "/metrics": admin_get(d, "/metrics").body.decode(),
+            "/v1/stats": admin_get(d, "/v1/stats").body.decode()}
+    for where, text in seen.items():
+        for s in secrets:
+            check(s not in text, f"the password is not in the {where} of the node at {d.port}")
+
+
+def share_a_purge(r, auth_file, tag, user):
+    v = session(tag, user)
+    a_cm, b_cm = daemon(auth_flags(r, auth_file)), daemon(auth_flags(r, auth_file))
+    with a_cm as a, b_cm as b:
+        wait_connected(a, b)
+        for d in (a, b):
+            cache_on(d, "app1.test", v, user)
+        purge(a, "user=" + user)
+        wait_miss(b, "app1.test", v, user, f"B after a user purge on A ({tag})")
+        eq(bus_metric(b, "applied_total"), 1, "B: purges applied")
+        for d in (a, b):
+            no_secret_seen(d, AUTH_PASS, ACL_PASS)
+
+
+@case
+def bus_auth_password_file():
+    r = auth_redis()
+    try:
+        share_a_purge(r, secret_file("redis-password", AUTH_PASS + "\n"), "bus-auth", "auggie")
+    finally:
+        r.stop()
+
+
+@case
+def bus_auth_acl_user_file():
+    r = auth_redis()
+    try:
+        acl = secret_file("redis-acl", f"alice:{ACL_PASS}\n")
+        share_a_purge(r, acl, "bus-acl", "alison")
+        # The connections are alice's (CLIENT LIST: both of a running node).
+        with daemon(auth_flags(r, acl)) as a:
+            wait_connected(a)
+            check(r.call(b"CLIENT", b"LIST").count(b"user=alice") >= 2,
+                  "the node's connections are the ACL user alice's")
+    finally:
+        r.stop()
+
+
+@case
+def bus_auth_wrong_password():
+    r = auth_redis()
+    v = session("bus-wrong", "wanda")
+    try:
+        with daemon(auth_flags(r, secret_file("redis-wrong", WRONG_PASS + "\n"))) as d:
+            harness.wait_for(lambda: "bus_auth_refused" in d.proc.log_text(), timeout=5,
+                             what="the node logs that redis refused AUTH")
+            eq(bus_metric(d, "connected"), 0, "authcache_bus_connected with a wrong password")
+            expect(fa(d, "app1.test", "/", v), 200, "miss", "wanda", "serving: first ask")
+            expect(fa(d, "app1.test", "/", v), 200, "hit", "wanda", "serving: from the cache")
+            purge(d, "user=nobody-at-all")  # queued, never sent
+            time.sleep(3)  # several retries (100 ms doubling)
+            eq(bus_metric(d, "connected"), 0, "still not connected, nothing fixed")
+            eq(bus_metric(d, "queued"), 1, "the purge waits")
+            lines = [l for l in d.proc.log_text().splitlines() if "bus_auth_refused" in l]
+            eq(len(lines), 1, f"bus_auth_refused lines after 3 s of retries ({lines!r})")
+            check("WRONGPASS" in lines[0] and "AUTH" in lines[0],
+                  "the line says redis refused AUTH with WRONGPASS", lines[0])
+            no_secret_seen(d, WRONG_PASS, AUTH_PASS)
+            # Redis takes the node's password now: it connects on its next retry (<= 5 s).
+            eq(r.call(b"CONFIG", b"SET", b"requirepass", WRONG_PASS.encode()), b"+OK\r\n",
+               "CONFIG SET requirepass")
+            wait_connected(d, timeout=8)
+            harness.wait_for(lambda: bus_metric(d, "queued") == 0, timeout=10,
+                             what="the queued purge sent once connected")
+            no_secret_seen(d, WRONG_PASS, AUTH_PASS)
+    finally:
+        r.stop()
+
+
+@case
+def bus_auth_file_errors():
+    b, up = daemon_util.BIN, f"http://127.0.0.1:{idp().port}"
+    bus = f"redis://127.0.0.1:{REDIS.port}/{CHANNEL}"
+    good = secret_file("redis-good", AUTH_PASS)
+    tries = {
+        "a missing file": [b, "--upstream", up, "--bus", bus, "--bus-auth-file", "/nonexistent/pw"],
+        "an empty file": [b, "--upstream", up, "--bus", bus, "--bus-auth-file",
+                          secret_file("redis-empty", "")],
+        "a file of a newline": [b, "--upstream", up, "--bus", bus, "--bus-auth-file",
+                                secret_file("redis-nl", "\n")],
+        "two lines": [b, "--upstream", up, "--bus", bus, "--bus-auth-file",
+                      secret_file("redis-2l", AUTH_PASS + "\nmore\n")],
+        "an empty user": [b, "--upstream", up, "--bus", bus, "--bus-auth-file",
+                          secret_file("redis-nouser", ":" + AUTH_PASS)],
+        "no --bus": [b, "--upstream", up, "--bus-auth-file", good],
+        "no --bus, from the environment": ["env", f"AUTHCACHED_BUS_AUTH_FILE={good}", b,
+                                           "--upstream", up],
+    }
+    for what, argv in tries.items():
+        rc, out, err = harness.run(argv, timeout=10)
+        eq(rc, 2, f"exit status for {what}")
+        lines = err.strip("\n").split("\n")
+        eq(len(lines), 1, f"{what}: lines on stderr ({err!r})")
+        check("--bus-auth-file" in lines[0], f"{what}: the line names the flag", lines[0])
+        check(AUTH_PASS not in err, f"{what}: the password is not shown", err)
+    check("AUTHCACHED_BUS_AUTH_FILE" in err, "the variable is named when it is the source", err)
 
 
 def setup():
