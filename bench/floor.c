@@ -41,8 +41,8 @@
 #define NBUF 1024 /* provided receive buffers (a power of two) */
 #define BUFSZ 4096
 #define BGID 0
-#define BLOCK 64              /* answers per send at most */
-#define PART_CAP (16u << 10)  /* longest request carried over between receives */
+#define BLOCK 64               /* answers per send at most */
+#define PART_CAP (16u << 10)   /* longest request carried over between receives */
 #define MAX_HEADERS (8u << 10) /* identity header bytes */
 
 enum op { OP_ACCEPT = 1, OP_RECV, OP_SEND };
@@ -52,15 +52,15 @@ enum op { OP_ACCEPT = 1, OP_RECV, OP_SEND };
 
 struct conn {
     bool open;
-    bool recv_armed;  /* a multishot receive is in flight */
-    bool sending;     /* a send is in flight */
-    bool close_owed;  /* a request asked for Connection: close: answer it last, then shut */
-    bool final_sent;  /* the Connection: close answer is out */
-    bool dead;        /* peer gone or error: close once nothing is in flight */
-    uint32_t owed;    /* keep-alive answers not yet handed to a send */
-    const char *out;  /* the rest of the send in flight */
+    bool recv_armed; /* a multishot receive is in flight */
+    bool sending;    /* a send is in flight */
+    bool close_owed; /* a request asked for Connection: close: answer it last, then shut */
+    bool final_sent; /* the Connection: close answer is out */
+    bool dead;       /* peer gone or error: close once nothing is in flight */
+    uint32_t owed;   /* keep-alive answers not yet handed to a send */
+    const char *out; /* the rest of the send in flight */
     uint32_t out_len;
-    char *part;       /* an incomplete request carried over (malloc'd, PART_CAP) */
+    char *part; /* an incomplete request carried over (malloc'd, PART_CAP) */
     uint32_t part_len;
 };
 
@@ -71,9 +71,9 @@ static unsigned bufs_returned;
 static struct conn *conns;
 static int max_fd;
 static int listen_fd;
-static char *answer_block;  /* BLOCK copies of the keep-alive answer */
+static char *answer_block; /* BLOCK copies of the keep-alive answer */
 static size_t answer_len;
-static char *answer_close;  /* the answer with Connection: close */
+static char *answer_close; /* the answer with Connection: close */
 static size_t answer_close_len;
 static volatile sig_atomic_t stop;
 static unsigned long long n_conns, n_requests;
@@ -382,8 +382,8 @@ static int ring_setup(void)
         fprintf(stderr, "floor: io_uring: %s\n", strerror(-rc));
         return -1;
     }
-    bufs = mmap(NULL, (size_t)NBUF * BUFSZ, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                -1, 0);
+    bufs = mmap(NULL, (size_t)NBUF * BUFSZ, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+                0);
     br = mmap(NULL, NBUF * sizeof(struct io_uring_buf), PROT_READ | PROT_WRITE,
               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (bufs == MAP_FAILED || br == MAP_FAILED) {

@@ -7,8 +7,8 @@
  * to the segment and never blocks the daemon.
  *
  * Contracts: every function returns 0 (or a count) on success and -errno on failure; nothing is
- * logged. A handle is for one thread at a time (answers point into its buffer); open one per thread.
- * Link with -lauthcache (or libauthcache.a -lssl -lcrypto -lxxhash).
+ * logged. A handle is for one thread at a time (answers point into its buffer); open one per
+ * thread. Link with -lauthcache (or libauthcache.a -lssl -lcrypto -lxxhash).
  */
 #ifndef AUTHCACHE_H
 #define AUTHCACHE_H
@@ -45,27 +45,28 @@ struct authcache_answer {
  * and the client address, and every other credential header sent. Fields left NULL were not sent.
  * Set fields from here on to zero (a designated initializer does). */
 struct authcache_request {
-    const char *cookie;        /* the session cookie's value (or split cookies' "n=v; n=v" in name order) */
+    const char
+        *cookie; /* the session cookie's value (or split cookies' "n=v; n=v" in name order) */
     size_t cookie_len;
-    const char *cookie_name;   /* a lone session cookie's name (authcached keys on it too) */
+    const char *cookie_name; /* a lone session cookie's name (authcached keys on it too) */
     size_t cookie_name_len;
     const char *authorization; /* the Authorization header value: the credential without a cookie */
     size_t authorization_len;
-    const char *host;          /* X-Forwarded-Host */
+    const char *host; /* X-Forwarded-Host */
     size_t host_len;
-    const char *auth_path;     /* e.g. "/outpost.goauthentik.io/auth/traefik" */
+    const char *auth_path; /* e.g. "/outpost.goauthentik.io/auth/traefik" */
     size_t auth_path_len;
-    const char *method;        /* --key-scope uri only: X-Forwarded-Method, else NULL */
+    const char *method; /* --key-scope uri only: X-Forwarded-Method, else NULL */
     size_t method_len;
-    const char *uri_path;      /* --key-scope uri only: path and query of X-Forwarded-Uri */
+    const char *uri_path; /* --key-scope uri only: path and query of X-Forwarded-Uri */
     size_t uri_path_len;
     const char *proxy_authorization; /* Proxy-Authorization: the credential without the others */
     size_t proxy_authorization_len;
     const char *forwarded_for; /* --key-scope uri only: X-Forwarded-For as sent */
     size_t forwarded_for_len;
-    const char *real_ip;       /* --key-scope uri only: X-Real-IP as sent */
+    const char *real_ip; /* --key-scope uri only: X-Real-IP as sent */
     size_t real_ip_len;
-    const char *auth_method;   /* the forward-auth request's method; NULL: GET */
+    const char *auth_method; /* the forward-auth request's method; NULL: GET */
     size_t auth_method_len;
 };
 

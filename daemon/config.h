@@ -96,7 +96,8 @@ struct config {
     enum config_key_scope key_scope;
     int background_revalidation; /* refresh ahead (a preset's, no flag): 0 for an IdP that may
                                   * rotate sessions on its auth endpoint (oauth2-proxy's
-                                  * --cookie-refresh): a background call would lose its Set-Cookie */
+                                  * --cookie-refresh): a background call would lose its Set-Cookie
+                                  */
     char signout_path[CONFIG_PATH_MAX]; /* "" = no sign-out path */
     int64_t fresh_ttl_ms;               /* >= 0 (0: always revalidate) */
     int64_t session_ttl_ms;             /* > 0 */

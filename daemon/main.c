@@ -201,8 +201,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "authcached: --admin: cannot start its thread: %s\n", strerror(-rc));
         return 1;
     }
-    log_info("segment", "%s /dev/shm/%s: capacity %llu answers, %llu MiB", created ? "created" : "reusing",
-             cfg.shm_name, (unsigned long long)d.shm.capacity,
+    log_info("segment", "%s /dev/shm/%s: capacity %llu answers, %llu MiB",
+             created ? "created" : "reusing", cfg.shm_name, (unsigned long long)d.shm.capacity,
              (unsigned long long)(d.shm.map_size >> 20));
     for (unsigned i = 0; i < cfg.workers; i++) {
         if ((rc = worker_start(d.workers[i])) < 0) {
@@ -246,7 +246,7 @@ int main(int argc, char **argv)
     /* The feed before the purge thread: its purges are queued there. */
     feed_stop(d.feed);
     purger_stop(d.purger); /* runs what is queued; may still publish */
-    bus_stop(d.bus); /* after the last purge: sends what is queued (briefly), then closes */
+    bus_stop(d.bus);       /* after the last purge: sends what is queued (briefly), then closes */
     for (unsigned i = 0; i < cfg.workers; i++)
         worker_free(d.workers[i]);
     listeners_close(&ls); /* a successor's copies keep the sockets and their queues */

@@ -181,9 +181,8 @@ static int agree(struct http_span *out, const struct http_span *v, int n, int ic
     for (int i = 0; i < n; i++) {
         if (!v[i].p)
             continue;
-        if (found && (v[i].len != out->len ||
-                      (icase ? !http__caseeq(v[i].p, out->p, out->len)
-                             : memcmp(v[i].p, out->p, out->len) != 0)))
+        if (found && (v[i].len != out->len || (icase ? !http__caseeq(v[i].p, out->p, out->len)
+                                                     : memcmp(v[i].p, out->p, out->len) != 0)))
             return -1;
         *out = v[i];
         found = 1;
@@ -284,8 +283,9 @@ void policy_classify(const struct config *cfg, const struct http_req *req, struc
     /* The cookie's name is part of the question (authentik_proxy_zzzz=<alice's value> is not
      * alice's session); its value alone stays the credential purges by session are made of. */
     if (out->q.cred_kind == SHM_CRED_COOKIE && out->cookie_name.p)
-        ambiguous |= shm_key_input(out->inputs_buf, &il, sizeof(out->inputs_buf), SHM_IN_COOKIE_NAME,
-                                   out->cookie_name.p, out->cookie_name.len) < 0;
+        ambiguous |=
+            shm_key_input(out->inputs_buf, &il, sizeof(out->inputs_buf), SHM_IN_COOKIE_NAME,
+                          out->cookie_name.p, out->cookie_name.len) < 0;
     if (out->q.cred_kind != SHM_CRED_AUTHORIZATION && authz.p)
         ambiguous |= shm_key_input(out->inputs_buf, &il, sizeof(out->inputs_buf),
                                    SHM_IN_AUTHORIZATION, authz.p, authz.len) < 0;

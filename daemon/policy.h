@@ -30,7 +30,7 @@ enum policy_kind {
 struct policy_req {
     enum policy_kind kind;
     int has_cred;
-    struct shm_query q;   /* the key's parts (valid when has_cred) */
+    struct shm_query q;           /* the key's parts (valid when has_cred) */
     struct http_span uri;         /* X-Forwarded-Uri (or X-Original-URI) as sent */
     struct http_span cookie_name; /* a lone session cookie's name, else {NULL, 0} */
     char cred_buf[POLICY_CRED_MAX];

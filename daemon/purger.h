@@ -14,8 +14,8 @@ struct purger;
 /* Start the thread for d. 0, or -errno (nothing started). */
 int purger_start(struct daemon *d, struct purger **out);
 
-/* Queue p (copied, and why) to be run by the thread; find_users: also purge every user found among the
- * answers of p's credentials. 0, or -ENOSPC when the queue is full (the caller runs it itself).
+/* Queue p (copied, and why) to be run by the thread; find_users: also purge every user found among
+ * the answers of p's credentials. 0, or -ENOSPC when the queue is full (the caller runs it itself).
  * Any thread. */
 int purger_queue(struct purger *pg, const struct purge *p, int find_users, const char *why);
 

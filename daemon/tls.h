@@ -18,7 +18,8 @@ struct tls_conn;
 /* Once per process. 0, or -1 with a one-line reason. */
 int tls_global_init(char *err, size_t errlen);
 
-/* A client connection to host (SNI and the name the certificate must carry). NULL: out of memory. */
+/* A client connection to host (SNI and the name the certificate must carry). NULL: out of memory.
+ */
 struct tls_conn *tls_new(const char *host);
 void tls_free(struct tls_conn *t);
 

@@ -6,9 +6,9 @@
  * one-word slots names them by log position. So
  *  - a writer reserves space with one fetch-add on `head`, writes the record where nobody else can,
  *    and publishes it with one CAS on a slot;
- *  - eviction is moving `tail` forward with CAS (the oldest records die first) and clearing the slots
- *    that named them; a reader that copied a record checks afterwards that `tail` has not passed it
- *    (and its checksum), so it never returns bytes a writer was overwriting;
+ *  - eviction is moving `tail` forward with CAS (the oldest records die first) and clearing the
+ * slots that named them; a reader that copied a record checks afterwards that `tail` has not passed
+ * it (and its checksum), so it never returns bytes a writer was overwriting;
  *  - a process killed anywhere leaves at worst some unreferenced bytes in the log, which the tail
  *    walks over, and the live counter off by one; there is no lock to recover.
  * Approximate LRU: a lookup that finds an answer in the oldest quarter of the log copies it to the
@@ -53,7 +53,8 @@ static inline uint64_t align16(uint64_t n)
     return (n + SHM_REC_ALIGN - 1) & ~(uint64_t)(SHM_REC_ALIGN - 1);
 }
 
-/* ---- statistics: one stripe per thread (by thread id), relaxed adds, writable handles only ---- */
+/* ---- statistics: one stripe per thread (by thread id), relaxed adds, writable handles only ----
+ */
 
 static __thread unsigned stripe_id = ~0u;
 
@@ -130,7 +131,8 @@ static inline struct shm_rec_sh *rec_at(const struct shm *h, uint64_t pos)
     return (struct shm_rec_sh *)(h->ring + pos % h->ring_size);
 }
 
-/* The bucket's slots (acquire), then head and tail: a slot seen here names a position below head. */
+/* The bucket's slots (acquire), then head and tail: a slot seen here names a position below head.
+ */
 static inline void bucket_snapshot(const struct shm *h, const struct shm_bucket_sh *b,
                                    uint64_t v[SHM_BUCKET_SLOTS], uint64_t *head, uint64_t *tail)
 {
@@ -141,7 +143,8 @@ static inline void bucket_snapshot(const struct shm *h, const struct shm_bucket_
 }
 
 /* A record header checked in place: its own position, a length that fits where it lies. Returns the
- * length, or 0. The caller must still verify what it copies (a lapped writer could be rewriting). */
+ * length, or 0. The caller must still verify what it copies (a lapped writer could be rewriting).
+ */
 static uint32_t rec_len_in_place(const struct shm *h, uint64_t pos, const struct shm_rec_sh *r)
 {
     uint64_t off = pos % h->ring_size;
@@ -332,8 +335,8 @@ static uint64_t reserve(struct shm *h, uint64_t len16)
 
 /* Append a record for a to the log; returns its position. The record is complete (pos stored last,
  * release) but named by no slot yet. The checksum is taken over the writer's own bytes (the header
- * built on the stack, then the caller's buffers), never re-read from the ring: a scribble on the ring
- * between the copy and the checksum must fail verification, not be sealed into the record. */
+ * built on the stack, then the caller's buffers), never re-read from the ring: a scribble on the
+ * ring between the copy and the checksum must fail verification, not be sealed into the record. */
 static uint64_t write_record(struct shm *h, const struct shm_answer *a, uint64_t len)
 {
     uint64_t p = reserve(h, align16(len));
@@ -379,9 +382,9 @@ static int clear_key_slots(struct shm *h, struct slot_ref s, const uint8_t diges
                            uint64_t keep);
 
 /*
- * Publish a's answer: replace the slot naming this key's answer, else take a free or dead slot, else
- * evict the bucket's oldest. Then clear every other slot still naming this key: a lookup's promotion
- * may have raced the replace and left a copy of the previous answer in another slot (see
+ * Publish a's answer: replace the slot naming this key's answer, else take a free or dead slot,
+ * else evict the bucket's oldest. Then clear every other slot still naming this key: a lookup's
+ * promotion may have raced the replace and left a copy of the previous answer in another slot (see
  * clear_key_slots), and once this returns no lookup may find anything older than a.
  */
 int shm_insert(struct shm *h, const struct shm_answer *a)
@@ -578,8 +581,8 @@ int shm_lookup(struct shm *h, const uint8_t digest[SHM_DIGEST_LEN], int64_t now_
             int rc = rec_copy(h, cand[i], buf, buf_len);
             if (rc == COPY_TORN)
                 torn = 1;
-            if (rc != COPY_OK || memcmp(((struct shm_rec_sh *)buf)->digest, digest,
-                                        SHM_DIGEST_LEN) != 0)
+            if (rc != COPY_OK ||
+                memcmp(((struct shm_rec_sh *)buf)->digest, digest, SHM_DIGEST_LEN) != 0)
                 continue;
             answer_from_copy(out, buf, cand[i]);
             if (out->session_end_ms <= now_ms) {
@@ -938,9 +941,9 @@ static int adopt(struct shm *h, void *mem, size_t len, int writable)
     uint64_t idx_bytes;
 
     if (len < SHM_HDR_SIZE || hd->magic != SHM_MAGIC || hd->version != SHM_LAYOUT_VERSION ||
-        hd->hdr_size != SHM_HDR_SIZE || hd->total_size != len || hd->bucket_size != SHM_BUCKET_SIZE ||
-        hd->rec_align != SHM_REC_ALIGN || hd->max_record != SHM_MAX_RECORD ||
-        hd->index_off != SHM_HDR_SIZE || hd->nbuckets == 0 ||
+        hd->hdr_size != SHM_HDR_SIZE || hd->total_size != len ||
+        hd->bucket_size != SHM_BUCKET_SIZE || hd->rec_align != SHM_REC_ALIGN ||
+        hd->max_record != SHM_MAX_RECORD || hd->index_off != SHM_HDR_SIZE || hd->nbuckets == 0 ||
         (hd->nbuckets & (hd->nbuckets - 1)) != 0 || hd->nbuckets > (UINT64_C(1) << 40) ||
         hd->ring_size % SHM_REC_ALIGN != 0 || hd->ring_size < 4 * SHM_MAX_RECORD ||
         hd->ring_size > (UINT64_C(1) << 42) || hd->capacity == 0)
@@ -1010,7 +1013,8 @@ int shm_attach(struct shm *h, const char *name, int writable)
         close(fd);
         return rc;
     }
-    mem = mmap(NULL, (size_t)st.st_size, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0);
+    mem =
+        mmap(NULL, (size_t)st.st_size, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0);
     if (mem == MAP_FAILED) {
         rc = -errno;
         close(fd);
@@ -1154,8 +1158,8 @@ int shm_open_or_create(struct shm *h, const char *name, const struct shm_params 
         return rc;
     if (rc == 0) {
         int from_file = (h->hdr->flags & SHM_FLAG_KEY_FROM_FILE) != 0;
-        int key_ok = p->key ? from_file && memcmp(h->hdr->key, p->key, SHM_KEY_LEN) == 0
-                            : !from_file;
+        int key_ok =
+            p->key ? from_file && memcmp(h->hdr->key, p->key, SHM_KEY_LEN) == 0 : !from_file;
         if (h->capacity == g.capacity && h->ring_size == g.ring_size && !shm_retired(h) && key_ok)
             return 0;
         shm_detach(h);

@@ -5,8 +5,8 @@
  *
  * The HMAC inner and outer states are computed once per handle (shm_key_init) and copied per call,
  * so a digest costs the compression of the message plus one block, no allocation. OpenSSL's
- * low-level SHA-256 is used for that reason (its EVP contexts allocate on copy); it uses the CPU's SHA
- * extensions where present.
+ * low-level SHA-256 is used for that reason (its EVP contexts allocate on copy); it uses the CPU's
+ * SHA extensions where present.
  */
 #define OPENSSL_SUPPRESS_DEPRECATED 1
 #include <errno.h>
@@ -85,7 +85,8 @@ void shm_key_cred(const struct shm *h, int kind, const void *cred, size_t len,
     memcpy(out, md, SHM_CRED_LEN);
 }
 
-void shm_key_query(const struct shm *h, const struct shm_query *q, struct shm_key *out, int with_cred)
+void shm_key_query(const struct shm *h, const struct shm_query *q, struct shm_key *out,
+                   int with_cred)
 {
     uint8_t k = (uint8_t)q->cred_kind;
     struct iovec parts[7] = {
@@ -121,8 +122,8 @@ int shm_key_input(char *buf, size_t *len, size_t cap, enum shm_input tag, const 
     return 0;
 }
 
-void shm_key_make(const struct shm *h, const void *cred, size_t cred_len,
-                  const struct iovec *scope, int nscope, struct shm_key *out)
+void shm_key_make(const struct shm *h, const void *cred, size_t cred_len, const struct iovec *scope,
+                  int nscope, struct shm_key *out)
 {
     SHA256_CTX c = ((const struct mac_state *)h->mac_)->inner;
     uint8_t md[32];

@@ -1,8 +1,8 @@
-/* lookup: what a local program does to ask authcached's cache whether a session is known, using only
- * <authcache.h>. Usage: lookup SHM NAME=VALUE HOST AUTH_PATH (the session cookie as the browser sends
- * it: authcached keys on its name too). Prints the user and identity headers and exits 0 when held,
- * exits 1 when not, 2 when the segment cannot be opened.
- * Build: cc lookup.c $(pkg-config --cflags --libs authcache)   (add --static for libauthcache.a) */
+/* lookup: what a local program does to ask authcached's cache whether a session is known, using
+ * only <authcache.h>. Usage: lookup SHM NAME=VALUE HOST AUTH_PATH (the session cookie as the
+ * browser sends it: authcached keys on its name too). Prints the user and identity headers and
+ * exits 0 when held, exits 1 when not, 2 when the segment cannot be opened. Build: cc lookup.c
+ * $(pkg-config --cflags --libs authcache)   (add --static for libauthcache.a) */
 #include <authcache.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,10 +24,14 @@ int main(int argc, char **argv)
         return 2;
     }
     struct authcache_request r = {
-        .cookie_name = argv[2], .cookie_name_len = (size_t)(eq - argv[2]),
-        .cookie = eq + 1, .cookie_len = strlen(eq + 1),
-        .host = argv[3], .host_len = strlen(argv[3]),
-        .auth_path = argv[4], .auth_path_len = strlen(argv[4]),
+        .cookie_name = argv[2],
+        .cookie_name_len = (size_t)(eq - argv[2]),
+        .cookie = eq + 1,
+        .cookie_len = strlen(eq + 1),
+        .host = argv[3],
+        .host_len = strlen(argv[3]),
+        .auth_path = argv[4],
+        .auth_path_len = strlen(argv[4]),
     };
     err = authcache_lookup(c, &r, &a);
     if (err == 0)

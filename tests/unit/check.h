@@ -31,8 +31,9 @@ static int check_failures, check_count;
 #define CHECK_MEM(got, glen, want, wlen)                                                           \
     do {                                                                                           \
         size_t gl_ = (size_t)(glen), wl_ = (size_t)(wlen);                                         \
-        CHECK(gl_ == wl_ && memcmp((got), (want), wl_) == 0, "expected %s = \"%.*s\", got \"%.*s\"", \
-              #got, (int)wl_, (const char *)(want), (int)gl_, (const char *)(got));                \
+        CHECK(gl_ == wl_ && memcmp((got), (want), wl_) == 0,                                       \
+              "expected %s = \"%.*s\", got \"%.*s\"", #got, (int)wl_, (const char *)(want),        \
+              (int)gl_, (const char *)(got));                                                      \
     } while (0)
 
 static inline int check_done(const char *name)

@@ -1,7 +1,8 @@
 /*
  * shm_payload.h — self-checking answers for the shm concurrency tests. An answer for (key, version)
- * carries the key, the version, filler bytes whose length and content derive from both, and an FNV-1a
- * sum of everything before it, so a torn or mixed-up read is always detected by payload_check().
+ * carries the key, the version, filler bytes whose length and content derive from both, and an
+ * FNV-1a sum of everything before it, so a torn or mixed-up read is always detected by
+ * payload_check().
  */
 #ifndef AUTHCACHE_SHM_PAYLOAD_H
 #define AUTHCACHE_SHM_PAYLOAD_H
@@ -23,20 +24,23 @@ static inline uint64_t payload_fnv(const void *p, size_t n)
     return h;
 }
 
-/* Writes the identity headers for (key, ver) into out (SHM_MAX_HDRS bytes); returns their length. */
+/* Writes the identity headers for (key, ver) into out (SHM_MAX_HDRS bytes); returns their length.
+ */
 static inline size_t payload_make(const char *key, uint64_t ver, size_t max_fill, char *out)
 {
     uint64_t x = payload_fnv(key, strlen(key)) ^ (ver * 0x9e3779b97f4a7c15ull);
     size_t fill = max_fill ? (size_t)(x % max_fill) : 0;
-    int n = snprintf(out, 256, "X-authentik-username: user-%s\r\nX-Key: %s\r\nX-Ver: %llu\r\nX-Fill: ",
-                     key, key, (unsigned long long)ver);
+    int n = snprintf(out, 256,
+                     "X-authentik-username: user-%s\r\nX-Key: %s\r\nX-Ver: %llu\r\nX-Fill: ", key,
+                     key, (unsigned long long)ver);
 
     for (size_t i = 0; i < fill; i++) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
         out[n + i] = (char)('a' + x % 26);
     }
     n += (int)fill;
-    n += snprintf(out + n, 64, "\r\nX-Sum: %016llx\r\n", (unsigned long long)payload_fnv(out, (size_t)n));
+    n += snprintf(out + n, 64, "\r\nX-Sum: %016llx\r\n",
+                  (unsigned long long)payload_fnv(out, (size_t)n));
     return (size_t)n;
 }
 
@@ -66,7 +70,8 @@ static inline int payload_check(const char *key, const char *hdrs, size_t len, u
 
     if (len < 40 || len >= SHM_MAX_HDRS)
         return -1;
-    n = snprintf(want, sizeof(want), "X-authentik-username: user-%s\r\nX-Key: %s\r\nX-Ver: ", key, key);
+    n = snprintf(want, sizeof(want), "X-authentik-username: user-%s\r\nX-Key: %s\r\nX-Ver: ", key,
+                 key);
     if ((size_t)n > len || memcmp(hdrs, want, (size_t)n) != 0)
         return -1;
     if (sscanf(hdrs + n, "%llu", &v) != 1)

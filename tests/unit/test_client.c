@@ -18,8 +18,13 @@ static void store(struct shm *h, int kind, const char *cred, const char *host, c
                   const char *method, const char *uri_path, const char *user, int64_t now)
 {
     char hdrs[256];
-    struct shm_query q = {.cred_kind = kind, .cred = cred, .cred_len = strlen(cred), .host = host,
-                          .host_len = strlen(host), .auth_path = path, .auth_path_len = strlen(path)};
+    struct shm_query q = {.cred_kind = kind,
+                          .cred = cred,
+                          .cred_len = strlen(cred),
+                          .host = host,
+                          .host_len = strlen(host),
+                          .auth_path = path,
+                          .auth_path_len = strlen(path)};
     struct shm_answer a = {0};
     int n = snprintf(hdrs, sizeof(hdrs), "X-authentik-username: %s\r\nX-Host: %s\r\n", user, host);
 
@@ -69,8 +74,12 @@ int main(void)
     store(&h, SHM_CRED_COOKIE, "sess-carol", "rules.test", AUTH, "GET", "/a", "carol", now);
     CHECK_INT(authcache_open(seg, &c), 0);
 
-    struct authcache_request r = {.cookie = "sess-alice", .cookie_len = 10, .host = "app1.test",
-                                  .host_len = 9, .auth_path = AUTH, .auth_path_len = strlen(AUTH)};
+    struct authcache_request r = {.cookie = "sess-alice",
+                                  .cookie_len = 10,
+                                  .host = "app1.test",
+                                  .host_len = 9,
+                                  .auth_path = AUTH,
+                                  .auth_path_len = strlen(AUTH)};
     CHECK_INT(authcache_lookup(c, &r, &a), 0);
     CHECK_MEM(a.user, a.user_len, "alice", 5);
     CHECK_MEM(a.headers, a.headers_len, "X-authentik-username: alice\r\nX-Host: app1.test\r\n",
@@ -84,8 +93,11 @@ int main(void)
     r.auth_path_len = strlen(AUTH);
     r.host = "app3.test";
     CHECK_INT(authcache_lookup(c, &r, &a), -ENOENT);
-    struct authcache_request rb = {.authorization = "Bearer tok-bob", .authorization_len = 14,
-                                   .host = "app1.test", .host_len = 9, .auth_path = AUTH,
+    struct authcache_request rb = {.authorization = "Bearer tok-bob",
+                                   .authorization_len = 14,
+                                   .host = "app1.test",
+                                   .host_len = 9,
+                                   .auth_path = AUTH,
                                    .auth_path_len = strlen(AUTH)};
     CHECK_INT(authcache_lookup(c, &rb, &a), 0);
     CHECK_MEM(a.user, a.user_len, "bob", 3);
@@ -93,9 +105,16 @@ int main(void)
     rb.cookie_len = 14;
     CHECK_INT(authcache_lookup(c, &rb, &a), -ENOENT);
     /* Key scope uri: method and path are part of the key. */
-    struct authcache_request rc = {.cookie = "sess-carol", .cookie_len = 10, .host = "rules.test",
-                                   .host_len = 10, .auth_path = AUTH, .auth_path_len = strlen(AUTH),
-                                   .method = "GET", .method_len = 3, .uri_path = "/a", .uri_path_len = 2};
+    struct authcache_request rc = {.cookie = "sess-carol",
+                                   .cookie_len = 10,
+                                   .host = "rules.test",
+                                   .host_len = 10,
+                                   .auth_path = AUTH,
+                                   .auth_path_len = strlen(AUTH),
+                                   .method = "GET",
+                                   .method_len = 3,
+                                   .uri_path = "/a",
+                                   .uri_path_len = 2};
     CHECK_INT(authcache_lookup(c, &rc, &a), 0);
     rc.uri_path = "/b";
     CHECK_INT(authcache_lookup(c, &rc, &a), -ENOENT);

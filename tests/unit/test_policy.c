@@ -195,7 +195,7 @@ static void test_scope_and_ambiguity(void)
     CHECK_INT(pr.q.scope_uri, 1);
     SPAN_IS(pr.q.method, pr.q.method_len, "POST");
     SPAN_IS(pr.q.uri_path, pr.q.uri_path_len, "/admin/delete?id=3"); /* rules match the query */
-    CHECK_INT(pr.q.inputs_len, 5 + 16); /* the cookie's name only */
+    CHECK_INT(pr.q.inputs_len, 5 + 16);                              /* the cookie's name only */
     /* Authelia's nginx snippet: X-Original-URL and X-Original-Method only. */
     r = parse("GET /api/verify HTTP/1.1\r\nHost: authelia:9091\r\nCookie: authelia_session=S\r\n"
               "X-Original-URL: https://app.test/admin\r\nX-Original-Method: GET\r\n\r\n");
@@ -298,8 +298,9 @@ static void test_upstream_request(void)
     CHECK_MEM(out, n, want, strlen(want));
     CHECK_INT(policy_upstream_request(cfg, &r, out, 40), 0);
     /* Proxy-Authorization is the client's credential for the IdP (Authelia), not hop-by-hop. */
-    r = parse("GET /api/authz/forward-auth HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic YTpi\r\n"
-              "Proxy-Connection: keep-alive\r\n\r\n");
+    r = parse(
+        "GET /api/authz/forward-auth HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic YTpi\r\n"
+        "Proxy-Connection: keep-alive\r\n\r\n");
     n = policy_upstream_request(cfg, &r, out, sizeof(out));
     CHECK(n > 0 && memmem(out, n, "Proxy-Authorization: Basic YTpi\r\n", 33) &&
               !memmem(out, n, "Proxy-Connection", 16),

@@ -1,7 +1,7 @@
 /*
  * test_shm.c — every operation of the shm table on a real segment in /dev/shm: round trip, replace,
- * delete, expiry, purges, eviction order (LRU by promotion, and by ring bytes), wrap-around, digests,
- * attach validation, reuse and retirement, consistency check, stats.
+ * delete, expiry, purges, eviction order (LRU by promotion, and by ring bytes), wrap-around,
+ * digests, attach validation, reuse and retirement, consistency check, stats.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,7 +29,8 @@ static int put(struct shm *h, const char *cookie, const char *host, const char *
 {
     static char hdrs[SHM_MAX_HDRS + 256];
     struct shm_answer a = {0};
-    int n = snprintf(hdrs, sizeof(hdrs), "X-authentik-username: %s\r\nX-Cookie: %s\r\n", user, cookie);
+    int n =
+        snprintf(hdrs, sizeof(hdrs), "X-authentik-username: %s\r\nX-Cookie: %s\r\n", user, cookie);
 
     memset(hdrs + n, 'p', hdr_pad);
     key_for(h, cookie, host, &a.key);
@@ -46,7 +47,8 @@ static int put(struct shm *h, const char *cookie, const char *host, const char *
     return shm_insert(h, &a);
 }
 
-static int get(struct shm *h, const char *cookie, const char *host, struct shm_answer *out, int flags)
+static int get(struct shm *h, const char *cookie, const char *host, struct shm_answer *out,
+               int flags)
 {
     struct shm_key k;
 
@@ -130,7 +132,7 @@ static void test_expiry_and_sweep(void)
     struct shm_stats st;
 
     make(&h, 1024, 0);
-    CHECK_INT(put(&h, "old", "app1.test", "alice", 0, NOW), 0);     /* ends exactly now */
+    CHECK_INT(put(&h, "old", "app1.test", "alice", 0, NOW), 0); /* ends exactly now */
     CHECK_INT(put(&h, "young", "app1.test", "alice", 0, NOW + 1), 0);
     CHECK_INT(put(&h, "later", "app1.test", "bob", 0, NOW + 5000), 0);
     CHECK_INT(get(&h, "old", "app1.test", &a, 0), -ENOENT);
@@ -212,7 +214,8 @@ static void test_lru_order(void)
     shm_stats_get(&h, &st);
     CHECK_INT(st.live, 64);
     CHECK_INT(st.promotions, 8);
-    CHECK(st.evictions >= 32, "expected >= 32 evictions, got %llu", (unsigned long long)st.evictions);
+    CHECK(st.evictions >= 32, "expected >= 32 evictions, got %llu",
+          (unsigned long long)st.evictions);
     shm_detach(&h);
 }
 

@@ -223,8 +223,8 @@ int main(void)
     __atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
     for (int i = 0; i < THREADS; i++)
         pthread_join(t[i], NULL);
-    printf("seconds=%d lookups_found=%llu wrong_answers=%llu reader_ops=%llu corruptions=%llu\n", secs,
-           (unsigned long long)found_total, (unsigned long long)wrong_answers,
+    printf("seconds=%d lookups_found=%llu wrong_answers=%llu reader_ops=%llu corruptions=%llu\n",
+           secs, (unsigned long long)found_total, (unsigned long long)wrong_answers,
            (unsigned long long)(progress[0] + progress[1] + progress[2]),
            (unsigned long long)progress[READERS + 2]);
     CHECK_INT(wrong_answers, 0);

@@ -6,7 +6,8 @@
  * replace, delete, promotion, purge by user and by session, sweep), lets them run 2-40 ms and kills
  * a random number of them with SIGKILL. Afterwards:
  *  - the reader, alive throughout, saw 0 torn or mixed-up answers;
- *  - shm_check passes (no slot names a bad record), the live counter is off by at most one per kill;
+ *  - shm_check passes (no slot names a bad record), the live counter is off by at most one per
+ * kill;
  *  - the table still works: a new writer's 500 answers are all found, by it and by the reader.
  */
 #include <signal.h>
@@ -154,7 +155,8 @@ int main(void)
             int st;
             kill(w[i], SIGKILL);
             waitpid(w[i], &st, 0);
-            CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "writer died of status %d, not our kill", st);
+            CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+                  "writer died of status %d, not our kill", st);
             kills++;
             if ((w[i] = fork()) == 0)
                 writer(rnd(&x));

@@ -1,7 +1,8 @@
 /*
  * test_shm_promote_race.c — deterministic regression tests (docs/reliability.md):
  * a promotion (shm_lookup with SHM_LOOKUP_PROMOTE) resurrects an older answer over a newer one that
- * shm_insert stored in another slot of the bucket. Prints RESULT passed failed; exits 1 on any failure.
+ * shm_insert stored in another slot of the bucket. Prints RESULT passed failed; exits 1 on any
+ * failure.
  *
  * Interleaving forced with a write-protected `out` (struct shm_answer): the reader thread R stops
  * inside shm_lookup right after its copy was verified (answer_from_copy's first store faults) and
@@ -9,11 +10,11 @@
  *   1. moves the tail past K's record without clearing K's slot — the state a make_room() "jump"
  *      or a tail stepper preempted/killed between its tail CAS and unlink_pos() leaves (README:
  *      "slots left naming positions below the tail are dead");
- *   2. inserts K version 2 (the writer's revalidation): insert sees K's slot as dead and, because an
- *      earlier slot of the bucket (J's) is dead too, stores v2 in that slot, leaving K's old slot;
- * then R resumes: promote() copies v1 to the head and its CAS on K's old slot succeeds (the slot still
- * holds the value R read). Now the bucket holds v2 and a newer-positioned copy of v1: every lookup
- * returns v1 — an answer older than one the writer stored after it.
+ *   2. inserts K version 2 (the writer's revalidation): insert sees K's slot as dead and, because
+ * an earlier slot of the bucket (J's) is dead too, stores v2 in that slot, leaving K's old slot;
+ * then R resumes: promote() copies v1 to the head and its CAS on K's old slot succeeds (the slot
+ * still holds the value R read). Now the bucket holds v2 and a newer-positioned copy of v1: every
+ * lookup returns v1 — an answer older than one the writer stored after it.
  *
  * The same pause, with step 2 a sign-out instead (shm_purge_user, then shm_delete): a purge that
  * skipped K's slot because its record was already behind the tail let the promotion's CAS resurrect
@@ -32,9 +33,9 @@
 #include "shm.h"
 
 static const int64_t NOW = 1800000000000;
-static struct shm hw;             /* the writer's handle (main thread) */
-static struct shm hr;             /* the reader's handle */
-static struct shm_answer *out;    /* on a page of its own, write-protected */
+static struct shm hw;          /* the writer's handle (main thread) */
+static struct shm hr;          /* the reader's handle */
+static struct shm_answer *out; /* on a page of its own, write-protected */
 static long page;
 static volatile int paused, go;
 static uint8_t kdigest[SHM_DIGEST_LEN];

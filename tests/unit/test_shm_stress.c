@@ -1,9 +1,10 @@
 /*
- * test_shm_stress.c — 4 writer and 4 reader processes on one segment for STRESS_SECONDS (default 10).
+ * test_shm_stress.c — 4 writer and 4 reader processes on one segment for STRESS_SECONDS (default
+ * 10).
  *
  * Each writer owns 2000 keys and rewrites them in turn with a new version; after each insert it
- * records (version, head before the insert) in a ledger shared with the readers. Readers (two of them
- * read-write with promotion, two read-only) look up random keys and assert:
+ * records (version, head before the insert) in a ledger shared with the readers. Readers (two of
+ * them read-write with promotion, two read-only) look up random keys and assert:
  *  - every answer found is whole and for the key asked (self-checking payload): 0 torn reads;
  *  - its version is at least the one the ledger confirmed before the lookup: no going back;
  *  - a key is found whenever the log cannot have evicted it (its insert began less than a ring
@@ -103,8 +104,7 @@ static void reader(struct shared *sh, int r)
         led_hb = __atomic_load_n(&sh->led[w][kk].head_before, __ATOMIC_RELAXED);
         key_name(key, w, kk);
         payload_key(&h, key, &k);
-        rc = shm_lookup(&h, k.digest, NOW, &a, buf, sizeof(buf),
-                        writable ? SHM_LOOKUP_PROMOTE : 0);
+        rc = shm_lookup(&h, k.digest, NOW, &a, buf, sizeof(buf), writable ? SHM_LOOKUP_PROMOTE : 0);
         payload_tally_lookup(res, &h, key, rc, &a, led_ver, led_hb, RING);
     }
     _exit(0);
@@ -155,8 +155,8 @@ int main(void)
            secs, (unsigned long long)writes, (unsigned long long)tot.lookups,
            (unsigned long long)tot.found, (unsigned long long)tot.torn,
            (unsigned long long)tot.lost, (unsigned long long)tot.regress,
-           (unsigned long long)tot.evictable_misses,
-           (double)(h.hdr->head - SHM_REC_ALIGN) / RING, (unsigned long long)st.retries);
+           (unsigned long long)tot.evictable_misses, (double)(h.hdr->head - SHM_REC_ALIGN) / RING,
+           (unsigned long long)st.retries);
     CHECK_INT(tot.torn, 0);
     CHECK_INT(tot.lost, 0);
     CHECK_INT(tot.regress, 0);

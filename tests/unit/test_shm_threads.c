@@ -17,9 +17,9 @@
  *  - regress: an answer older than the ledger's version read before the lookup;
  *  - lost: a miss although the key's last insert began less than a ring (minus slack) ago.
  * torn and regress must be 0. The answers (about 13 MiB; 1 MiB under TSan) do not fit the ring
- * (RING: 8 MiB; 256 KiB): readers keep copying records at the tail while writers evict and overwrite
- * them — the race rec_copy's tail re-check and checksum exist for — and promotion runs all along
- * (the log is always "under pressure"). test_shm_stress's configuration never gets there
+ * (RING: 8 MiB; 256 KiB): readers keep copying records at the tail while writers evict and
+ * overwrite them — the race rec_copy's tail re-check and checksum exist for — and promotion runs
+ * all along (the log is always "under pressure"). test_shm_stress's configuration never gets there
  * (evictable_misses=0, reader_retries=0).
  *
  * lost must be 0 too, unless some write was lapped: shm.c lets the tail walk over a reservation
@@ -204,8 +204,9 @@ int main(void)
         return check_done("test_shm_threads");
     shared = h;
     for (int i = 0; i < WRITERS + READERS; i++) {
-        int rc = i < WRITERS ? pthread_create(&th[i], NULL, writer, (void *)(intptr_t)i)
-                             : pthread_create(&th[i], NULL, reader, (void *)(intptr_t)(i - WRITERS));
+        int rc = i < WRITERS
+                     ? pthread_create(&th[i], NULL, writer, (void *)(intptr_t)i)
+                     : pthread_create(&th[i], NULL, reader, (void *)(intptr_t)(i - WRITERS));
         CHECK_INT(rc, 0);
         if (rc != 0) {
             __atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
@@ -237,7 +238,8 @@ int main(void)
     shm_stats_get(&h, &st);
     uint64_t head = __atomic_load_n(&h.hdr->head, __ATOMIC_RELAXED);
     printf("seconds=%.1f writes=%llu lookups=%llu found=%llu torn=%llu lost=%llu regress=%llu "
-           "evictable_misses=%llu ring_laps=%.1f reader_retries=%llu promotions=%llu lapped_ops=%llu\n",
+           "evictable_misses=%llu ring_laps=%.1f reader_retries=%llu promotions=%llu "
+           "lapped_ops=%llu\n",
            secs, (unsigned long long)total_writes, (unsigned long long)tot.lookups,
            (unsigned long long)tot.found, (unsigned long long)tot.torn,
            (unsigned long long)tot.lost, (unsigned long long)tot.regress,
@@ -254,7 +256,7 @@ int main(void)
     CHECK(tot.found > 1000, "readers found only %llu answers (expected > 1000)",
           (unsigned long long)tot.found);
     CHECK(tot.evictable_misses > 0, "readers never reached the tail of the log (expected some "
-          "misses of evicted answers, got 0)");
+                                    "misses of evicted answers, got 0)");
     CHECK(head - SHM_REC_ALIGN > 2ull * RING, "the ring should have wrapped twice; head %llu",
           (unsigned long long)head);
 
@@ -263,9 +265,10 @@ int main(void)
     if (lapped_ops == 0)
         CHECK(rc == 0, "consistency check: expected 0, got %d: %s", rc, rep.first_problem);
     else
-        CHECK(rep.slots_bad <= 8 * lapped_ops, "consistency check: %llu bad slots after %llu "
-              "lapped writes: %s", (unsigned long long)rep.slots_bad,
-              (unsigned long long)lapped_ops, rep.first_problem);
+        CHECK(rep.slots_bad <= 8 * lapped_ops,
+              "consistency check: %llu bad slots after %llu "
+              "lapped writes: %s",
+              (unsigned long long)rep.slots_bad, (unsigned long long)lapped_ops, rep.first_problem);
     CHECK_INT(rep.live_counter, (int64_t)rep.slots_used);
     unlink(path);
     shm_detach(&h);
