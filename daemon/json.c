@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "json.h"
+#include "pct.h"
 
 struct jr {
     const unsigned char *p, *end;
@@ -24,17 +25,6 @@ static void ws(struct jr *j)
         j->p++;
 }
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int hex4(const unsigned char *p, const unsigned char *end, unsigned *cp)
 {
     unsigned v = 0;
@@ -42,7 +32,7 @@ static int hex4(const unsigned char *p, const unsigned char *end, unsigned *cp)
     if (end - p < 4)
         return -1;
     for (int i = 0; i < 4; i++) {
-        int h = hexval(p[i]);
+        int h = pct_hexval((char)p[i]);
         if (h < 0)
             return -1;
         v = v << 4 | (unsigned)h;
