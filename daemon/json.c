@@ -187,6 +187,68 @@ static int literal(struct jr *j, const char *lit)
     return 0;
 }
 
+static int value(struct jr *j, unsigned depth, int on_path);
+
+/*
+ * A member's name and the ':' after it, at j->p. *match: on_path, and the name is the path's step
+ * at depth. Returns 0, or -1 if malformed.
+ */
+static int member_name(struct jr *j, unsigned depth, int on_path, int *match)
+{
+    char key[64];
+    size_t kn;
+    const unsigned char *q;
+
+    ws(j);
+    q = string_at(j->p, j->end, key, sizeof(key), &kn);
+    if (!q)
+        return -1;
+    j->p = q;
+    *match = on_path && depth < j->npath && kn < sizeof(key) && strlen(j->path[depth]) == kn &&
+             memcmp(key, j->path[depth], kn) == 0;
+    ws(j);
+    if (j->p >= j->end || *j->p != ':')
+        return -1;
+    j->p++;
+    return 0;
+}
+
+/* The object or array at j->p, at depth (below JSON_MAX_DEPTH). on_path as for value(). */
+static int container(struct jr *j, unsigned depth, int on_path)
+{
+    int object = *j->p == '{';
+    unsigned char close = object ? '}' : ']';
+
+    j->p++;
+    ws(j);
+    if (j->p < j->end && *j->p == close) {
+        j->p++;
+        return 0;
+    }
+    for (unsigned i = 0;; i++) {
+        int match;
+
+        if (object) {
+            if (member_name(j, depth, on_path, &match) < 0)
+                return -1;
+        } else {
+            match = on_path && depth < j->npath && i == 0 && strcmp(j->path[depth], "#0") == 0;
+        }
+        if (value(j, depth + 1, match) < 0)
+            return -1;
+        ws(j);
+        if (j->p < j->end && *j->p == ',') {
+            j->p++;
+            continue;
+        }
+        if (j->p < j->end && *j->p == close) {
+            j->p++;
+            return 0;
+        }
+        return -1;
+    }
+}
+
 /* The value at j->p. on_path: the path's first `depth` steps led here. */
 static int value(struct jr *j, unsigned depth, int on_path)
 {
@@ -198,71 +260,9 @@ static int value(struct jr *j, unsigned depth, int on_path)
     if (depth >= JSON_MAX_DEPTH && (*j->p == '{' || *j->p == '['))
         return -1;
     switch (*j->p) {
-    case '{': {
-        j->p++;
-        ws(j);
-        if (j->p < j->end && *j->p == '}') {
-            j->p++;
-            return 0;
-        }
-        for (;;) {
-            char key[64];
-            size_t kn;
-            const unsigned char *q;
-            int match = 0;
-
-            ws(j);
-            q = string_at(j->p, j->end, key, sizeof(key), &kn);
-            if (!q)
-                return -1;
-            j->p = q;
-            if (on_path && depth < j->npath)
-                match = kn < sizeof(key) && strlen(j->path[depth]) == kn &&
-                        memcmp(key, j->path[depth], kn) == 0;
-            ws(j);
-            if (j->p >= j->end || *j->p != ':')
-                return -1;
-            j->p++;
-            if (value(j, depth + 1, match) < 0)
-                return -1;
-            ws(j);
-            if (j->p < j->end && *j->p == ',') {
-                j->p++;
-                continue;
-            }
-            if (j->p < j->end && *j->p == '}') {
-                j->p++;
-                return 0;
-            }
-            return -1;
-        }
-    }
-    case '[': {
-        unsigned i = 0;
-
-        j->p++;
-        ws(j);
-        if (j->p < j->end && *j->p == ']') {
-            j->p++;
-            return 0;
-        }
-        for (;; i++) {
-            int match = on_path && depth < j->npath && i == 0 && strcmp(j->path[depth], "#0") == 0;
-
-            if (value(j, depth + 1, match) < 0)
-                return -1;
-            ws(j);
-            if (j->p < j->end && *j->p == ',') {
-                j->p++;
-                continue;
-            }
-            if (j->p < j->end && *j->p == ']') {
-                j->p++;
-                return 0;
-            }
-            return -1;
-        }
-    }
+    case '{':
+    case '[':
+        return container(j, depth, on_path);
     case '"': {
         size_t n;
         const unsigned char *q = string_at(j->p, j->end, NULL, 0, &n);
