@@ -336,9 +336,11 @@ int json_get_int(const char *doc, size_t len, const char *const *path, unsigned 
     if (at >= end || *at < '0' || *at > '9')
         return -EPROTO;
     for (; at < end && *at >= '0' && *at <= '9'; at++) {
-        if (v > (UINT64_C(1) << 62))
+        unsigned d = (unsigned)(*at - '0');
+
+        if (v > (UINT64_MAX - d) / 10)
             return -EMSGSIZE;
-        v = v * 10 + (uint64_t)(*at - '0');
+        v = v * 10 + d;
     }
     if (at < end && (*at == '.' || *at == 'e' || *at == 'E'))
         return -EPROTO;
