@@ -318,23 +318,40 @@ int json_get_string(const char *doc, size_t len, const char *const *path, unsign
     return 0;
 }
 
-int json_get_int(const char *doc, size_t len, const char *const *path, unsigned npath, int64_t *out)
+int json_get_number(const char *doc, size_t len, const char *const *path, unsigned npath,
+                    const char **num, size_t *num_len)
 {
-    const unsigned char *at, *end = (const unsigned char *)doc + len;
+    const unsigned char *at;
+    struct jr j = {NULL, (const unsigned char *)doc + len, NULL, 0, NULL};
     int rc = walk(doc, len, path, npath, &at);
-    int neg = 0;
-    uint64_t v = 0;
 
     if (rc < 0)
         return rc;
     if (!at)
         return -ENOENT;
+    j.p = at;
+    if (number(&j) < 0) /* walk checked the value: not a number means another type */
+        return -EPROTO;
+    *num = (const char *)at;
+    *num_len = (size_t)(j.p - at);
+    return 0;
+}
+
+int json_get_int(const char *doc, size_t len, const char *const *path, unsigned npath, int64_t *out)
+{
+    const char *at, *end;
+    size_t n;
+    int rc = json_get_number(doc, len, path, npath, &at, &n);
+    int neg = 0;
+    uint64_t v = 0;
+
+    if (rc < 0)
+        return rc;
+    end = at + n;
     if (*at == '-') {
         neg = 1;
         at++;
     }
-    if (at >= end || *at < '0' || *at > '9')
-        return -EPROTO;
     for (; at < end && *at >= '0' && *at <= '9'; at++) {
         unsigned d = (unsigned)(*at - '0');
 
@@ -342,7 +359,7 @@ int json_get_int(const char *doc, size_t len, const char *const *path, unsigned 
             return -EMSGSIZE;
         v = v * 10 + d;
     }
-    if (at < end && (*at == '.' || *at == 'e' || *at == 'E'))
+    if (at < end) /* a fraction or an exponent */
         return -EPROTO;
     if (v > (uint64_t)INT64_MAX)
         return -EMSGSIZE;
