@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "json.h"
+#include "pct.h"
 
 struct jr {
     const unsigned char *p, *end;
@@ -24,17 +25,6 @@ static void ws(struct jr *j)
         j->p++;
 }
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int hex4(const unsigned char *p, const unsigned char *end, unsigned *cp)
 {
     unsigned v = 0;
@@ -42,7 +32,7 @@ static int hex4(const unsigned char *p, const unsigned char *end, unsigned *cp)
     if (end - p < 4)
         return -1;
     for (int i = 0; i < 4; i++) {
-        int h = hexval(p[i]);
+        int h = pct_hexval((char)p[i]);
         if (h < 0)
             return -1;
         v = v << 4 | (unsigned)h;
@@ -197,6 +187,68 @@ static int literal(struct jr *j, const char *lit)
     return 0;
 }
 
+static int value(struct jr *j, unsigned depth, int on_path);
+
+/*
+ * A member's name and the ':' after it, at j->p. *match: on_path, and the name is the path's step
+ * at depth. Returns 0, or -1 if malformed.
+ */
+static int member_name(struct jr *j, unsigned depth, int on_path, int *match)
+{
+    char key[64];
+    size_t kn;
+    const unsigned char *q;
+
+    ws(j);
+    q = string_at(j->p, j->end, key, sizeof(key), &kn);
+    if (!q)
+        return -1;
+    j->p = q;
+    *match = on_path && depth < j->npath && kn < sizeof(key) && strlen(j->path[depth]) == kn &&
+             memcmp(key, j->path[depth], kn) == 0;
+    ws(j);
+    if (j->p >= j->end || *j->p != ':')
+        return -1;
+    j->p++;
+    return 0;
+}
+
+/* The object or array at j->p, at depth (below JSON_MAX_DEPTH). on_path as for value(). */
+static int container(struct jr *j, unsigned depth, int on_path)
+{
+    int object = *j->p == '{';
+    unsigned char close = object ? '}' : ']';
+
+    j->p++;
+    ws(j);
+    if (j->p < j->end && *j->p == close) {
+        j->p++;
+        return 0;
+    }
+    for (unsigned i = 0;; i++) {
+        int match;
+
+        if (object) {
+            if (member_name(j, depth, on_path, &match) < 0)
+                return -1;
+        } else {
+            match = on_path && depth < j->npath && i == 0 && strcmp(j->path[depth], "#0") == 0;
+        }
+        if (value(j, depth + 1, match) < 0)
+            return -1;
+        ws(j);
+        if (j->p < j->end && *j->p == ',') {
+            j->p++;
+            continue;
+        }
+        if (j->p < j->end && *j->p == close) {
+            j->p++;
+            return 0;
+        }
+        return -1;
+    }
+}
+
 /* The value at j->p. on_path: the path's first `depth` steps led here. */
 static int value(struct jr *j, unsigned depth, int on_path)
 {
@@ -208,71 +260,9 @@ static int value(struct jr *j, unsigned depth, int on_path)
     if (depth >= JSON_MAX_DEPTH && (*j->p == '{' || *j->p == '['))
         return -1;
     switch (*j->p) {
-    case '{': {
-        j->p++;
-        ws(j);
-        if (j->p < j->end && *j->p == '}') {
-            j->p++;
-            return 0;
-        }
-        for (;;) {
-            char key[64];
-            size_t kn;
-            const unsigned char *q;
-            int match = 0;
-
-            ws(j);
-            q = string_at(j->p, j->end, key, sizeof(key), &kn);
-            if (!q)
-                return -1;
-            j->p = q;
-            if (on_path && depth < j->npath)
-                match = kn < sizeof(key) && strlen(j->path[depth]) == kn &&
-                        memcmp(key, j->path[depth], kn) == 0;
-            ws(j);
-            if (j->p >= j->end || *j->p != ':')
-                return -1;
-            j->p++;
-            if (value(j, depth + 1, match) < 0)
-                return -1;
-            ws(j);
-            if (j->p < j->end && *j->p == ',') {
-                j->p++;
-                continue;
-            }
-            if (j->p < j->end && *j->p == '}') {
-                j->p++;
-                return 0;
-            }
-            return -1;
-        }
-    }
-    case '[': {
-        unsigned i = 0;
-
-        j->p++;
-        ws(j);
-        if (j->p < j->end && *j->p == ']') {
-            j->p++;
-            return 0;
-        }
-        for (;; i++) {
-            int match = on_path && depth < j->npath && i == 0 && strcmp(j->path[depth], "#0") == 0;
-
-            if (value(j, depth + 1, match) < 0)
-                return -1;
-            ws(j);
-            if (j->p < j->end && *j->p == ',') {
-                j->p++;
-                continue;
-            }
-            if (j->p < j->end && *j->p == ']') {
-                j->p++;
-                return 0;
-            }
-            return -1;
-        }
-    }
+    case '{':
+    case '[':
+        return container(j, depth, on_path);
     case '"': {
         size_t n;
         const unsigned char *q = string_at(j->p, j->end, NULL, 0, &n);
@@ -328,29 +318,48 @@ int json_get_string(const char *doc, size_t len, const char *const *path, unsign
     return 0;
 }
 
-int json_get_int(const char *doc, size_t len, const char *const *path, unsigned npath, int64_t *out)
+int json_get_number(const char *doc, size_t len, const char *const *path, unsigned npath,
+                    const char **num, size_t *num_len)
 {
-    const unsigned char *at, *end = (const unsigned char *)doc + len;
+    const unsigned char *at;
+    struct jr j = {NULL, (const unsigned char *)doc + len, NULL, 0, NULL};
     int rc = walk(doc, len, path, npath, &at);
-    int neg = 0;
-    uint64_t v = 0;
 
     if (rc < 0)
         return rc;
     if (!at)
         return -ENOENT;
+    j.p = at;
+    if (number(&j) < 0) /* walk checked the value: not a number means another type */
+        return -EPROTO;
+    *num = (const char *)at;
+    *num_len = (size_t)(j.p - at);
+    return 0;
+}
+
+int json_get_int(const char *doc, size_t len, const char *const *path, unsigned npath, int64_t *out)
+{
+    const char *at, *end;
+    size_t n;
+    int rc = json_get_number(doc, len, path, npath, &at, &n);
+    int neg = 0;
+    uint64_t v = 0;
+
+    if (rc < 0)
+        return rc;
+    end = at + n;
     if (*at == '-') {
         neg = 1;
         at++;
     }
-    if (at >= end || *at < '0' || *at > '9')
-        return -EPROTO;
     for (; at < end && *at >= '0' && *at <= '9'; at++) {
-        if (v > (UINT64_C(1) << 62))
+        unsigned d = (unsigned)(*at - '0');
+
+        if (v > (UINT64_MAX - d) / 10)
             return -EMSGSIZE;
-        v = v * 10 + (uint64_t)(*at - '0');
+        v = v * 10 + d;
     }
-    if (at < end && (*at == '.' || *at == 'e' || *at == 'E'))
+    if (at < end) /* a fraction or an exponent */
         return -EPROTO;
     if (v > (uint64_t)INT64_MAX)
         return -EMSGSIZE;

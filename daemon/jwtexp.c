@@ -10,297 +10,48 @@
  *  - jwt_get_grant_int() returns 0 with errno 0 for a fractional exp (1.5e9), which is legal JSON;
  *  - it needs a NUL-terminated copy and allocates (strdup, jansson) on every call.
  * A token we cannot read is a token whose exp we cannot honour, so this file decodes the payload
- * itself: base64url into a stack buffer, then a small strict JSON reader that walks the top-level
- * object and keeps the last "exp". The unit test checks it against libjwt on tokens libjwt makes,
- * and the fuzz target does the same on every input libjwt accepts.
+ * itself: base64url into a stack buffer (json_b64url_decode), then the daemon's strict JSON reader
+ * (json.c) checks the whole payload and finds the last top-level "exp". The unit test checks it
+ * against libjwt on tokens libjwt makes, and the fuzz target does the same on every input libjwt
+ * accepts.
  *
  * Bounds: the token is at most JWTEXP_MAX_TOKEN bytes, so a decoded part fits in a 12 KiB buffer;
- * JSON nesting is limited to JSON_MAX_DEPTH, so the recursion is bounded; nothing reads past len.
+ * json.c bounds the nesting and reads nothing past the decoded length.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "json.h"
 #include "jwtexp.h"
-#include "pct.h"
 
-#define JSON_MAX_DEPTH 32
 #define DECODED_MAX (JWTEXP_MAX_TOKEN / 4 * 3 + 3)
 
-/* base64url alphabet value, or -1. */
-static int b64url_val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
-
-/* Decode unpadded base64url s[0, n) into out (room for n / 4 * 3 + 2 bytes). Returns the decoded
- * length, or -1 for a byte outside the alphabet or a length that no encoding has (n % 4 == 1). */
-static long b64url_decode(const char *s, size_t n, unsigned char *out)
-{
-    uint32_t acc = 0;
-    int bits = 0;
-    long o = 0;
-
-    if (n % 4 == 1)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64url_val((unsigned char)s[i]);
-
-        if (v < 0)
-            return -1;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (unsigned char)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    return o;
-}
-
-/* A strict JSON reader over [p, end) (RFC 8259, without UTF-8 validation of strings). */
-struct json {
-    unsigned char *p, *end;
-};
-
-static void json_ws(struct json *j)
-{
-    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
-        j->p++;
-}
-
-/* A string starting at j->p (the opening quote). Returns 1 if its decoded value is exactly "exp"
- * (escapes count: "\u0065xp" is "exp"), 0 if it is another string, -1 if malformed. */
-static int json_string(struct json *j)
-{
-    char key[4];
-    size_t klen = 0; /* decoded length, counted past sizeof(key) only as "too long" */
-
-    if (j->p >= j->end || *j->p != '"')
-        return -1;
-    j->p++;
-    while (j->p < j->end) {
-        unsigned char c = *j->p++;
-        int ch; /* decoded character if ASCII, else -1 */
-
-        if (c == '"')
-            return klen == 3 && memcmp(key, "exp", 3) == 0;
-        if (c < 0x20)
-            return -1;
-        if (c != '\\')
-            ch = c < 0x80 ? c : -1;
-        else {
-            if (j->p >= j->end)
-                return -1;
-            c = *j->p++;
-            switch (c) {
-            case '"':
-            case '\\':
-            case '/':
-                ch = c;
-                break;
-            case 'b':
-            case 'f':
-            case 'n':
-            case 'r':
-            case 't':
-                ch = 1; /* a control character: not part of "exp" */
-                break;
-            case 'u': {
-                int cp = 0;
-
-                if (j->end - j->p < 4)
-                    return -1;
-                for (int i = 0; i < 4; i++) {
-                    int h = pct_hexval((char)j->p[i]);
-
-                    if (h < 0)
-                        return -1;
-                    cp = cp << 4 | h;
-                }
-                j->p += 4;
-                ch = cp < 0x80 ? cp : -1;
-                break;
-            }
-            default:
-                return -1;
-            }
-        }
-        if (klen < sizeof(key))
-            key[klen] = (char)(ch < 0 ? 0 : ch);
-        if (klen <= sizeof(key))
-            klen++;
-    }
-    return -1;
-}
-
-/* A number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? Returns 0, or -1 if malformed. */
-static int json_number(struct json *j)
-{
-    unsigned char *p = j->p, *e = j->end;
-
-    if (p < e && *p == '-')
-        p++;
-    if (p >= e)
-        return -1;
-    if (*p == '0')
-        p++;
-    else if (*p >= '1' && *p <= '9')
-        while (p < e && *p >= '0' && *p <= '9')
-            p++;
-    else
-        return -1;
-    if (p < e && *p == '.') {
-        p++;
-        if (p >= e || *p < '0' || *p > '9')
-            return -1;
-        while (p < e && *p >= '0' && *p <= '9')
-            p++;
-    }
-    if (p < e && (*p == 'e' || *p == 'E')) {
-        p++;
-        if (p < e && (*p == '+' || *p == '-'))
-            p++;
-        if (p >= e || *p < '0' || *p > '9')
-            return -1;
-        while (p < e && *p >= '0' && *p <= '9')
-            p++;
-    }
-    j->p = p;
-    return 0;
-}
-
-static int json_literal(struct json *j, const char *lit)
-{
-    size_t n = strlen(lit);
-
-    if ((size_t)(j->end - j->p) < n || memcmp(j->p, lit, n) != 0)
-        return -1;
-    j->p += n;
-    return 0;
-}
-
-static int json_value(struct json *j, int depth);
-
-/* An object or array starting at j->p. For the top-level object (exp != NULL) each member named
- * "exp" is recorded: exp->p at its value if that is a number, else exp->p = NULL and exp->bad = 1.
+/*
+ * Decode one part of a compact JWS, s[0, n), into out (room for n / 4 * 3 + 2 bytes). RFC 7515
+ * section 2 encodes the parts as base64url with the trailing '=' removed, so a '=' is refused here
+ * (json_b64url_decode would accept padding). Returns the decoded length, or -1.
  */
-struct exp_seen {
-    unsigned char *num; /* start of the last exp's number, or NULL */
-    int found, bad;
-};
-
-static int json_container(struct json *j, int depth, struct exp_seen *exp)
+static long part_decode(const char *s, size_t n, unsigned char *out)
 {
-    unsigned char open = *j->p;
-    unsigned char close = open == '{' ? '}' : ']';
-
-    if (depth >= JSON_MAX_DEPTH)
+    if (memchr(s, '=', n))
         return -1;
-    j->p++;
-    json_ws(j);
-    if (j->p < j->end && *j->p == close) {
-        j->p++;
-        return 0;
-    }
-    for (;;) {
-        int is_exp = 0;
-
-        if (open == '{') {
-            is_exp = json_string(j);
-            if (is_exp < 0)
-                return -1;
-            json_ws(j);
-            if (j->p >= j->end || *j->p != ':')
-                return -1;
-            j->p++;
-            json_ws(j);
-        }
-        if (exp && is_exp) {
-            exp->found = 1;
-            if (j->p < j->end && (*j->p == '-' || (*j->p >= '0' && *j->p <= '9'))) {
-                exp->num = j->p;
-                exp->bad = 0;
-            } else {
-                exp->num = NULL;
-                exp->bad = 1;
-            }
-        }
-        if (json_value(j, depth + 1) < 0)
-            return -1;
-        json_ws(j);
-        if (j->p >= j->end)
-            return -1;
-        if (*j->p == close) {
-            j->p++;
-            return 0;
-        }
-        if (*j->p != ',')
-            return -1;
-        j->p++;
-        json_ws(j);
-    }
+    return json_b64url_decode(s, n, out);
 }
 
-static int json_value(struct json *j, int depth)
+/*
+ * The JSON number num[0, n), inside buf with a byte to spare after it, as clamped whole seconds.
+ * RFC 7519 section 2: a NumericDate may have a fraction; it is cut.
+ */
+static int64_t exp_seconds(unsigned char *buf, const char *num, size_t n)
 {
-    if (j->p >= j->end)
-        return -1;
-    switch (*j->p) {
-    case '{':
-    case '[':
-        return json_container(j, depth, NULL);
-    case '"':
-        return json_string(j) < 0 ? -1 : 0;
-    case 't':
-        return json_literal(j, "true");
-    case 'f':
-        return json_literal(j, "false");
-    case 'n':
-        return json_literal(j, "null");
-    default:
-        return json_number(j);
-    }
-}
-
-/* buf[0, n) (with one spare byte after it) is a whole JSON document that must be an object. */
-static int json_top_object(unsigned char *buf, size_t n, struct exp_seen *exp)
-{
-    struct json j = {buf, buf + n};
-
-    json_ws(&j);
-    if (j.p >= j.end || *j.p != '{')
-        return -1;
-    if (json_container(&j, 0, exp) < 0)
-        return -1;
-    json_ws(&j);
-    return j.p == j.end ? 0 : -1;
-}
-
-/* The number at num, which json_number accepted and which ends before end, as clamped seconds. */
-static int64_t exp_seconds(unsigned char *num, unsigned char *end)
-{
-    struct json j = {num, end};
-    unsigned char saved;
+    unsigned char *end = buf + (num - (const char *)buf) + n, saved = *end;
     double d;
 
-    json_number(&j);
-    saved = *j.p; /* j.p < end + 1: the buffer has a spare byte */
-    *j.p = '\0';
-    d = strtod((char *)num, NULL); /* JSON numbers are a subset of strtod's "C" locale syntax */
-    *j.p = saved;
+    *end = '\0';
+    d = strtod(num, NULL); /* JSON numbers are a subset of strtod's "C" locale syntax */
+    *end = saved;
     if (!(d > 0))
         return 0;
     if (d >= (double)JWTEXP_MAX_S)
@@ -310,10 +61,12 @@ static int64_t exp_seconds(unsigned char *num, unsigned char *end)
 
 int jwtexp_from_token(const char *tok, size_t len, int64_t *exp_s)
 {
+    static const char *const k_exp[] = {"exp"};
     unsigned char buf[DECODED_MAX + 1];
-    const char *dot1, *dot2;
-    struct exp_seen exp = {NULL, 0, 0};
+    const char *dot1, *dot2, *num;
+    size_t num_len;
     long n;
+    int rc;
 
     if (!tok || len == 0 || len > JWTEXP_MAX_TOKEN)
         return -EINVAL;
@@ -325,24 +78,24 @@ int jwtexp_from_token(const char *tok, size_t len, int64_t *exp_s)
         return -EINVAL; /* not three parts (a JWE has five) */
 
     /* The signature is not verified, but it must still look like one. */
-    for (const char *s = dot2 + 1; s < tok + len; s++)
-        if (b64url_val((unsigned char)*s) < 0)
-            return -EINVAL;
-    if ((len - (size_t)(dot2 + 1 - tok)) % 4 == 1)
+    if (part_decode(dot2 + 1, len - (size_t)(dot2 + 1 - tok), buf) < 0)
         return -EINVAL;
 
-    n = b64url_decode(tok, (size_t)(dot1 - tok), buf);
-    if (n <= 0 || json_top_object(buf, (size_t)n, NULL) < 0)
+    n = part_decode(tok, (size_t)(dot1 - tok), buf);
+    if (n <= 0 || json_check_object((const char *)buf, (size_t)n) < 0)
         return -EINVAL;
 
-    n = b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), buf);
-    if (n <= 0 || json_top_object(buf, (size_t)n, &exp) < 0)
+    n = part_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), buf);
+    if (n <= 0)
         return -EINVAL;
-    if (!exp.found)
-        return -ENOENT;
-    if (exp.bad)
-        return -EINVAL;
-    *exp_s = exp_seconds(exp.num, buf + n);
+    /* Found (a number or not) means the payload is an object with a top-level "exp"; -ENOENT
+     * also comes for valid JSON that is not an object, which is not a JWT payload. */
+    rc = json_get_number((const char *)buf, (size_t)n, k_exp, 1, &num, &num_len);
+    if (rc == -ENOENT)
+        return json_check_object((const char *)buf, (size_t)n) < 0 ? -EINVAL : -ENOENT;
+    if (rc < 0)
+        return -EINVAL; /* not JSON, or an exp that is not a number */
+    *exp_s = exp_seconds(buf, num, num_len);
     return 0;
 }
 

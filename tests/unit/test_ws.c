@@ -171,6 +171,28 @@ static void test_json(void)
     CHECK_INT(json_get_string(doc, strlen(doc), p6, 1, out, sizeof(out), &n), -ENOENT);
     CHECK_INT(json_get_string(doc, strlen(doc), p2, 1, out, sizeof(out), &n), -EPROTO);
     CHECK_INT(json_get_string(doc, strlen(doc), p3, 1, out, 4, &n), -EMSGSIZE);
+    /* The int64 limits, and past 2^64 (where v * 10 once wrapped: 18446744073709551620 read 4). */
+    static const struct {
+        const char *doc;
+        int rc;
+        int64_t v;
+    } ints[] = {
+        {"{\"n\":9223372036854775807}", 0, INT64_MAX},
+        {"{\"n\":-9223372036854775807}", 0, -INT64_MAX},
+        {"{\"n\":9223372036854775808}", -EMSGSIZE, 0},
+        {"{\"n\":18446744073709551615}", -EMSGSIZE, 0},
+        {"{\"n\":18446744073709551620}", -EMSGSIZE, 0},
+        {"{\"n\":-18446744073709551621}", -EMSGSIZE, 0},
+        {"{\"n\":46116860184273879040}", -EMSGSIZE, 0},
+        {"{\"n\":99999999999999999999999}", -EMSGSIZE, 0},
+    };
+    for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+        int rc = json_get_int(ints[i].doc, strlen(ints[i].doc), p2, 1, &v);
+
+        CHECK(rc == ints[i].rc && (rc != 0 || v == ints[i].v),
+              "%s: expected rc %d value %lld, got rc %d value %lld", ints[i].doc, ints[i].rc,
+              (long long)ints[i].v, rc, rc == 0 ? (long long)v : 0LL);
+    }
     const char *bad[] = {"",      "{",          "{\"a\":}",   "{\"a\":1,}",
                          "[1 2]", "{\"a\":01}", "\"\\x\"",    "{\"a\":\"\x01\"}",
                          "{} {}", "tru",        "{\"a\":1e}", "-"};
