@@ -487,13 +487,10 @@ static void *admin_main(void *arg)
     return NULL;
 }
 
-struct admin *admin_bind(struct daemon *d, char *err, size_t errlen)
+/* A listener for d on fd (and port) with no connections yet, or NULL with the reason in err. */
+static struct admin *admin_new(struct daemon *d, int fd, int port, char *err, size_t errlen)
 {
     struct admin *a = calloc(1, sizeof(*a));
-    const struct config_addr *addr = &d->cfg->admin;
-    struct sockaddr_storage got;
-    socklen_t gl = sizeof(got);
-    int one = 1;
 
     if (!a) {
         snprintf(err, errlen, "out of memory");
@@ -502,6 +499,21 @@ struct admin *admin_bind(struct daemon *d, char *err, size_t errlen)
     a->d = d;
     for (int i = 0; i < ADMIN_CONNS; i++)
         a->conns[i].fd = -1;
+    a->fd = fd;
+    a->port = port;
+    return a;
+}
+
+struct admin *admin_bind(struct daemon *d, char *err, size_t errlen)
+{
+    struct admin *a = admin_new(d, -1, 0, err, errlen);
+    const struct config_addr *addr = &d->cfg->admin;
+    struct sockaddr_storage got;
+    socklen_t gl = sizeof(got);
+    int one = 1;
+
+    if (!a)
+        return NULL;
     a->fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (a->fd < 0 || setsockopt(a->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         bind(a->fd, (const struct sockaddr *)&addr->sa, addr->len) < 0 || listen(a->fd, 64) < 0) {
@@ -519,18 +531,7 @@ struct admin *admin_bind(struct daemon *d, char *err, size_t errlen)
 
 struct admin *admin_adopt(struct daemon *d, int fd, int port, char *err, size_t errlen)
 {
-    struct admin *a = calloc(1, sizeof(*a));
-
-    if (!a) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    a->d = d;
-    for (int i = 0; i < ADMIN_CONNS; i++)
-        a->conns[i].fd = -1;
-    a->fd = fd;
-    a->port = port;
-    return a;
+    return admin_new(d, fd, port, err, errlen);
 }
 
 int admin_fd(const struct admin *a)

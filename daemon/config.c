@@ -863,6 +863,33 @@ static long read_secret(struct ctx *c, const char *path, char *buf, size_t max)
     return (long)len;
 }
 
+/* A bearer token from path (the flag opt names it) into out (CONFIG_TOKEN_MAX + 1 bytes): visible
+ * ASCII without spaces, not empty. 0, or -1 with the one line in c. */
+static int load_token(struct ctx *c, int opt, const int *from_env, const char *path, char *out,
+                      size_t *len)
+{
+    char buf[CONFIG_TOKEN_MAX + 2];
+    long n;
+
+    c->id = opt;
+    c->from_env = from_env[opt];
+    n = read_secret(c, path, buf, CONFIG_TOKEN_MAX);
+    if (n < 0)
+        return -1;
+    if (n == 0)
+        return fail(c, "%s is empty", c->shown);
+    for (long i = 0; i < n; i++)
+        if ((unsigned char)buf[i] <= 0x20 || (unsigned char)buf[i] >= 0x7f) {
+            OPENSSL_cleanse(buf, sizeof(buf));
+            return fail(c, "the token in %s must be visible ASCII without spaces", c->shown);
+        }
+    memcpy(out, buf, (size_t)n);
+    out[n] = '\0';
+    *len = (size_t)n;
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return 0;
+}
+
 /*
  * --bus-auth-file into cfg->bus: one line, "password" or "user:password" split at the first ':'
  * (a password holding ':' for the default user: "default:pa:ss"). Sent as RESP bulk strings, so
@@ -937,48 +964,14 @@ static int load_files(struct config *cfg, const int *from_env, char *err, size_t
         cfg->have_hash_key = 1;
         OPENSSL_cleanse(buf, sizeof(buf));
     }
-    if (cfg->admin_token_file[0]) {
-        char buf[CONFIG_TOKEN_MAX + 2];
-        long n;
-
-        c.id = OPT_ADMIN_TOKEN_FILE;
-        c.from_env = from_env[OPT_ADMIN_TOKEN_FILE];
-        n = read_secret(&c, cfg->admin_token_file, buf, CONFIG_TOKEN_MAX);
-        if (n < 0)
-            return -1;
-        if (n == 0)
-            return fail(&c, "%s is empty", c.shown);
-        for (long i = 0; i < n; i++)
-            if ((unsigned char)buf[i] <= 0x20 || (unsigned char)buf[i] >= 0x7f) {
-                OPENSSL_cleanse(buf, sizeof(buf));
-                return fail(&c, "the token in %s must be visible ASCII without spaces", c.shown);
-            }
-        memcpy(cfg->admin_token, buf, (size_t)n);
-        cfg->admin_token[n] = '\0';
-        cfg->admin_token_len = (size_t)n;
-        OPENSSL_cleanse(buf, sizeof(buf));
-    }
-    if (cfg->authentik_token_file[0]) {
-        char buf[CONFIG_TOKEN_MAX + 2];
-        long n;
-
-        c.id = OPT_AUTHENTIK_TOKEN_FILE;
-        c.from_env = from_env[OPT_AUTHENTIK_TOKEN_FILE];
-        n = read_secret(&c, cfg->authentik_token_file, buf, CONFIG_TOKEN_MAX);
-        if (n < 0)
-            return -1;
-        if (n == 0)
-            return fail(&c, "%s is empty", c.shown);
-        for (long i = 0; i < n; i++)
-            if ((unsigned char)buf[i] <= 0x20 || (unsigned char)buf[i] >= 0x7f) {
-                OPENSSL_cleanse(buf, sizeof(buf));
-                return fail(&c, "the token in %s must be visible ASCII without spaces", c.shown);
-            }
-        memcpy(cfg->authentik_token, buf, (size_t)n);
-        cfg->authentik_token[n] = '\0';
-        cfg->authentik_token_len = (size_t)n;
-        OPENSSL_cleanse(buf, sizeof(buf));
-    }
+    if (cfg->admin_token_file[0] &&
+        load_token(&c, OPT_ADMIN_TOKEN_FILE, from_env, cfg->admin_token_file, cfg->admin_token,
+                   &cfg->admin_token_len) < 0)
+        return -1;
+    if (cfg->authentik_token_file[0] &&
+        load_token(&c, OPT_AUTHENTIK_TOKEN_FILE, from_env, cfg->authentik_token_file,
+                   cfg->authentik_token, &cfg->authentik_token_len) < 0)
+        return -1;
     if (cfg->bus_auth_file[0]) {
         c.id = OPT_BUS_AUTH_FILE;
         c.from_env = from_env[OPT_BUS_AUTH_FILE];
