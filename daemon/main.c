@@ -181,6 +181,7 @@ int main(int argc, char **argv)
         else
             fprintf(stderr, "authcached: --shm %s: cannot open /dev/shm/%s: %s\n", cfg.shm_name,
                     cfg.shm_name, strerror(-rc));
+        admin_stop(admin); /* not started: closes and frees (a clean exit, also under LSan) */
         return 1;
     }
     /* The bus before anything can purge: workers and the admin listener publish through d.bus. */
