@@ -541,7 +541,14 @@ int admin_fd(const struct admin *a)
 
 int admin_run(struct admin *a)
 {
-    int rc = pthread_create(&a->thread, NULL, admin_main, a);
+    int rc;
+
+    /* Non-blocking accept: after a handover the listening socket is shared with the successor,
+     * and the connection poll announced may be the other daemon's by the time accept runs (a
+     * blocking accept then waited forever, and so did the drain that joins this thread). */
+    if (fcntl(a->fd, F_SETFL, fcntl(a->fd, F_GETFL) | O_NONBLOCK) < 0)
+        return -errno;
+    rc = pthread_create(&a->thread, NULL, admin_main, a);
 
     a->running = rc == 0;
     return -rc;

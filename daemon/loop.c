@@ -228,7 +228,13 @@ void *loop__main(void *arg)
         unsigned head, n = 0;
 
         conn__flush(w);
-        io_uring_submit_and_wait(&w->ring, 1);
+        if (w->draining) {
+            /* Draining ends by its deadline whatever completes: never wait past a tick for one. */
+            struct __kernel_timespec ts = w->tick_ts;
+            io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+        } else {
+            io_uring_submit_and_wait(&w->ring, 1);
+        }
         io_uring_for_each_cqe(&w->ring, head, cqe)
         {
             dispatch(w, cqe);
