@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "fuzz_check.h"
+#include "../unit/http_same.h"
 
 #define CAP 24
 
@@ -176,24 +177,6 @@ static void check_prefixes(const uint8_t *data, size_t size, size_t maxb, size_t
 }
 
 /* ---- 4: in two pieces ------------------------------------------------------------------------ */
-
-static int same_req(int ra, const struct http_req *a, int rb, const struct http_req *b)
-{
-    if (ra != rb)
-        return 0;
-    if (ra <= 0)
-        return 1;
-    if (a->method != b->method || a->method_len != b->method_len || a->target != b->target ||
-        a->target_len != b->target_len || a->minor_version != b->minor_version ||
-        a->nhdrs != b->nhdrs || a->content_length != b->content_length ||
-        a->chunked != b->chunked || a->keep_alive != b->keep_alive)
-        return 0;
-    for (size_t i = 0; i < a->nhdrs; i++)
-        if (a->hdrs[i].name != b->hdrs[i].name || a->hdrs[i].name_len != b->hdrs[i].name_len ||
-            a->hdrs[i].value != b->hdrs[i].value || a->hdrs[i].value_len != b->hdrs[i].value_len)
-            return 0;
-    return 1;
-}
 
 /* buf[0, len) (an exact heap copy) split at k: the first piece from an exact copy of its own. */
 static void check_split(const char *buf, size_t len, size_t k, size_t maxb, size_t cap, int ended)

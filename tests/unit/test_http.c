@@ -5,6 +5,7 @@
  * exactly-sized heap copy so the sanitizer build catches a read past the end.
  */
 #include "check.h"
+#include "http_same.h"
 #include "http.h"
 
 #include <limits.h>
@@ -401,26 +402,6 @@ static void test_requests(void)
                 break;
         }
     }
-}
-
-/* 1 if the results of two parses agree: the same code, or the same length and fields. */
-static int same_req(int ra, const struct http_req *a, int rb, const struct http_req *b)
-{
-    if (ra != rb)
-        return 0;
-    if (ra <= 0)
-        return 1;
-    if (a->method != b->method || a->method_len != b->method_len || a->target != b->target ||
-        a->target_len != b->target_len || a->minor_version != b->minor_version ||
-        a->nhdrs != b->nhdrs || a->content_length != b->content_length ||
-        a->chunked != b->chunked || a->keep_alive != b->keep_alive)
-        return 0;
-    for (size_t i = 0; i < a->nhdrs; i++) {
-        if (a->hdrs[i].name != b->hdrs[i].name || a->hdrs[i].name_len != b->hdrs[i].name_len ||
-            a->hdrs[i].value != b->hdrs[i].value || a->hdrs[i].value_len != b->hdrs[i].value_len)
-            return 0;
-    }
-    return 1;
 }
 
 /*
