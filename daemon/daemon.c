@@ -2,8 +2,10 @@
  * daemon.c — process-wide pieces shared by the workers: clocks, purges, and the names of results.
  * The IdP circuit breaker is breaker.c, the single-flight table flight.c.
  *
- * Purges: daemon_purge = daemon_purge_local (this segment) + bus_publish (the other nodes, with
- * --bus). What the bus receives goes to daemon_purge_local only, so a purge never travels twice.
+ * Purges: daemon_purge = purge_local (this segment, in place: the admin API answers with the
+ * count) + bus_publish (the other nodes, with --bus). Workers use daemon_purge_soon (stamped now,
+ * walked by the purge thread); what the bus receives goes to daemon_purge_received, which never
+ * publishes, so a purge never travels twice.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -125,7 +127,7 @@ static int purge_segment(struct daemon *d, const struct purge *p, const char *wh
 }
 
 /* Every purge ends here, whether it began on this node (daemon_purge) or on another one (bus.c). */
-int daemon_purge_local(struct daemon *d, const struct purge *p, const char *why)
+static int purge_local(struct daemon *d, const struct purge *p, const char *why)
 {
     int rc = purge_stamp(d, p);
 
@@ -242,7 +244,7 @@ int daemon_purge(struct daemon *d, const char *user, size_t user_len, const char
         shm_key_cred(&d->shm, SHM_CRED_COOKIE, session, session_len, p.cred[0]);
         shm_key_cred(&d->shm, SHM_CRED_AUTHORIZATION, session, session_len, p.cred[1]);
     }
-    n = daemon_purge_local(d, &p, why);
+    n = purge_local(d, &p, why);
     bus_publish(d->bus, &p); /* also when nothing was held here: the others may hold some */
     return n;
 }

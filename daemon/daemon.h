@@ -136,10 +136,6 @@ void daemon__purged_user(struct daemon *d, int n, const char *user, size_t len, 
 void daemon__purged_batch(struct daemon *d, int n, size_t purges, size_t users_found,
                           const char *why);
 
-/* Apply p on this node only: what the bus receiver calls (a received purge is never published
- * again). Returns the number of answers removed, or -errno; logs one line naming why. */
-int daemon_purge_local(struct daemon *d, const struct purge *p, const char *why);
-
 /* Wall-clock milliseconds: what answers' lifetimes mean (and nothing else: deadlines are
  * monotonic). daemon_clock_init, once at start, reads the tests' offset (daemon.c). */
 int64_t daemon_now_ms(void);

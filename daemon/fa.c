@@ -457,26 +457,24 @@ void fa__tick(struct worker *w)
 
 /* Purge what the cache knows of pr's session, off the request path (daemon_purge_soon): the
  * session's user if the exact key's answer names it, else the session's answers by their
- * credential digest (and the purge thread purges the users it finds among them). Returns 1 if the
- * user was known. */
-static int purge_session(struct worker *w, const struct policy_req *pr, const char *why)
+ * credential digest (and the purge thread purges the users it finds among them). */
+static void purge_session(struct worker *w, const struct policy_req *pr, const char *why)
 {
     struct shm_key k;
     struct shm_answer a;
     struct purge p = {.kind = PURGE_CREDS, .ncred = 1};
 
     if (!pr->has_cred)
-        return 0;
+        return;
     shm_key_query(&w->d->shm, &pr->q, &k, 1);
     if (shm_lookup(&w->d->shm, k.digest, w->now_ms, &a, w->lbuf, sizeof(w->lbuf), 0) == 0 &&
         a.user_len > 0) {
         struct purge pu = {.kind = PURGE_USER, .user = a.user, .user_len = a.user_len};
         daemon_purge_soon(w->d, &pu, 0, why);
-        return 1;
+        return;
     }
     memcpy(p.cred[0], k.cred, SHM_CRED_LEN);
     daemon_purge_soon(w->d, &p, 1, why);
-    return 0;
 }
 
 void fa__request(struct worker *w, struct conn *c, const struct http_req *req)
