@@ -1112,13 +1112,14 @@ static int cmd_check(const char *name)
         struct timespec ts = {0, CHECK_PAUSE_MS * 1000000L};
         nanosleep(&ts, NULL);
     }
-    printf("check /dev/shm/%s: %s entries=%llu slots=%llu dead=%llu bad=%llu records=%llu "
+    printf("check /dev/shm/%s: %s entries=%llu slots=%llu dead=%llu bad=%llu overwritten=%llu "
+           "records=%llu "
            "live_counter=%lld head_overrun=%llu passes=%d writers=%s first_problem=",
            name, bad ? "PROBLEMS" : "consistent", (unsigned long long)r.slots_live,
            (unsigned long long)r.slots_used, (unsigned long long)r.slots_dead,
-           (unsigned long long)r.slots_bad, (unsigned long long)r.records_walked,
-           (long long)r.live_counter, (unsigned long long)r.head_overrun, pass,
-           active ? "active" : "idle");
+           (unsigned long long)r.slots_bad, (unsigned long long)r.slots_overwritten,
+           (unsigned long long)r.records_walked, (long long)r.live_counter,
+           (unsigned long long)r.head_overrun, pass, active ? "active" : "idle");
     if (bad && r.first_problem[0])
         printf("\"%s\"\n", r.first_problem);
     else

@@ -827,6 +827,45 @@ static void problem(struct shm_check_report *r, const char *fmt, uint64_t a, uin
                  (unsigned long long)b);
 }
 
+/*
+ * A record header that sealed itself at ring offset o in an older lap than q: its position is below
+ * q, maps to o, and its length and checksum hold in place. Such bytes can only come from a writer
+ * that was descheduled for a whole lap of the log between its reservation and its stores
+ * (shm/README: "a writer descheduled for a lap").
+ */
+static int sealed_older(const struct shm *h, uint64_t o, uint64_t q, uint64_t *end)
+{
+    const struct shm_rec_sh *r = (const struct shm_rec_sh *)(h->ring + o);
+    uint64_t rp = load_acq(&r->pos);
+    uint32_t len = __atomic_load_n(&r->len, __ATOMIC_RELAXED);
+
+    if (rp >= q || rp % h->ring_size != o || len < SHM_REC_ALIGN || len > SHM_MAX_RECORD ||
+        o + len > h->ring_size)
+        return 0;
+    *end = o + len;
+    if (r->kind == SHM_REC_FILLER)
+        return 1;
+    return r->kind == SHM_REC_ANSWER && len >= REC_HDR &&
+           XXH3_64bits_withSeed((const uint8_t *)r + 16, len - 16, rp) == r->check;
+}
+
+/* Whether the record at q (in the live window, failing verification) was overwritten by such a late
+ * writer: a record or filler sealed by an older lap overlaps q's bytes. Readers treat the slot as a
+ * miss and writers clear it when they meet it; anything else failing verification is a real fault.
+ */
+static int overwritten_late(const struct shm *h, uint64_t q)
+{
+    uint64_t qo = q % h->ring_size, end;
+    const struct shm_rec_sh *rq = rec_at(h, q);
+    uint64_t qlen = rec_len_in_place(h, q, rq) ? rq->len : REC_HDR;
+    uint64_t o = qo > SHM_MAX_RECORD ? qo - SHM_MAX_RECORD : 0;
+
+    for (o -= o % SHM_REC_ALIGN; o < qo + qlen && o + REC_HDR <= h->ring_size; o += SHM_REC_ALIGN)
+        if (sealed_older(h, o, q, &end) && end > qo)
+            return 1;
+    return 0;
+}
+
 int shm_check(struct shm *h, int fix, struct shm_check_report *r)
 {
     static __thread uint8_t buf[SHM_MAX_RECORD];
@@ -855,6 +894,12 @@ int shm_check(struct shm *h, int fix, struct shm_check_report *r)
             rc = rec_copy(h, pos, buf, sizeof(buf));
             if (rc == COPY_GONE) {
                 r->slots_dead++;
+                continue;
+            }
+            if (rc == COPY_TORN && overwritten_late(h, pos)) {
+                r->slots_overwritten++;
+                if (fix && h->writable && cas(&h->index[b].slot[i], v, 0))
+                    r->slots_used--; /* the recount below stores slots_used */
                 continue;
             }
             s = slot_ref(h, c->digest);

@@ -238,6 +238,9 @@ void shm_stats_get(const struct shm *h, struct shm_stats *st);
 #define SHM_CHECK_MAX_OVERRUN (64u * SHM_MAX_RECORD)
 struct shm_check_report {
     uint64_t slots_used, slots_live, slots_dead, slots_bad, records_walked;
+    /* Slots whose record a writer descheduled for a whole lap of the log overwrote late (readers
+     * see a miss; not a fault, cleared by fix). */
+    uint64_t slots_overwritten;
     uint64_t head_overrun; /* bytes head is past tail + ring_size */
     int64_t live_counter;
     char first_problem[160];

@@ -400,6 +400,59 @@ static void test_foreach_and_check(void)
     shm_detach(&h);
 }
 
+/*
+ * A writer descheduled for a whole lap of the log between its reservation and its stores writes
+ * late, over a newer record (found by test_shm_crash on a busy CI machine). Replayed here: the
+ * bytes of an old record are written back at their ring offset after the ring has lapped. The newer
+ * answer there must read as a miss, never as the old one; shm_check must tell this (a record sealed
+ * by an older lap over the slot's bytes) from corruption, and fix must clear the slot.
+ */
+static void test_late_writer(void)
+{
+    static uint8_t old[SHM_MAX_RECORD];
+    struct shm h;
+    struct shm_check_report rep;
+    struct shm_answer a;
+    char c[32];
+    uint64_t p_old, len_old;
+    int victim = -1;
+
+    make(&h, 4096, 1);
+    CHECK_INT(put(&h, "late", "app1.test", "old-user", 200, 0), 0);
+    CHECK_INT(get(&h, "late", "app1.test", &a, 0), 0);
+    p_old = a.pos;
+    len_old = ((const struct shm_rec_sh *)buf)->len;
+    memcpy(old, h.ring + p_old % h.ring_size, len_old);
+    for (int i = 0; victim < 0 && i < 2000; i++) {
+        snprintf(c, sizeof(c), "n%d", i);
+        CHECK_INT(put(&h, c, "app1.test", "new-user", 200, 0), 0);
+        CHECK_INT(get(&h, c, "app1.test", &a, 0), 0);
+        if (a.pos > p_old + h.ring_size - len_old && a.pos % h.ring_size < p_old % h.ring_size + 16)
+            victim = i;
+    }
+    CHECK(victim >= 0, "no record landed over the old one's bytes");
+    CHECK_INT(shm_check(&h, 0, &rep), 0);
+    memcpy(h.ring + p_old % h.ring_size, old, len_old); /* the late stores */
+    snprintf(c, sizeof(c), "n%d", victim);
+    CHECK_INT(get(&h, c, "app1.test", &a, 0), -ENOENT);
+    CHECK_INT(get(&h, "late", "app1.test", &a, 0), -ENOENT);
+    CHECK_INT(shm_check(&h, 0, &rep), 0);
+    CHECK_INT(rep.slots_bad, 0);
+    CHECK_INT(rep.slots_overwritten, 1);
+    /* The same bytes without a valid older seal are corruption, not a late writer. */
+    struct shm_rec_sh *seal = (struct shm_rec_sh *)(h.ring + p_old % h.ring_size);
+    seal->check ^= 1;
+    CHECK_INT(shm_check(&h, 0, &rep), -EUCLEAN);
+    CHECK_INT(rep.slots_bad, 1);
+    CHECK_INT(rep.slots_overwritten, 0);
+    seal->check ^= 1;
+    CHECK_INT(shm_check(&h, 1, &rep), 0);
+    CHECK_INT(shm_check(&h, 0, &rep), 0);
+    CHECK_INT(rep.slots_overwritten, 0);
+    CHECK_INT(rep.live_counter, (int64_t)rep.slots_used);
+    shm_detach(&h);
+}
+
 /* Found by fuzz_shm: a scribbled head near 2^64 made shm_check's walk wrap around and run ~2^60
  * steps. It must return at once. */
 static void test_check_wrap(void)
@@ -432,6 +485,7 @@ int main(void)
     test_reuse_and_retire();
     test_foreach_and_check();
     test_check_wrap();
+    test_late_writer();
     char path[128];
     snprintf(path, sizeof(path), "/dev/shm/%s", seg);
     unlink(path);

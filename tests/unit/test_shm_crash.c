@@ -6,8 +6,9 @@
  * replace, delete, promotion, purge by user and by session, sweep), lets them run 2-40 ms and kills
  * a random number of them with SIGKILL. Afterwards:
  *  - the reader, alive throughout, saw 0 torn or mixed-up answers;
- *  - shm_check passes (no slot names a bad record), the live counter is off by at most one per
- * kill;
+ *  - shm_check passes (no slot names a bad record; a record overwritten by a writer that was
+ *    descheduled for a whole lap of the log is not a fault, see test_shm's test_late_writer), the
+ *    live counter is off by at most one per kill;
  *  - the table still works: a new writer's 500 answers are all found, by it and by the reader.
  */
 #include <signal.h>
@@ -172,6 +173,9 @@ int main(void)
     int rc = shm_check(&h, 0, &rep);
     CHECK(rc == 0, "consistency check after %d kills: %s", kills, rep.first_problem);
     CHECK_INT(rep.slots_bad, 0);
+    if (rep.slots_overwritten) /* a writer descheduled for a lap wrote late (shm/README.md) */
+        printf("note: %llu slots name records a late writer overwrote\n",
+               (unsigned long long)rep.slots_overwritten);
     int64_t drift = rep.live_counter - (int64_t)rep.slots_used;
     CHECK(drift >= -kills && drift <= kills, "live counter off by %lld after %d kills",
           (long long)drift, kills);
