@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "authcache.h"
@@ -97,8 +98,17 @@ static void open_or_die(const char *name, int rc)
     if (rc == -EPERM)
         die(2, "/dev/shm/%s is owned by neither root nor uid %u: refusing to read it", name,
             (unsigned)geteuid());
-    if (rc == -EACCES)
+    if (rc == -EACCES) {
+        char path[300];
+        struct stat st;
+        snprintf(path, sizeof(path), "/dev/shm/%s", name);
+        if (stat(path, &st) == 0 && !(st.st_mode & 022))
+            die(2,
+                "/dev/shm/%s is mode %04o, group %u: not readable by uid %u (the daemon's "
+                "--shm-group gives one group read)",
+                name, (unsigned)(st.st_mode & 07777), (unsigned)st.st_gid, (unsigned)geteuid());
         die(2, "/dev/shm/%s is writable by group or others: refusing to read it", name);
+    }
     if (rc < 0)
         die(2, "cannot open /dev/shm/%s: %s", name, strerror(-rc));
 }

@@ -35,6 +35,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <grp.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
@@ -67,6 +68,7 @@ enum opt_id {
     OPT_OUTAGE_GRACE,
     OPT_UPSTREAM_TIMEOUT,
     OPT_SHM,
+    OPT_SHM_GROUP,
     OPT_CAPACITY,
     OPT_WORKERS,
     OPT_HASH_KEY_FILE,
@@ -105,6 +107,8 @@ static const struct opt opts[OPT_COUNT] = {
                           "(default 15m)"},
     [OPT_UPSTREAM_TIMEOUT] = {"upstream-timeout", "DUR", "longest wait for the IdP (default 2s)"},
     [OPT_SHM] = {"shm", "NAME", "shared-memory segment /dev/shm/NAME (default authcache)"},
+    [OPT_SHM_GROUP] = {"shm-group", "GROUP",
+                       "let this group (name or gid) read the segment: mode 0640 (default 0600)"},
     [OPT_CAPACITY] = {"capacity", "N", "most answers kept (default 65536)"},
     [OPT_WORKERS] = {"workers", "N", "worker threads (default: online CPUs)"},
     [OPT_HASH_KEY_FILE] = {"hash-key-file", "FILE", "secret for the credential hash (>= 16 bytes)"},
@@ -580,6 +584,31 @@ static int parse_shm_name(struct ctx *c, const char *v, char out[CONFIG_SHM_NAME
     return 0;
 }
 
+/* A group name, else a number: the group must exist (a typo must not start a daemon whose readers
+ * all fail), and a number must be a gid the system knows. */
+static int parse_group(struct ctx *c, const char *v, struct config *cfg)
+{
+    char buf[4096], *e;
+    struct group gr, *found = NULL;
+    unsigned long n;
+
+    if (*v && getgrnam_r(v, &gr, buf, sizeof(buf), &found) == 0 && found) {
+        cfg->shm_group = (uint32_t)found->gr_gid;
+    } else {
+        errno = 0;
+        n = strtoul(v, &e, 10);
+        if (!*v || *e || errno || n >= UINT32_MAX || v[0] == '-')
+            return fail(c, "%s is not a group on this system (a name from /etc/group or a gid)",
+                        c->shown);
+        if (getgrgid_r((gid_t)n, &gr, buf, sizeof(buf), &found) != 0 || !found)
+            return fail(c, "%s is not a group on this system (a name from /etc/group or a gid)",
+                        c->shown);
+        cfg->shm_group = (uint32_t)n;
+    }
+    cfg->have_shm_group = 1;
+    return 0;
+}
+
 static int parse_file_name(struct ctx *c, const char *v, char out[PATH_MAX])
 {
     size_t n = strlen(v);
@@ -754,6 +783,8 @@ static int apply(struct config *cfg, struct ctx *c, const char *v, int first_of_
         return parse_duration_opt(c, v, 1, &cfg->upstream_timeout_ms);
     case OPT_SHM:
         return parse_shm_name(c, v, cfg->shm_name);
+    case OPT_SHM_GROUP:
+        return parse_group(c, v, cfg);
     case OPT_CAPACITY:
         if (parse_uint(c, v, CONFIG_CAPACITY_MIN, CONFIG_CAPACITY_MAX, &n) < 0)
             return -1;

@@ -104,6 +104,8 @@ struct config {
     int64_t outage_grace_ms;            /* >= 0 */
     int64_t upstream_timeout_ms;        /* > 0 */
     char shm_name[CONFIG_SHM_NAME_MAX + 1];
+    int have_shm_group; /* --shm-group: the segment is mode 0640 for this group */
+    uint32_t shm_group;
     uint64_t capacity;
     unsigned workers;
     char hash_key_file[PATH_MAX]; /* "" = none: a random key kept in the segment */

@@ -45,6 +45,20 @@ static unsigned raise_nofile(void)
     return rl.rlim_cur > (1u << 20) ? (1u << 20) : (unsigned)rl.rlim_cur;
 }
 
+/* chown to a group needs root or membership of that group. */
+static int may_give_group(gid_t g)
+{
+    gid_t list[256];
+    int n = getgroups(256, list);
+
+    if (geteuid() == 0 || getegid() == g)
+        return 1;
+    for (int i = 0; i < n; i++)
+        if (list[i] == g)
+            return 1;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct config cfg;
@@ -159,6 +173,16 @@ int main(int argc, char **argv)
     }
     sp.capacity = cfg.capacity;
     sp.key = cfg.have_hash_key ? cfg.hash_key : NULL;
+    sp.has_group = cfg.have_shm_group;
+    sp.group = cfg.shm_group;
+    if (cfg.have_shm_group && !may_give_group((gid_t)cfg.shm_group)) {
+        fprintf(stderr,
+                "authcached: --shm-group %u: this daemon (uid %u) is neither root nor a member of "
+                "that group, so it cannot give the segment to it\n",
+                (unsigned)cfg.shm_group, (unsigned)geteuid());
+        admin_stop(admin);
+        return 2;
+    }
     rc = shm_open_or_create(&d.shm, cfg.shm_name, &sp, &created);
     if (rc < 0) {
         if (rc == -ELOOP)
@@ -173,10 +197,16 @@ int main(int argc, char **argv)
                     "authcached: --shm %s: /dev/shm/%s is not owned by uid %u (this daemon): "
                     "refusing to use it\n",
                     cfg.shm_name, cfg.shm_name, (unsigned)geteuid());
+        else if (rc == -EACCES && cfg.have_shm_group)
+            fprintf(stderr,
+                    "authcached: --shm %s: /dev/shm/%s is writable by group or others, or "
+                    "readable by others or by a group other than %u (want mode 0640 or 0600): "
+                    "refusing to use it\n",
+                    cfg.shm_name, cfg.shm_name, (unsigned)cfg.shm_group);
         else if (rc == -EACCES)
             fprintf(stderr,
                     "authcached: --shm %s: /dev/shm/%s is readable or writable by group or others "
-                    "(want mode 0600): refusing to use it\n",
+                    "(want mode 0600; --shm-group allows group read): refusing to use it\n",
                     cfg.shm_name, cfg.shm_name);
         else
             fprintf(stderr, "authcached: --shm %s: cannot open /dev/shm/%s: %s\n", cfg.shm_name,

@@ -1021,20 +1021,51 @@ int shm_attach_mem(struct shm *h, void *mem, size_t len, int writable)
  * owns that nobody else can read or write: the table holds identity headers and the hash key. A
  * reader accepts root's or its own segment that nobody else can write. -EPERM for a foreign owner,
  * -EACCES for a loose mode, -EBADF for anything but a regular file. */
-static int owner_ok(const struct stat *st, int writable)
+static int in_my_groups(gid_t g)
 {
-    uid_t me = geteuid();
+    gid_t list[256];
+    int n = getgroups(256, list);
 
-    if (!S_ISREG(st->st_mode))
-        return -EBADF;
-    if (st->st_uid != me && (writable || st->st_uid != 0))
-        return -EPERM;
-    if (st->st_mode & (writable ? 077 : 022))
-        return -EACCES;
+    if (g == getegid())
+        return 1;
+    for (int i = 0; i < n; i++)
+        if (list[i] == g)
+            return 1;
     return 0;
 }
 
+/* A writer with --shm-group (p->has_group) also accepts group read for exactly that group. A reader
+ * accepts a foreign owner only through a group it is in that was given read (--shm-group): the
+ * members of that group are trusted as much as the daemon's user. */
+static int owner_ok(const struct stat *st, int writable, const struct shm_params *p)
+{
+    uid_t me = geteuid();
+    int group_read = (st->st_mode & 040) != 0;
+
+    if (!S_ISREG(st->st_mode))
+        return -EBADF;
+    if (writable) {
+        if (st->st_uid != me)
+            return -EPERM;
+        if (st->st_mode & 077 & ~(p && p->has_group && st->st_gid == p->group ? 040 : 0))
+            return -EACCES;
+        return 0;
+    }
+    if (st->st_mode & 022)
+        return -EACCES;
+    if (st->st_uid != me && st->st_uid != 0 && !(group_read && in_my_groups(st->st_gid)))
+        return -EPERM;
+    return 0;
+}
+
+static int attach(struct shm *h, const char *name, int writable, const struct shm_params *p);
+
 int shm_attach(struct shm *h, const char *name, int writable)
+{
+    return attach(h, name, writable, NULL);
+}
+
+static int attach(struct shm *h, const char *name, int writable, const struct shm_params *p)
 {
     char path[SEG_PATH_MAX];
     struct stat st;
@@ -1049,7 +1080,7 @@ int shm_attach(struct shm *h, const char *name, int writable)
     fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return -errno;
-    if (fstat(fd, &st) == 0 && (rc = owner_ok(&st, writable)) < 0) {
+    if (fstat(fd, &st) == 0 && (rc = owner_ok(&st, writable, p)) < 0) {
         close(fd);
         return rc;
     }
@@ -1130,7 +1161,8 @@ int shm_create(struct shm *h, const char *name, const struct shm_params *p)
     /* fallocate, not just ftruncate: the pages are reserved now, so a /dev/shm too small for the
      * segment is -ENOSPC here instead of SIGBUS at some later insert, and no insert pays for a page
      * fault. */
-    if (fchmod(fd, p->mode ? p->mode : 0600) < 0 || ftruncate(fd, (off_t)g.total) < 0 ||
+    if ((p->has_group && fchown(fd, (uid_t)-1, (gid_t)p->group) < 0) ||
+        fchmod(fd, p->has_group ? 0640 : 0600) < 0 || ftruncate(fd, (off_t)g.total) < 0 ||
         (rc = posix_fallocate(fd, 0, (off_t)g.total)) != 0) {
         rc = rc > 0 ? -rc : -errno;
         goto fail;
@@ -1198,15 +1230,23 @@ int shm_open_or_create(struct shm *h, const char *name, const struct shm_params 
         return -EINVAL;
     /* Only a segment that is absent or of another layout is (re)created; one that is unsafe to use
      * is refused, never silently replaced. */
-    rc = shm_attach(h, name, 1);
+    rc = attach(h, name, 1, p);
     if (rc < 0 && rc != -ENOENT && rc != -EPROTO)
         return rc;
     if (rc == 0) {
         int from_file = (h->hdr->flags & SHM_FLAG_KEY_FROM_FILE) != 0;
         int key_ok =
             p->key ? from_file && memcmp(h->hdr->key, p->key, SHM_KEY_LEN) == 0 : !from_file;
-        if (h->capacity == g.capacity && h->ring_size == g.ring_size && !shm_retired(h) && key_ok)
+        if (h->capacity == g.capacity && h->ring_size == g.ring_size && !shm_retired(h) && key_ok) {
+            /* Adopted as 0600 with --shm-group now given: open it to that group. */
+            if (p->has_group &&
+                (fchown(h->fd, (uid_t)-1, (gid_t)p->group) < 0 || fchmod(h->fd, 0640) < 0)) {
+                rc = -errno;
+                shm_detach(h);
+                return rc;
+            }
             return 0;
+        }
         shm_detach(h);
     }
     rc = shm_create(h, name, p);

@@ -38,7 +38,8 @@ struct shm_params {
     uint64_t capacity;   /* most live answers */
     uint64_t ring_bytes; /* bytes for records; 0 = capacity * SHM_DEFAULT_BYTES_PER_ENTRY */
     const uint8_t *key;  /* SHM_KEY_LEN bytes, or NULL for a random key */
-    uint32_t mode;       /* file mode, 0 = 0600 */
+    int has_group;       /* 1: the segment is mode 0640, group `group` (--shm-group), else 0600 */
+    uint32_t group;
 };
 #define SHM_DEFAULT_BYTES_PER_ENTRY 1536u
 
@@ -73,8 +74,10 @@ int shm_open_or_create(struct shm *h, const char *name, const struct shm_params 
 /* Attach an existing segment, read-only or read-write. -ENOENT if absent, -EPROTO if its header is
  * not a layout this code can use (bad magic, version, sizes or offsets). Opened with O_NOFOLLOW:
  * -ELOOP for a symlink, -EBADF for anything but a regular file; read-write needs our own file with
- * no group/other bits, read-only our own or root's with no group/other write; else -EPERM (owner)
- * or -EACCES (mode). shm_open_or_create returns these too instead of recreating the segment. */
+ * no group/other bits (shm_open_or_create: group read allowed when p names that group),
+ * read-only our own or root's, or one made group-readable for a group we are in, with no
+ * group/other write; else -EPERM (owner) or -EACCES (mode). shm_open_or_create returns these too
+ * instead of recreating the segment. */
 int shm_attach(struct shm *h, const char *name, int writable);
 
 /* Attach a segment given as raw bytes (fuzzing, tests): validates like shm_attach. The handle does
