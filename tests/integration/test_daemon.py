@@ -173,42 +173,53 @@ def single_flight_200_concurrent():
 
 @case
 def revalidation_and_refresh_ahead():
-    v = cookie("reval")
-    idp().session(v, "rita")
-    with daemon({"--fresh-ttl": "1s"}) as d:
-        expect(fa(d, "app1.test", "/", v), 200, "miss", "rita", "first request")
-        eq(idp().calls(v), 1, "IdP calls after the miss")
-        expect(fa(d, "app1.test", "/", v), 200, "hit", "rita", "second request")
-        time.sleep(1.1)
-        sent = time.monotonic()
-        expect(fa(d, "app1.test", "/", v), 200, "revalidated", "rita", "request after fresh-ttl")
-        got = time.monotonic()
-        eq(idp().calls(v), 2, "IdP calls after the revalidation")
-        # Last fifth of fresh-ttl ([800 ms, 1 s) after the confirmation): a hit that starts one
-        # background revalidation. The IdP is slow now; the client must not wait for it.
-        idp().fault(latency_ms=300)
-        try:
-            time.sleep(max(0.0, got + 0.85 - time.monotonic()))
-            check(time.monotonic() < sent + 1.0, "still inside fresh-ttl (test timing)")
-            r, dt = timed(lambda: fa(d, "app1.test", "/", v))
-            ahead = time.monotonic()
-            expect(r, 200, "hit", "rita", "request in the last fifth of fresh-ttl")
-            check(dt < 0.25, "the refresh-ahead hit is answered without waiting for the IdP "
-                  "(IdP latency 300 ms)", f"{dt:.3f}s")
-            for i in range(3):  # while the background call is out: hits, no second call
-                expect(fa(d, "app1.test", "/", v), 200, "hit", "rita",
-                       f"refresh-ahead hit #{i + 2}")
-            harness.wait_for(lambda: idp().calls(v) == 3, timeout=3.0,
-                             what="one background IdP call after the refresh-ahead hit "
-                                  f"(calls now {idp().calls(v)})")
-        finally:
-            idp().fault(latency_ms=0)
-        # The background answer (300 ms later) was stored: past the old fresh-ttl, a hit.
-        time.sleep(max(0.0, ahead + 0.5 - time.monotonic()))
-        expect(fa(d, "app1.test", "/", v), 200, "hit", "rita",
-               "request past the old fresh-ttl after the background revalidation")
-        eq(idp().calls(v), 3, "IdP calls: the background answer serves the next requests "
-           "(four hits in the last fifth started one call)")
+    """Past fresh-ttl a request revalidates in-band; in the last fifth of fresh-ttl a hit starts one
+    background call and does not wait for it. fresh-ttl 3 s, upstream-timeout 2 s: the refresh-ahead
+    window (the smaller of fresh-ttl / 5 and upstream-timeout) is 600 ms wide. A loaded
+    machine can make the test late: an attempt whose timing slipped is repeated with a new session
+    (at most 3)."""
+    with daemon({"--fresh-ttl": "3s", "--upstream-timeout": "2s"}) as d:
+        for attempt in range(3):
+            v = cookie(f"reval{attempt}")
+            idp().session(v, "rita")
+            expect(fa(d, "app1.test", "/", v), 200, "miss", "rita", "first request")
+            eq(idp().calls(v), 1, "IdP calls after the miss")
+            expect(fa(d, "app1.test", "/", v), 200, "hit", "rita", "second request")
+            time.sleep(3.1)
+            sent = time.monotonic()
+            expect(fa(d, "app1.test", "/", v), 200, "revalidated", "rita",
+                   "request after fresh-ttl")
+            got = time.monotonic()
+            eq(idp().calls(v), 2, "IdP calls after the revalidation")
+            # Last fifth of fresh-ttl ([2.4 s, 3 s) after the confirmation): a hit that starts
+            # one background revalidation. The IdP is slow now; the client must not wait for it.
+            idp().fault(latency_ms=1000)
+            try:
+                time.sleep(max(0.0, got + 2.5 - time.monotonic()))
+                r, dt = timed(lambda: fa(d, "app1.test", "/", v))
+                ahead = time.monotonic()
+                if ahead > sent + 2.9:
+                    continue  # not clearly inside the last fifth: try again
+                expect(r, 200, "hit", "rita", "request in the last fifth of fresh-ttl")
+                check(dt < 0.8, "the refresh-ahead hit is answered without waiting for the IdP "
+                      "(IdP latency 1 s)", f"{dt:.3f}s")
+                for i in range(3):  # while the background call is out: hits, no second call
+                    expect(fa(d, "app1.test", "/", v), 200, "hit", "rita",
+                           f"refresh-ahead hit #{i + 2}")
+                harness.wait_for(lambda: idp().calls(v) == 3, timeout=3.0,
+                                 what="one background IdP call after the refresh-ahead hit "
+                                      f"(calls now {idp().calls(v)})")
+            finally:
+                idp().fault(latency_ms=0)
+            # The background answer (1 s later) was stored: past the old fresh-ttl, a hit.
+            time.sleep(max(0.0, ahead + 1.3 - time.monotonic()))
+            expect(fa(d, "app1.test", "/", v), 200, "hit", "rita",
+                   "request past the old fresh-ttl after the background revalidation")
+            eq(idp().calls(v), 3, "IdP calls: the background answer serves the next requests "
+               "(four hits in the last fifth started one call)")
+            return
+        raise AssertionError("three attempts all too late for the last fifth of fresh-ttl "
+                             "(machine overloaded)")
 
 
 @case
