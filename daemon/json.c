@@ -361,9 +361,9 @@ int json_get_int(const char *doc, size_t len, const char *const *path, unsigned 
     }
     if (at < end) /* a fraction or an exponent */
         return -EPROTO;
-    if (v > (uint64_t)INT64_MAX)
+    if (v > (uint64_t)INT64_MAX + (uint64_t)neg) /* -2^63 is an int64_t, 2^63 is not */
         return -EMSGSIZE;
-    *out = neg ? -(int64_t)v : (int64_t)v;
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
     return 0;
 }
 
