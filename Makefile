@@ -41,7 +41,8 @@ Q := @
 endif
 
 SHM_SRC    := $(wildcard shm/*.c)
-CLIENT_SRC := $(filter-out client/cli.c,$(wildcard client/*.c))
+CLI_SRC    := client/cli.c client/top.c
+CLIENT_SRC := $(filter-out $(CLI_SRC),$(wildcard client/*.c))
 DAEMON_SRC := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
 IDP_SRC    := $(wildcard tests/idp/*.c)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
@@ -96,7 +97,7 @@ $(BUILD)/authcached: $(BUILD)/obj/daemon/main.o $(BUILD)/libdaemon.a $(BUILD)/li
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(DAEMON_LIBS)
 
-$(BUILD)/authcache: $(BUILD)/obj/client/cli.o $(BUILD)/libauthcache.a
+$(BUILD)/authcache: $(call obj,$(CLI_SRC)) $(BUILD)/libauthcache.a
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
