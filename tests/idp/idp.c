@@ -1650,19 +1650,33 @@ static const char *flag_value(int argc, char **argv, int *i, const char *flag)
     return argv[++*i];
 }
 
-static bool flag_bool(char **argv, const int *i, const char *flag, bool *out)
+/* true/on/1 or false/off/0; -1 for anything else. */
+static int bool_word(const char *v)
+{
+    if (!strcmp(v, "true") || !strcmp(v, "on") || !strcmp(v, "1"))
+        return 1;
+    if (!strcmp(v, "false") || !strcmp(v, "off") || !strcmp(v, "0"))
+        return 0;
+    return -1;
+}
+
+/* A switch: --flag, --flag=BOOL or --flag BOOL (BOOL: true|false|on|off|1|0). */
+static bool flag_bool(int argc, char **argv, int *i, const char *flag, bool *out)
 {
     size_t n = strlen(flag);
     if (strcmp(argv[*i], flag) == 0) {
-        *out = true;
+        int b = *i + 1 < argc ? bool_word(argv[*i + 1]) : -1;
+        *out = b != 0;
+        if (b >= 0)
+            ++*i;
         return true;
     }
     if (strncmp(argv[*i], flag, n) != 0 || argv[*i][n] != '=')
         return false;
-    const char *v = argv[*i] + n + 1;
-    if (strcmp(v, "true") != 0 && strcmp(v, "false") != 0)
-        die_usage("%s=%s: want true or false", flag, v);
-    *out = strcmp(v, "true") == 0;
+    int b = bool_word(argv[*i] + n + 1);
+    if (b < 0)
+        die_usage("%s: want true|false|on|off|1|0", argv[*i]);
+    *out = b;
     return true;
 }
 
@@ -1726,11 +1740,11 @@ static void parse_args(int argc, char **argv)
                 die_usage("--app: at most %d applications", MAX_APPS);
             apps_given = true;
             apps[napps++] = v;
-        } else if (flag_bool(argv, &i, "--set-xauthrequest", &b)) {
+        } else if (flag_bool(argc, argv, &i, "--set-xauthrequest", &b)) {
             cfg.set_xauthrequest = b;
-        } else if (flag_bool(argv, &i, "--skip-jwt-bearer-tokens", &b)) {
+        } else if (flag_bool(argc, argv, &i, "--skip-jwt-bearer-tokens", &b)) {
             cfg.skip_jwt_bearer_tokens = b;
-        } else if (flag_bool(argv, &i, "--deny-invalid-jwts", &b)) {
+        } else if (flag_bool(argc, argv, &i, "--deny-invalid-jwts", &b)) {
             cfg.deny_invalid_jwts = b;
         } else if ((v = flag_value(argc, argv, &i, "--cookie-refresh"))) {
             char *end;

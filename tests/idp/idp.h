@@ -159,8 +159,8 @@ struct conn {
     bool close_after;   /* answer the current request, then close */
     bool keep_alive_10; /* HTTP/1.0 client that asked for keep-alive */
     bool head;
-    int status;       /* of the current answer, for the log */
-    char peer[48];    /* the TCP peer's address, text */
+    int status;    /* of the current answer, for the log */
+    char peer[48]; /* the TCP peer's address, text */
     size_t in_len, in_off, discard, out_len;
     char in[IN_CAP];
     char out[OUT_CAP];
@@ -205,7 +205,7 @@ bool basic_parse(struct str auth, char *user, size_t ucap, char *pass, size_t pc
 /* "Bearer <token>" → the token; false when not Bearer. */
 bool bearer_parse(struct str auth, struct str *token);
 bool in_group(const char *groups, const char *group); /* groups '|'-joined */
-bool host_normalize(struct str h, char *out);          /* out: MAX_HOST+1 */
+bool host_normalize(struct str h, char *out);         /* out: MAX_HOST+1 */
 /* Parses an IPv4/IPv6 address (no port) into 16 bytes; false when it is not one. */
 bool ip_parse(struct str s, uint8_t out[16]);
 bool cidr_parse(const char *s, struct cidr *c);
@@ -248,8 +248,8 @@ void resp_text(struct conn *c, int status, const char *body);
 /* ---- the modes: answer one forward-auth check (fault already applied) ---- */
 
 /* Which endpoint a request on the forward-auth listener is for; 0 = none (404), or a mode-specific
- * positive kind passed back to the mode's answer. count: whether it is a forward-auth check (counted
- * in /calls) or a normal request (sign-out). */
+ * positive kind passed back to the mode's answer. count: whether it is a forward-auth check
+ * (counted in /calls) or a normal request (sign-out). */
 int authentik_route(const struct req *r, bool *count);
 void authentik_answer(struct conn *c, const struct req *r, int kind);
 void authentik_parse_app(const char *spec);

@@ -93,8 +93,8 @@ static bool target_get(const struct req *r, int kind, struct target *t)
     } else {
         ok = r->fwd_proto.n && r->fwd_host.n && r->fwd_uri.n &&
              (size_t)snprintf(t->url, sizeof t->url, "%.*s://%.*s%.*s", (int)r->fwd_proto.n,
-                              r->fwd_proto.p, (int)r->fwd_host.n, r->fwd_host.p,
-                              (int)r->fwd_uri.n, r->fwd_uri.p) < sizeof t->url;
+                              r->fwd_proto.p, (int)r->fwd_host.n, r->fwd_host.p, (int)r->fwd_uri.n,
+                              r->fwd_uri.p) < sizeof t->url;
         method = r->fwd_method;
     }
     if (kind == AU_LEGACY && method.n == 0)
@@ -177,7 +177,8 @@ static enum policy required_level(const char *host, const char *object, const ch
     snprintf(m, sizeof m, ",%s,", method);
     for (int i = 0; i < cfg.nrules; i++) {
         const struct rule *ru = &cfg.rules[i];
-        if (rule_host(ru->host, host) && (!ru->has_path || regexec(&ru->path, object, 0, NULL, 0) == 0) &&
+        if (rule_host(ru->host, host) &&
+            (!ru->has_path || regexec(&ru->path, object, 0, NULL, 0) == 0) &&
             (!ru->methods[0] || strstr(ru->methods, m)) &&
             (!ru->nnets || cidr_match(ru->nets, ru->nnets, ip)) && rule_subject(ru, s)) {
             *subjects = ru->subjects[0] != '\0';
@@ -245,7 +246,9 @@ static void redirect(struct conn *c, int status, const char *location, const cha
         return;
     }
     int n = snprintf(body, sizeof body, "<a href=\"%s\">%d %s</a>", esc, status,
-                     status == 302 ? "Found" : status == 303 ? "See Other" : "Unauthorized");
+                     status == 302   ? "Found"
+                     : status == 303 ? "See Other"
+                                     : "Unauthorized");
     resp_finish(c, "text/html; charset=utf-8", body, (size_t)n);
 }
 

@@ -112,7 +112,8 @@ void authentik_answer(struct conn *c, const struct req *r, int kind)
     struct str proto =
         r->fwd_proto.n && r->fwd_proto.n <= 8 ? r->fwd_proto : (struct str){"http", 4};
     struct str cookie = r->has_cookie && cookie_ok(r->cookie) ? r->cookie : (struct str){"", 0};
-    struct str back_host = app->domain[0] ? (struct str){app->host, strlen(app->host)} : r->fwd_host;
+    struct str back_host =
+        app->domain[0] ? (struct str){app->host, strlen(app->host)} : r->fwd_host;
     const struct str req_parts[] = {proto, r->fwd_host, r->fwd_uri, r->path};
     char fresh[NEW_COOKIE_LEN + 1];
 
