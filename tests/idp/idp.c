@@ -25,6 +25,9 @@
  *                 [--mode authentik|oauth2-proxy|authelia] [--jwt-secret S] [--cookie-name NAME]
  *                 [--quiet]
  *   authentik:    [--app HOST[;allow=GROUP][;skip=PREFIX,...][;domain=COOKIE_DOMAIN]]...
+ *                 (default: app1.test, app2.test;allow=admins, open.test;skip=/public/; in
+ *                 authelia mode the apps also become rules after the --rule ones; oauth2-proxy
+ *                 mode ignores them)
  *   oauth2-proxy: [--set-xauthrequest[=true|false]] [--cookie-refresh SECONDS]
  *                 [--skip-jwt-bearer-tokens] [--deny-invalid-jwts]
  *                 [--skip-auth-route [METHOD=]REGEX]... [--trusted-ip CIDR]...
@@ -1794,8 +1797,6 @@ static void parse_args(int argc, char **argv)
                                                         : "authentik_proxy_3f2a1b0c";
     if (cfg.mode == MODE_AUTHELIA && cfg.ncookie_domains == 0)
         strcpy(cfg.cookie_domains[cfg.ncookie_domains++], "test");
-    if (apps_given && cfg.mode != MODE_AUTHENTIK)
-        die_usage("--app is for --mode authentik");
     for (int i = 0; i < napps; i++)
         authentik_parse_app(apps[i]);
     if (!apps_given) {
@@ -1803,6 +1804,11 @@ static void parse_args(int argc, char **argv)
         authentik_parse_app("app2.test;allow=admins");
         authentik_parse_app("open.test;skip=/public/");
     }
+    /* Authelia: the applications become access-control rules after the --rule ones, so one
+     * --app list describes the same site to every mode. oauth2-proxy has no per-host policy. */
+    if (cfg.mode == MODE_AUTHELIA)
+        for (int i = 0; i < cfg.napps; i++)
+            authelia_rules_from_app(&cfg.apps[i]);
 }
 
 int main(int argc, char **argv)

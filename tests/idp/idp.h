@@ -33,7 +33,7 @@
 #define MAX_SECRET 256 /* a Basic password or a bearer token */
 #define MAX_EXTRA 1024 /* a session's extra header lines (authentik additionalHeaders) */
 #define MAX_HDR 4096   /* a session's rendered authentik identity lines */
-#define MAX_RULES 64
+#define MAX_RULES 256
 #define MAX_ROUTES 32
 #define MAX_CIDRS 16
 #define MAX_COOKIE_DOMAINS 8
@@ -261,6 +261,10 @@ void oauth2_proxy_parse_route(const char *spec);
 int authelia_route(const struct req *r, bool *count);
 void authelia_answer(struct conn *c, const struct req *r, int kind);
 void authelia_parse_rule(const char *spec);
+/* Appends the rules that play an --app in Authelia: per skip prefix host=H;path=^PREFIX;bypass,
+ * then with allow=G host=H;subject=group:G;one_factor and host=H;deny, else host=H;one_factor (a
+ * domain-mode app: the same for *.DOMAIN and DOMAIN). */
+void authelia_rules_from_app(const struct app *a);
 
 __attribute__((format(printf, 1, 2), noreturn)) void die_usage(const char *fmt, ...);
 

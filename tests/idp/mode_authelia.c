@@ -417,3 +417,40 @@ void authelia_parse_rule(const char *spec)
         die_usage("--rule %s: needs policy=", spec);
     cfg.nrules++;
 }
+
+static void rules_for_host(const struct app *a, const char *host)
+{
+    char spec[1024], re[2 * MAX_PREFIX + 2];
+    for (int i = 0; i < a->nskip; i++) {
+        size_t o = 0;
+        re[o++] = '^';
+        for (const char *p = a->skip[i]; *p; p++) {
+            if (strchr(".[]{}()\\*+?^$|", *p))
+                re[o++] = '\\';
+            re[o++] = *p;
+        }
+        re[o] = '\0';
+        snprintf(spec, sizeof spec, "host=%s;path=%s;policy=bypass", host, re);
+        authelia_parse_rule(spec);
+    }
+    if (a->allow[0]) {
+        snprintf(spec, sizeof spec, "host=%s;subject=group:%s;policy=one_factor", host, a->allow);
+        authelia_parse_rule(spec);
+        snprintf(spec, sizeof spec, "host=%s;policy=deny", host);
+    } else {
+        snprintf(spec, sizeof spec, "host=%s;policy=one_factor", host);
+    }
+    authelia_parse_rule(spec);
+}
+
+void authelia_rules_from_app(const struct app *a)
+{
+    char wild[MAX_HOST + 3];
+    if (!a->domain[0]) {
+        rules_for_host(a, a->host);
+        return;
+    }
+    snprintf(wild, sizeof wild, "*.%s", a->domain);
+    rules_for_host(a, wild);
+    rules_for_host(a, a->domain);
+}

@@ -548,7 +548,8 @@ def oauth2_proxy_allow_deny_and_query_checks():
     eq(r.status, 401, "a whole cookie (unknown) hides split parts")
     r = harness.request(p.port, "GET", "/oauth2/auth", [("Cookie", "_oauth2_proxy_0=o-a; _oauth2_proxy_1=nn")])
     eq(r.header("X-Auth-Request-User"), "ann", "split cookies _0 and _1 are joined")
-    q = start_mode("oauth2-proxy", name="idp-o2p-quiet")
+    q = start_mode("oauth2-proxy", ["--set-xauthrequest", "false", "--app", "ignored.test"],
+                   name="idp-o2p-quiet")
     register(q, "o-ann", "ann")
     r = harness.request(q.port, "GET", "/oauth2/auth", [("Cookie", "_oauth2_proxy=o-ann")])
     eq(r.status, 202, "status without --set-xauthrequest")
@@ -791,6 +792,24 @@ def authelia_auth_request_and_legacy_verify():
     r = fwd("app.test", "/x", endpoint="/api/verify?auth=basic",
             headers=[("Authorization", basic("bob", "pw-bob"))])
     eq(r.header("Remote-User"), "bob", "legacy ?auth=basic reads Authorization")
+
+
+@case
+def authelia_apps_become_rules():
+    """The --app list (here the default one) plays the same site in Authelia mode."""
+    p = start_mode("authelia", ["--app", "app1.test", "--app", "app2.test;allow=admins",
+                                "--app", "open.test;skip=/public/,/a.b"], name="idp-au-apps")
+    register(p, "aa-amy", "amy", ["users"])
+    register(p, "aa-root", "root", ["admins"])
+    for host, uri, cookie, want in (
+            ("app1.test", "/", "aa-amy", 200), ("app1.test", "/", None, 302),
+            ("app2.test", "/", "aa-amy", 403), ("app2.test", "/", "aa-root", 200),
+            ("app2.test", "/", None, 302),
+            ("open.test", "/public/x", None, 200), ("open.test", "/private", None, 302),
+            ("open.test", "/a.b", None, 200), ("open.test", "/axb", None, 302),
+            ("unknown.test", "/", "aa-amy", 403)):
+        eq(fwd(host, uri, cookie, port=p.port).status, want, f"{host}{uri} cookie {cookie}")
+    eq(fwd("app1.test", "/", "aa-amy", port=p.port).header("Remote-User"), "amy", "identity")
 
 
 @case
