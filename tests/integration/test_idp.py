@@ -478,10 +478,11 @@ def authentik_header_auth_after_the_cookie():
         eq(again.header("Set-Cookie"), sc, "the same question gets the same cookie")
         r = ak_auth(idp, "app1.test", "/", cookie=value)
         eq(r.header("X-authentik-username"), "hank", "the new cookie is a session of hank")
-    r = ak_auth(idp, "app1.test", "/", cookie="hb-alice", headers=[("Authorization", "Bearer tok-hank")])
+    hank = [("Authorization", "Bearer tok-hank")]
+    r = ak_auth(idp, "app1.test", "/", cookie="hb-alice", headers=hank)
     eq(r.header("X-authentik-username"), "alice", "the cookie wins over Authorization")
     eq(r.header("Set-Cookie"), None, "no new cookie when the cookie logged in")
-    r = ak_auth(idp, "app1.test", "/", cookie="no-such", headers=[("Authorization", "Bearer tok-hank")])
+    r = ak_auth(idp, "app1.test", "/", cookie="no-such", headers=hank)
     eq(r.header("X-authentik-username"), "hank", "an unknown cookie falls back to the header")
     eq(ak_auth(idp, "app1.test", "/", headers=[("Authorization", basic("hank", "wrong"))]).status,
        302, "a wrong password")
@@ -546,7 +547,8 @@ def oauth2_proxy_allow_deny_and_query_checks():
                         harness.auth_headers("a.test", "/", "x", "_oauth2_proxy") +
                         [("Cookie", "_oauth2_proxy_0=o-a; _oauth2_proxy_1=nn")])
     eq(r.status, 401, "a whole cookie (unknown) hides split parts")
-    r = harness.request(p.port, "GET", "/oauth2/auth", [("Cookie", "_oauth2_proxy_0=o-a; _oauth2_proxy_1=nn")])
+    r = harness.request(p.port, "GET", "/oauth2/auth",
+                        [("Cookie", "_oauth2_proxy_0=o-a; _oauth2_proxy_1=nn")])
     eq(r.header("X-Auth-Request-User"), "ann", "split cookies _0 and _1 are joined")
     q = start_mode("oauth2-proxy", ["--set-xauthrequest", "false", "--app", "ignored.test"],
                    name="idp-o2p-quiet")
@@ -631,13 +633,15 @@ def oauth2_proxy_cookie_refresh_and_sign_out():
     eq(r2.header("Set-Cookie"), sc, "the same question, the same new cookie")
     eq(ask(m.group(1)).header("X-Auth-Request-User"), "dan", "the new value is dan's session")
     p.reset()
-    r = harness.request(p.port, "GET", "/oauth2/sign_out?rd=/bye", [("Cookie", "_oauth2_proxy=or-dan")])
+    r = harness.request(p.port, "GET", "/oauth2/sign_out?rd=/bye",
+                        [("Cookie", "_oauth2_proxy=or-dan")])
     eq(r.status, 302, "sign_out status")
     eq(r.header("Location"), "/bye", "sign_out Location")
     check(re.match(r"_oauth2_proxy=; Path=/; Expires=Thu, 01 Jan 1970", r.header("Set-Cookie", "")),
           "sign_out clears the cookie", r.header("Set-Cookie"))
     eq(p.calls(), 0, "sign_out is not a forward-auth check")
-    eq(ask("or-dan", "/oauth2/sign_out").status, 202, "a check of the sign_out path is just a check")
+    eq(ask("or-dan", "/oauth2/sign_out").status, 202,
+       "a check of the sign_out path is just a check")
 
 
 AU_RULES = ["--rule", "host=public.test;policy=bypass",
@@ -848,7 +852,8 @@ def answers_are_deterministic():
     asks = [
         (a, "/outpost.goauthentik.io/auth/traefik", harness.auth_headers("app1.test", "/p?q=1")),
         (a, "/outpost.goauthentik.io/auth/nginx", harness.auth_headers("wiki.corp.test", "/")),
-        (a, "/outpost.goauthentik.io/auth/traefik", harness.auth_headers("app1.test", "/", "det-1")),
+        (a, "/outpost.goauthentik.io/auth/traefik",
+         harness.auth_headers("app1.test", "/", "det-1")),
         (a, "/outpost.goauthentik.io/auth/traefik",
          harness.auth_headers("app1.test", "/") + [("Authorization", "Bearer tok-dee")]),
         (o, "/oauth2/auth", [("Cookie", "_oauth2_proxy=det-1")]),
