@@ -1,24 +1,45 @@
 /*
  * idp.c — the test identity provider. A small HTTP/1.1 server that answers forward-auth checks the
- * way authentik's embedded outpost does in forward-auth mode (traefik/caddy/envoy/nginx endpoints,
- * session cookie, login callback, sign-out, unauthenticated paths, group allow-lists, X-authentik-*
- * identity headers with a real HS256 JWT), plus a second listener through which tests create
- * sessions, inject faults (500, 503, refuse, hang, reset, garbage, latency, and two that start the
- * real answer: reset-mid cuts it off halfway with a reset, drip trickles it out) and read call
- * counters.
+ * way one of three IdPs does (--mode): authentik's embedded outpost (the default:
+ * mode_authentik.c), oauth2-proxy's /oauth2/auth (mode_oauth2_proxy.c) or Authelia's
+ * /api/authz/forward-auth, auth-request and /api/verify (mode_authelia.c). Beside the forward-auth
+ * listener it has a control listener through which tests create sessions and credentials, inject
+ * faults (500, 503, refuse, hang, reset, garbage, latency, and two that start the real answer:
+ * reset-mid cuts it off halfway with a reset, drip trickles it out) and read call counters, and an
+ * optional oracle listener that answers exactly like the forward-auth one but is never faulted nor
+ * counted (a differential test asks it what the IdP alone says).
  *
  * Design: one thread per connection with blocking sockets and its own in/out buffers. Pipelined
  * requests are parsed from the input buffer in order; their answers are batched in the output
  * buffer and written when the input holds no further complete request. All sessions live in one
  * hash table keyed by cookie value behind one mutex; an entry also carries that cookie's call
- * counter. A session's identity headers (its signed JWT included) are rendered once when it is
- * created, so an allowed check costs one lookup and one memcpy. The fault state is one struct
+ * counter. Registered credentials (Basic user:password, bearer tokens) sit in a list under the same
+ * mutex and name the cookie whose session they log in as. A session's authentik identity headers
+ * (its signed JWT included) are rendered once when it is created. The fault state is one struct
  * behind a mutex and a condition variable: "refuse" makes the accept thread close the listening
  * socket (see fault_set()), "hang" parks connection threads on the condition variable until the
- * mode changes.
+ * mode changes. Answers are deterministic: nothing random goes into them but a session's sid,
+ * which is part of the session (see idp.h).
  *
- * Usage: test-idp --listen HOST:PORT --control HOST:PORT [--threads N] [--jwt-secret S]
- *                 [--cookie-name NAME] [--app HOST[;allow=GROUP][;skip=PREFIX,...]]... [--quiet]
+ * Usage: test-idp --listen HOST:PORT --control HOST:PORT [--oracle HOST:PORT] [--threads N]
+ *                 [--mode authentik|oauth2-proxy|authelia] [--jwt-secret S] [--cookie-name NAME]
+ *                 [--quiet]
+ *   authentik:    [--app HOST[;allow=GROUP][;skip=PREFIX,...][;domain=COOKIE_DOMAIN]]...
+ *                 (default: app1.test, app2.test;allow=admins, open.test;skip=/public/; in
+ *                 authelia mode the apps also become rules after the --rule ones; oauth2-proxy
+ *                 mode ignores them)
+ *   oauth2-proxy: [--set-xauthrequest[=true|false]] [--cookie-refresh SECONDS]
+ *                 [--skip-jwt-bearer-tokens] [--deny-invalid-jwts]
+ *                 [--skip-auth-route [METHOD=]REGEX]... [--trusted-ip CIDR]...
+ *   authelia:     [--rule 'host=H;path=REGEX;methods=GET,HEAD;networks=CIDR[,CIDR];
+ *                          subject=group:G|user:U;policy=bypass|one_factor|deny']...
+ *                 [--default-policy deny|one_factor] [--cookie-domain D]... [--portal URL]
+ *
+ * Control API (any method): /session?cookie=V&user=U[&groups=a|b][&entitlements=a|b][&email=E]
+ * [&ttl=S][&basic=PASSWORD][&bearer=TOKEN][&extra=Name:value]... registers a session and the
+ * credentials U:PASSWORD and TOKEN that log in as it; /end?cookie=V or /end?user=U ends sessions
+ * and revokes that user's credentials; /fault?mode=M&latency_ms=N; /calls[?cookie=V]; /reset;
+ * /healthz.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -41,97 +62,30 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SIGN_OUT_PATH "/outpost.goauthentik.io/sign_out"
-#define CALLBACK_PATH "/outpost.goauthentik.io/callback"
-#define IDP_ORIGIN "https://idp.test"
+#include "idp.h"
+
 #define JWT_ISSUER "https://idp.test/application/o/test-idp/"
-#define OUTPOST_NAME "authentik Embedded Outpost"
-#define OUTPOST_VERSION "goauthentik.io/outpost/2024.8.3"
-
-#define MAX_APPS 32
-#define MAX_SKIPS 8
-#define MAX_HOST 255
-#define MAX_PREFIX 255
-#define MAX_COOKIE 256 /* longer cookie values are treated as absent */
-#define MAX_USER 64
-#define MAX_GROUPS 512
-#define MAX_TTL (366L * 86400)
-#define DEFAULT_TTL 3600
-#define COOKIE_MAX_AGE 86400
-#define NEW_COOKIE_LEN 32
-
-#define IN_CAP (32 * 1024)      /* largest request head */
-#define OUT_CAP (64 * 1024)     /* answers batched per connection */
-#define OUT_RESERVE (16 * 1024) /* bigger than any one answer: flush when less is free */
 #define THREAD_STACK (512 * 1024)
 #define DEFAULT_MAX_CONNS 4096
 #define MAX_CONTROL_CONNS 64
+#define MAX_CREDS 65536
 #define NBUCKETS (1u << 16)
 #define MAX_ENTRIES (1u << 18) /* cookies remembered; past this new cookies are not counted */
 
-struct str {
-    const char *p;
-    size_t n;
-};
-
 /* ---- configuration: parsed once in main(), read-only afterwards ---- */
 
-struct app {
-    char host[MAX_HOST + 1];  /* lower case, no port */
-    char slug[64];            /* first label of host: client_id, meta-app */
-    char allow[MAX_USER + 1]; /* group required; "" = any logged-in user */
-    char skip[MAX_SKIPS][MAX_PREFIX + 1];
-    int nskip;
-    char meta[1024]; /* the X-authentik-meta-* header lines */
-    size_t meta_len;
-};
-
-static struct {
-    struct sockaddr_in listen_addr, control_addr;
-    const char *listen_arg, *control_arg;
-    int max_conns;
-    const char *jwt_secret;
-    const char *cookie_name;
-    bool quiet;
-    struct app apps[MAX_APPS];
-    int napps;
-} cfg = {
+struct idp_cfg cfg = {
     .max_conns = DEFAULT_MAX_CONNS,
     .jwt_secret = "authcache-test-idp-secret",
-    .cookie_name = "authentik_proxy_3f2a1b0c",
+    .mode = MODE_AUTHENTIK,
+    .default_policy = POLICY_DENY,
+    .portal = "https://auth.test/",
 };
 
 /* ---- small string helpers ---- */
 
-static bool str_eq(struct str a, const char *b)
-{
-    size_t n = strlen(b);
-    return a.n == n && memcmp(a.p, b, n) == 0;
-}
-
-static bool str_has_prefix(struct str a, const char *b)
-{
-    size_t n = strlen(b);
-    return a.n >= n && memcmp(a.p, b, n) == 0;
-}
-
-static bool str_caseeq(struct str a, const char *b)
-{
-    size_t n = strlen(b);
-    return a.n == n && strncasecmp(a.p, b, n) == 0;
-}
-
-static struct str str_trim(struct str s)
-{
-    while (s.n && (s.p[0] == ' ' || s.p[0] == '\t'))
-        s.p++, s.n--;
-    while (s.n && (s.p[s.n - 1] == ' ' || s.p[s.n - 1] == '\t'))
-        s.n--;
-    return s;
-}
-
 /* A user name, group list or header value we echo: printable ASCII, spaces allowed. */
-static bool text_ok(const char *s)
+bool text_ok(const char *s)
 {
     for (; *s; s++)
         if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
@@ -140,7 +94,7 @@ static bool text_ok(const char *s)
 }
 
 /* A cookie value we accept and echo in Set-Cookie (RFC 6265 cookie-octet). */
-static bool cookie_ok(struct str v)
+bool cookie_ok(struct str v)
 {
     if (v.n == 0 || v.n > MAX_COOKIE)
         return false;
@@ -163,12 +117,26 @@ static int hexval(char ch)
     return -1;
 }
 
-/*
- * Finds parameter `name` in the query string q ("a=b&c=d", no '?'), percent-decodes its value into
- * out (NUL-terminated, '+' kept as is so base64 cookie values survive). Returns the value's length,
- * -1 when the parameter is absent, -2 when the value is malformed, too long for out or holds a NUL.
- */
-static int query_get(struct str q, const char *name, char *out, size_t cap)
+bool pct_decode(struct str s, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < s.n; i++) {
+        char ch = s.p[i];
+        if (ch == '%') {
+            if (s.n - i < 3 || hexval(s.p[i + 1]) < 0 || hexval(s.p[i + 2]) < 0)
+                return false;
+            ch = (char)(hexval(s.p[i + 1]) * 16 + hexval(s.p[i + 2]));
+            i += 2;
+        }
+        if (ch == '\0' || o + 1 >= cap)
+            return false;
+        out[o++] = ch;
+    }
+    out[o] = '\0';
+    return true;
+}
+
+int query_get_nth(struct str q, const char *name, int nth, char *out, size_t cap)
 {
     size_t nlen = strlen(name);
     const char *p = q.p, *end = q.p + q.n;
@@ -177,36 +145,30 @@ static int query_get(struct str q, const char *name, char *out, size_t cap)
         const char *pe = amp ? amp : end;
         const char *eq = memchr(p, '=', (size_t)(pe - p));
         const char *ke = eq ? eq : pe;
-        if ((size_t)(ke - p) == nlen && memcmp(p, name, nlen) == 0) {
-            size_t o = 0;
-            for (const char *v = eq ? eq + 1 : pe; v < pe; v++) {
-                char ch = *v;
-                if (ch == '%') {
-                    if (pe - v < 3 || hexval(v[1]) < 0 || hexval(v[2]) < 0)
-                        return -2;
-                    ch = (char)(hexval(v[1]) * 16 + hexval(v[2]));
-                    v += 2;
-                }
-                if (ch == '\0' || o + 1 >= cap)
-                    return -2;
-                out[o++] = ch;
-            }
-            out[o] = '\0';
-            return (int)o;
+        if ((size_t)(ke - p) == nlen && memcmp(p, name, nlen) == 0 && nth-- == 0) {
+            const char *v = eq ? eq + 1 : pe;
+            if (!pct_decode((struct str){v, (size_t)(pe - v)}, out, cap))
+                return -2;
+            return (int)strlen(out);
         }
         p = pe + 1;
     }
     return -1;
 }
 
-static bool query_is(struct str q, const char *name, const char *want)
+int query_get(struct str q, const char *name, char *out, size_t cap)
+{
+    return query_get_nth(q, name, 0, out, cap);
+}
+
+bool query_is(struct str q, const char *name, const char *want)
 {
     char v[16];
     return query_get(q, name, v, sizeof v) >= 0 && strcmp(v, want) == 0;
 }
 
 /* Percent-encodes s for use inside a query parameter; out gets at most cap-1 bytes + NUL. */
-static void pct_encode(const char *s, char *out, size_t cap)
+void pct_encode(const char *s, char *out, size_t cap)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t o = 0;
@@ -224,7 +186,135 @@ static void pct_encode(const char *s, char *out, size_t cap)
     out[o] = '\0';
 }
 
-/* ---- randomness: per-thread xorshift64*, seeded from the kernel; nothing here is a secret ---- */
+int b64_decode(struct str in, char *out, size_t cap)
+{
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t o = 0, i = 0;
+    for (; i < in.n && in.p[i] != '='; i++) {
+        char ch = in.p[i];
+        int v = ch >= 'A' && ch <= 'Z'   ? ch - 'A'
+                : ch >= 'a' && ch <= 'z' ? ch - 'a' + 26
+                : ch >= '0' && ch <= '9' ? ch - '0' + 52
+                : ch == '+'              ? 62
+                : ch == '/'              ? 63
+                                         : -1;
+        if (v < 0)
+            return -1;
+        acc = acc << 6 | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (o + 1 >= cap)
+                return -1;
+            out[o++] = (char)(acc >> bits & 0xff);
+        }
+    }
+    for (; i < in.n; i++)
+        if (in.p[i] != '=')
+            return -1;
+    out[o] = '\0';
+    return (int)o;
+}
+
+static bool auth_scheme(struct str auth, const char *scheme, struct str *rest)
+{
+    size_t n = strlen(scheme);
+    if (auth.n <= n || strncasecmp(auth.p, scheme, n) != 0 || auth.p[n] != ' ')
+        return false;
+    *rest = str_trim((struct str){auth.p + n + 1, auth.n - n - 1});
+    return rest->n > 0;
+}
+
+bool basic_parse(struct str auth, char *user, size_t ucap, char *pass, size_t pcap)
+{
+    char buf[MAX_USER + MAX_SECRET + 2];
+    struct str b64;
+    if (!auth_scheme(auth, "Basic", &b64))
+        return false;
+    int n = b64_decode(b64, buf, sizeof buf);
+    char *colon = n > 0 ? memchr(buf, ':', (size_t)n) : NULL;
+    if (!colon || (size_t)(colon - buf) >= ucap || strlen(colon + 1) >= pcap ||
+        strlen(buf) != (size_t)n)
+        return false;
+    memcpy(user, buf, (size_t)(colon - buf));
+    user[colon - buf] = '\0';
+    strcpy(pass, colon + 1);
+    return true;
+}
+
+bool bearer_parse(struct str auth, struct str *token)
+{
+    return auth_scheme(auth, "Bearer", token);
+}
+
+/* Lower-cases host and strips a ":port"; out gets MAX_HOST+1 bytes. False when empty or too long.
+ */
+bool host_normalize(struct str h, char *out)
+{
+    if (h.n && h.p[h.n - 1] != ']') {
+        const char *colon = memrchr(h.p, ':', h.n);
+        if (colon)
+            h.n = (size_t)(colon - h.p);
+    }
+    if (h.n == 0 || h.n > MAX_HOST)
+        return false;
+    for (size_t i = 0; i < h.n; i++)
+        out[i] = (char)(h.p[i] >= 'A' && h.p[i] <= 'Z' ? h.p[i] + 32 : h.p[i]);
+    out[h.n] = '\0';
+    return true;
+}
+
+bool ip_parse(struct str s, uint8_t out[16])
+{
+    char buf[64];
+    s = str_trim(s);
+    if (s.n == 0 || s.n >= sizeof buf)
+        return false;
+    memcpy(buf, s.p, s.n);
+    buf[s.n] = '\0';
+    memset(out, 0, 16);
+    if (inet_pton(AF_INET, buf, out + 12) == 1) {
+        out[10] = out[11] = 0xff;
+        return true;
+    }
+    return inet_pton(AF_INET6, buf, out) == 1;
+}
+
+/* ADDR or ADDR/BITS (IPv4 bits count over the mapped address). */
+bool cidr_parse(const char *s, struct cidr *c)
+{
+    const char *slash = strchr(s, '/');
+    size_t n = slash ? (size_t)(slash - s) : strlen(s);
+    if (!ip_parse((struct str){s, n}, c->addr))
+        return false;
+    bool v4 = memcmp(c->addr, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0 && strchr(s, '.');
+    int max = v4 ? 32 : 128;
+    long bits = max;
+    if (slash) {
+        char *end;
+        bits = strtol(slash + 1, &end, 10);
+        if (*end || end == slash + 1 || bits < 0 || bits > max)
+            return false;
+    }
+    c->bits = (int)bits + (v4 ? 96 : 0);
+    return true;
+}
+
+bool cidr_match(const struct cidr *nets, int n, const uint8_t ip[16])
+{
+    for (int i = 0; i < n; i++) {
+        int full = nets[i].bits / 8, rest = nets[i].bits % 8;
+        if (memcmp(nets[i].addr, ip, (size_t)full) != 0)
+            continue;
+        if (rest && ((nets[i].addr[full] ^ ip[full]) & (0xff00 >> rest)))
+            continue;
+        return true;
+    }
+    return false;
+}
+
+/* ---- randomness: per-thread xorshift64*, seeded from the kernel; only for a session's sid ---- */
 
 static __thread uint64_t rng_state;
 
@@ -249,20 +339,52 @@ static void rng_string(char *out, size_t n, const char *alphabet)
     out[n] = '\0';
 }
 
-static const char HEX[] = "0123456789abcdef";
-static const char ALNUM[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const char HEX[] = "0123456789abcdef";
+const char ALNUM[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-/* ---- sessions and call counters ---- */
+void derive_token(char *out, size_t n, const char *alphabet, const struct str *parts, int nparts)
+{
+    size_t k = strlen(alphabet), len = 1;
+    unsigned char md[SHA256_DIGEST_LENGTH], buf[8192];
+    for (int j = 0; j < nparts; j++) {
+        size_t m = parts[j].n < sizeof buf - len - 1 ? parts[j].n : sizeof buf - len - 1;
+        memcpy(buf + len, parts[j].p, m);
+        len += m;
+        buf[len++] = '\0';
+    }
+    for (size_t i = 0; i < n;) {
+        buf[0] = (unsigned char)(i / sizeof md); /* one digest per 32 characters */
+        SHA256(buf, len, md);
+        for (size_t b = 0; b < sizeof md && i < n; b++)
+            out[i++] = alphabet[md[b] % k];
+    }
+    out[n] = '\0';
+}
+
+/* ---- sessions, credentials and call counters ---- */
 
 /* A logged-in session, immutable once published in the table. */
 struct session {
     char user[MAX_USER + 1];
     char groups[MAX_GROUPS + 1]; /* '|'-joined */
-    time_t end;                  /* expired from this second on; also the JWT's exp */
+    char email[MAX_EMAIL + 1];
+    char sid[33];   /* random once per login; copies (session_alias) keep it */
+    time_t created; /* oauth2-proxy's cookie refresh counts from here */
+    time_t end;     /* expired from this second on; also the JWT's exp */
+    size_t extra_len;
+    char extra[MAX_EXTRA]; /* extra identity header lines (authentik additionalHeaders) */
     size_t hdr_len;
     char hdr[]; /* the identity header lines X-authentik-username .. X-authentik-jwt */
 };
 
+/* A registered credential: logs in as the session of `cookie` while it belongs to `user`. */
+struct cred {
+    struct cred *next;
+    bool basic; /* Basic user:secret; else a bearer token */
+    char user[MAX_USER + 1];
+    char secret[MAX_SECRET + 1];
+    char cookie[MAX_COOKIE + 1];
+};
 /* What the IdP knows about one cookie value: its call counter and its session, if any. */
 struct entry {
     struct entry *next;
@@ -277,6 +399,8 @@ static struct {
     pthread_mutex_t mu; /* guards everything below but total_calls */
     struct entry *buckets[NBUCKETS];
     size_t nentries;
+    struct cred *creds; /* newest first */
+    size_t ncreds;
     atomic_ulong total_calls;
 } tab = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -388,48 +512,20 @@ static char *jwt_make(const char *sub, const char *sid, const char *user, time_t
     return s;
 }
 
-/*
- * Logs `user` in under cookie value `cookie` for ttl seconds, replacing any session that cookie
- * had. user/groups/ents must be text_ok() and fit MAX_USER/MAX_GROUPS. Signs the JWT outside the
- * lock. Returns 0 and the session's end in *end, or -ENOMEM / -ENOSPC (table full).
- */
-static int session_create(struct str cookie, const char *user, const char *groups, const char *ents,
-                          long ttl, time_t *end)
+/* Publishes s as the session of cookie value `cookie` unless keep_sid names the sid it already
+ * has (then s is freed). Takes ownership of s. Returns 0 or -ENOSPC (table full). */
+static int session_publish(struct str cookie, struct session *s, bool keep_same_sid)
 {
-    time_t now = time(NULL);
-    char uid[65], sid[33];
-    user_uid(user, uid);
-    rng_string(sid, 32, HEX);
-    char *jwt = jwt_make(uid, sid, user, now, now + ttl);
-    if (!jwt)
-        return -ENOMEM;
-    size_t cap = strlen(jwt) + 3 * strlen(user) + strlen(groups) + strlen(ents) + 512;
-    struct session *s = malloc(sizeof *s + cap);
-    if (!s) {
-        free(jwt);
-        return -ENOMEM;
-    }
-    snprintf(s->user, sizeof s->user, "%s", user);
-    snprintf(s->groups, sizeof s->groups, "%s", groups);
-    s->end = now + ttl;
-    int n = snprintf(s->hdr, cap,
-                     "X-authentik-username: %s\r\n"
-                     "X-authentik-groups: %s\r\n"
-                     "X-authentik-entitlements: %s\r\n"
-                     "X-authentik-email: %s@example.test\r\n"
-                     "X-authentik-name: Test %s\r\n"
-                     "X-authentik-uid: %s\r\n"
-                     "X-authentik-jwt: %s\r\n",
-                     user, groups, ents, user, user, uid, jwt);
-    free(jwt);
-    s->hdr_len = (size_t)n; /* cap leaves room for every fixed part: never truncated */
-
     pthread_mutex_lock(&tab.mu);
     struct entry *e = __tab_get(cookie, true);
     struct session *old = NULL;
     if (e) {
-        old = e->sess;
-        e->sess = s;
+        if (keep_same_sid && e->sess && strcmp(e->sess->sid, s->sid) == 0) {
+            old = s;
+        } else {
+            old = e->sess;
+            e->sess = s;
+        }
     }
     pthread_mutex_unlock(&tab.mu);
     if (!e) {
@@ -437,11 +533,193 @@ static int session_create(struct str cookie, const char *user, const char *group
         return -ENOSPC;
     }
     free(old);
-    *end = s->end;
     return 0;
 }
 
-static bool in_group(const char *groups, const char *group)
+/*
+ * Logs `user` in under cookie value `cookie` for ttl seconds, replacing any session that cookie
+ * had. user/groups/ents/email must be text_ok() and fit their MAX_*; email NULL or "" means
+ * USER@example.test; extra holds extra_len bytes of "Name: value\r\n" lines (< MAX_EXTRA). Signs
+ * the JWT outside the lock. Returns 0 and the session's end in *end, or -ENOMEM / -ENOSPC.
+ */
+static int session_create(struct str cookie, const char *user, const char *groups, const char *ents,
+                          const char *email, const char *extra, size_t extra_len, long ttl,
+                          time_t *end)
+{
+    time_t now = time(NULL);
+    char uid[65], sid[33], mail[MAX_EMAIL + 1];
+    user_uid(user, uid);
+    rng_string(sid, 32, HEX);
+    if (email && email[0])
+        snprintf(mail, sizeof mail, "%s", email);
+    else
+        snprintf(mail, sizeof mail, "%s@example.test", user);
+    char *jwt = jwt_make(uid, sid, user, now, now + ttl);
+    if (!jwt)
+        return -ENOMEM;
+    size_t cap =
+        strlen(jwt) + 2 * strlen(user) + strlen(mail) + strlen(groups) + strlen(ents) + 512;
+    struct session *s = malloc(sizeof *s + cap);
+    if (!s) {
+        free(jwt);
+        return -ENOMEM;
+    }
+    snprintf(s->user, sizeof s->user, "%s", user);
+    snprintf(s->groups, sizeof s->groups, "%s", groups);
+    snprintf(s->email, sizeof s->email, "%s", mail);
+    memcpy(s->sid, sid, sizeof sid);
+    s->created = now;
+    s->end = now + ttl;
+    s->extra_len = extra_len;
+    memcpy(s->extra, extra, extra_len);
+    int n = snprintf(s->hdr, cap,
+                     "X-authentik-username: %s\r\n"
+                     "X-authentik-groups: %s\r\n"
+                     "X-authentik-entitlements: %s\r\n"
+                     "X-authentik-email: %s\r\n"
+                     "X-authentik-name: Test %s\r\n"
+                     "X-authentik-uid: %s\r\n"
+                     "X-authentik-jwt: %s\r\n",
+                     user, groups, ents, mail, user, uid, jwt);
+    free(jwt);
+    s->hdr_len = (size_t)n; /* cap leaves room for every fixed part: never truncated */
+    int rc = session_publish(cookie, s, false);
+    if (rc == 0)
+        *end = now + ttl;
+    return rc;
+}
+
+int session_login(struct str cookie, const char *user, const char *groups)
+{
+    time_t end;
+    return session_create(cookie, user, groups, "", NULL, "", 0, DEFAULT_TTL, &end);
+}
+
+static void session_copy(struct sess_info *o, const struct session *s)
+{
+    memcpy(o->user, s->user, sizeof o->user);
+    memcpy(o->groups, s->groups, sizeof o->groups);
+    memcpy(o->email, s->email, sizeof o->email);
+    memcpy(o->sid, s->sid, sizeof o->sid);
+    o->created = s->created;
+    o->end = s->end;
+    o->extra_len = s->extra_len;
+    memcpy(o->extra, s->extra, s->extra_len);
+    o->hdr_len = s->hdr_len < MAX_HDR ? s->hdr_len : MAX_HDR;
+    memcpy(o->hdr, s->hdr, o->hdr_len);
+}
+
+/* The live session of cookie value k, or NULL. Caller holds tab.mu. */
+static const struct session *__session_live(struct str k, time_t now)
+{
+    struct entry *e = __tab_get(k, false);
+    return e && e->sess && e->sess->end > now ? e->sess : NULL;
+}
+
+bool session_get(struct str cookie, struct sess_info *out)
+{
+    pthread_mutex_lock(&tab.mu);
+    const struct session *s = __session_live(cookie, time(NULL));
+    if (s)
+        session_copy(out, s);
+    pthread_mutex_unlock(&tab.mu);
+    return s != NULL;
+}
+
+int session_alias(struct str cookie, const struct sess_info *i)
+{
+    struct session *s = malloc(sizeof *s + i->hdr_len);
+    if (!s)
+        return -ENOMEM;
+    memcpy(s->user, i->user, sizeof s->user);
+    memcpy(s->groups, i->groups, sizeof s->groups);
+    memcpy(s->email, i->email, sizeof s->email);
+    memcpy(s->sid, i->sid, sizeof s->sid);
+    s->created = i->created;
+    s->end = i->end;
+    s->extra_len = i->extra_len;
+    memcpy(s->extra, i->extra, i->extra_len);
+    s->hdr_len = i->hdr_len;
+    memcpy(s->hdr, i->hdr, i->hdr_len);
+    return session_publish(cookie, s, true);
+}
+
+/* Registers a credential for the session of `cookie` (owned by `user`), replacing the same Basic
+ * user's password or the same bearer token. Returns 0, -ENOMEM or -ENOSPC. */
+static int cred_add(bool basic, const char *user, const char *secret, struct str cookie)
+{
+    struct cred *n = calloc(1, sizeof *n);
+    if (!n)
+        return -ENOMEM;
+    n->basic = basic;
+    snprintf(n->user, sizeof n->user, "%s", user);
+    snprintf(n->secret, sizeof n->secret, "%s", secret);
+    memcpy(n->cookie, cookie.p, cookie.n);
+    pthread_mutex_lock(&tab.mu);
+    for (struct cred **pc = &tab.creds; *pc; pc = &(*pc)->next) {
+        struct cred *c = *pc;
+        if (c->basic == basic && (basic ? strcmp(c->user, user) : strcmp(c->secret, secret)) == 0) {
+            *pc = c->next;
+            free(c);
+            tab.ncreds--;
+            break;
+        }
+    }
+    int rc = 0;
+    if (tab.ncreds < MAX_CREDS) {
+        n->next = tab.creds;
+        tab.creds = n;
+        tab.ncreds++;
+        n = NULL;
+    } else {
+        rc = -ENOSPC;
+    }
+    pthread_mutex_unlock(&tab.mu);
+    free(n);
+    return rc;
+}
+
+/* Revokes every credential of `user`; returns how many. */
+static int creds_revoke(const char *user)
+{
+    int n = 0;
+    pthread_mutex_lock(&tab.mu);
+    for (struct cred **pc = &tab.creds; *pc;) {
+        struct cred *c = *pc;
+        if (strcmp(c->user, user) == 0) {
+            *pc = c->next;
+            free(c);
+            tab.ncreds--;
+            n++;
+        } else {
+            pc = &c->next;
+        }
+    }
+    pthread_mutex_unlock(&tab.mu);
+    return n;
+}
+
+bool cred_session(const char *user, struct str secret, struct sess_info *out)
+{
+    bool found = false;
+    time_t now = time(NULL);
+    pthread_mutex_lock(&tab.mu);
+    for (const struct cred *c = tab.creds; c; c = c->next) {
+        if (c->basic != (user != NULL) || strlen(c->secret) != secret.n ||
+            memcmp(c->secret, secret.p, secret.n) != 0 || (user && strcmp(c->user, user) != 0))
+            continue;
+        const struct session *s = __session_live((struct str){c->cookie, strlen(c->cookie)}, now);
+        if (s && strcmp(s->user, c->user) == 0) {
+            session_copy(out, s);
+            found = true;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&tab.mu);
+    return found;
+}
+
+bool in_group(const char *groups, const char *group)
 {
     size_t n = strlen(group);
     for (const char *p = groups;;) {
@@ -457,7 +735,7 @@ static bool in_group(const char *groups, const char *group)
 
 /* Ends sessions: the one of `cookie` (user NULL), or every one of `user` (cookie.n == 0), or, with
  * owner set, every one of the user owning `cookie`'s session. Returns how many were ended. */
-static int sessions_end(struct str cookie, const char *user, bool owner)
+int sessions_end(struct str cookie, const char *user, bool owner)
 {
     char who[MAX_USER + 1] = "";
     int n = 0;
@@ -487,21 +765,7 @@ static int sessions_end(struct str cookie, const char *user, bool owner)
     pthread_mutex_unlock(&tab.mu);
     return n;
 }
-
 /* ---- connections ---- */
-
-struct conn {
-    int fd;
-    int slot; /* in the registry; -1 for control connections */
-    bool control;
-    bool close_after;   /* answer the current request, then close */
-    bool keep_alive_10; /* HTTP/1.0 client that asked for keep-alive */
-    bool head;
-    int status; /* of the current answer, for the log */
-    size_t in_len, in_off, discard, out_len;
-    char in[IN_CAP];
-    char out[OUT_CAP];
-};
 
 /* Every open forward-auth connection, so "refuse" can cut them all. */
 static struct {
@@ -511,7 +775,7 @@ static struct {
     int nfree;
 } reg = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-static atomic_int control_conns;
+static atomic_int control_conns, oracle_conns;
 
 static int reg_add(int fd)
 {
@@ -525,11 +789,14 @@ static int reg_add(int fd)
     return slot;
 }
 
-/* Closes a connection's socket and gives its slot (-1: a control connection) back. The slot is
- * freed before close() so that reg_shutdown_all() never touches a reused descriptor. */
-static void conn_release(int fd, int slot)
+/* Closes a connection's socket and gives its slot (forward-auth) or its place under the limit
+ * (control, oracle) back. The slot is freed before close() so that reg_shutdown_all() never touches
+ * a reused descriptor. */
+static void conn_release(int fd, int slot, enum conn_kind kind)
 {
-    if (slot >= 0) {
+    if (kind == CONN_ORACLE) {
+        atomic_fetch_sub(&oracle_conns, 1);
+    } else if (slot >= 0) {
         pthread_mutex_lock(&reg.mu);
         reg.fds[slot] = -1;
         reg.free[reg.nfree++] = slot;
@@ -549,7 +816,7 @@ static void reg_shutdown_all(void)
     pthread_mutex_unlock(&reg.mu);
 }
 
-static void out_put(struct conn *c, const char *s, size_t n)
+void out_put(struct conn *c, const char *s, size_t n)
 {
     if (n > OUT_CAP - c->out_len) /* cannot happen: callers flush below OUT_RESERVE */
         n = OUT_CAP - c->out_len;
@@ -557,7 +824,7 @@ static void out_put(struct conn *c, const char *s, size_t n)
     c->out_len += n;
 }
 
-__attribute__((format(printf, 2, 3))) static void out_printf(struct conn *c, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) void out_printf(struct conn *c, const char *fmt, ...)
 {
     size_t room = OUT_CAP - c->out_len;
     va_list ap;
@@ -591,8 +858,12 @@ static const char *reason(int status)
     switch (status) {
     case 200:
         return "OK";
+    case 202:
+        return "Accepted";
     case 302:
         return "Found";
+    case 303:
+        return "See Other";
     case 400:
         return "Bad Request";
     case 401:
@@ -601,6 +872,8 @@ static const char *reason(int status)
         return "Forbidden";
     case 404:
         return "Not Found";
+    case 407:
+        return "Proxy Authentication Required";
     case 431:
         return "Request Header Fields Too Large";
     case 500:
@@ -612,7 +885,7 @@ static const char *reason(int status)
     }
 }
 
-static void resp_start(struct conn *c, int status)
+void resp_start(struct conn *c, int status)
 {
     c->status = status;
     out_printf(c, "HTTP/1.1 %d %s\r\n", status, reason(status));
@@ -620,7 +893,7 @@ static void resp_start(struct conn *c, int status)
 
 /* Ends the head begun by resp_start() (plus any header lines the caller added) and adds the body.
  */
-static void resp_finish(struct conn *c, const char *ctype, const char *body, size_t n)
+void resp_finish(struct conn *c, const char *ctype, const char *body, size_t n)
 {
     if (ctype)
         out_printf(c, "Content-Type: %s\r\n", ctype);
@@ -634,7 +907,7 @@ static void resp_finish(struct conn *c, const char *ctype, const char *body, siz
         out_put(c, body, n);
 }
 
-static void resp_text(struct conn *c, int status, const char *body)
+void resp_text(struct conn *c, int status, const char *body)
 {
     resp_start(c, status);
     resp_finish(c, "text/plain; charset=utf-8", body, strlen(body));
@@ -653,18 +926,7 @@ __attribute__((format(printf, 3, 4))) static void resp_json(struct conn *c, int 
     resp_start(c, status);
     resp_finish(c, "application/json", body, (size_t)n);
 }
-
 /* ---- request parsing ---- */
-
-struct req {
-    struct str method, path, query;
-    int minor; /* HTTP/1.minor */
-    bool conn_close, conn_keep_alive, chunked;
-    size_t content_length;
-    bool has_cookie;
-    struct str cookie; /* value of the cookie named --cookie-name */
-    struct str fwd_host, fwd_uri, fwd_proto;
-};
 
 static void parse_connection(struct req *r, struct str v)
 {
@@ -681,6 +943,8 @@ static void parse_connection(struct req *r, struct str v)
     }
 }
 
+/* Finds the cookie named cfg.cookie_name; in oauth2-proxy mode also its split parts <name>_0 and
+ * <name>_1, which req_parse() joins when the whole cookie is absent. */
 static void parse_cookie(struct req *r, struct str v)
 {
     size_t nlen = strlen(cfg.cookie_name);
@@ -690,13 +954,42 @@ static void parse_cookie(struct req *r, struct str v)
         const char *pe = semi ? semi : end;
         struct str pair = str_trim((struct str){p, (size_t)(pe - p)});
         const char *eq = memchr(pair.p, '=', pair.n);
-        if (eq && (size_t)(eq - pair.p) == nlen && memcmp(pair.p, cfg.cookie_name, nlen) == 0) {
-            r->has_cookie = true;
-            r->cookie = (struct str){eq + 1, (size_t)(pair.p + pair.n - (eq + 1))};
-        }
         p = pe + 1;
+        if (!eq || (size_t)(eq - pair.p) < nlen || memcmp(pair.p, cfg.cookie_name, nlen) != 0)
+            continue;
+        struct str val = {eq + 1, (size_t)(pair.p + pair.n - (eq + 1))};
+        size_t klen = (size_t)(eq - pair.p);
+        if (klen == nlen) {
+            r->has_cookie = true;
+            r->cookie = val;
+        } else if (cfg.mode == MODE_OAUTH2_PROXY && klen == nlen + 2 && pair.p[nlen] == '_' &&
+                   (pair.p[nlen + 1] == '0' || pair.p[nlen + 1] == '1') &&
+                   !r->split[pair.p[nlen + 1] - '0'].p) {
+            r->split[pair.p[nlen + 1] - '0'] = val;
+        }
     }
 }
+
+/* The request headers the modes read: name → field of struct req. A repeated header: the last
+ * one counts, but for X-Forwarded-For the first (Authelia reads its first entry). */
+static const struct {
+    const char *name;
+    size_t off;
+} req_headers[] = {
+    {"X-Forwarded-Host", offsetof(struct req, fwd_host)},
+    {"X-Forwarded-Uri", offsetof(struct req, fwd_uri)},
+    {"X-Forwarded-Proto", offsetof(struct req, fwd_proto)},
+    {"X-Forwarded-Method", offsetof(struct req, fwd_method)},
+    {"X-Forwarded-For", offsetof(struct req, fwd_for)},
+    {"X-Real-IP", offsetof(struct req, real_ip)},
+    {"X-Original-URL", offsetof(struct req, orig_url)},
+    {"X-Original-URI", offsetof(struct req, orig_uri)},
+    {"X-Original-Method", offsetof(struct req, orig_method)},
+    {"Authorization", offsetof(struct req, authorization)},
+    {"Proxy-Authorization", offsetof(struct req, proxy_authorization)},
+    {"Accept", offsetof(struct req, accept)},
+    {"X-Requested-With", offsetof(struct req, requested_with)},
+};
 
 /*
  * Parses one request head from buf[0..len). Returns the head's length through the blank line, 0
@@ -764,17 +1057,26 @@ static long req_parse(const char *buf, size_t len, struct req *r)
             parse_connection(r, v);
         } else if (str_caseeq(name, "Cookie")) {
             parse_cookie(r, v);
-        } else if (str_caseeq(name, "X-Forwarded-Host")) {
-            r->fwd_host = v;
-        } else if (str_caseeq(name, "X-Forwarded-Uri")) {
-            r->fwd_uri = v;
-        } else if (str_caseeq(name, "X-Forwarded-Proto")) {
-            r->fwd_proto = v;
+        } else {
+            for (size_t i = 0; i < sizeof req_headers / sizeof *req_headers; i++) {
+                struct str *f = (struct str *)((char *)r + req_headers[i].off);
+                if (str_caseeq(name, req_headers[i].name)) {
+                    if (!f->p || f != &r->fwd_for) /* the last wins, as it always did here */
+                        *f = v;
+                    break;
+                }
+            }
         }
+    }
+    if (!r->has_cookie && r->split[0].p && r->split[0].n + r->split[1].n < sizeof r->cookie_buf) {
+        memcpy(r->cookie_buf, r->split[0].p, r->split[0].n);
+        if (r->split[1].p)
+            memcpy(r->cookie_buf + r->split[0].n, r->split[1].p, r->split[1].n);
+        r->has_cookie = true;
+        r->cookie = (struct str){r->cookie_buf, r->split[0].n + r->split[1].n};
     }
     return (long)(end + 4 - buf);
 }
-
 /* ---- faults ---- */
 
 enum fault_mode {
@@ -870,192 +1172,43 @@ static void sleep_ms(int ms)
         ;
 }
 
-/* ---- forward-auth ---- */
-
-/* Lower-cases host and strips a ":port"; out gets MAX_HOST+1 bytes. False when empty or too long.
- */
-static bool host_normalize(struct str h, char *out)
+/* The mode's answer to a request on the forward-auth or oracle listener. */
+static void mode_answer(struct conn *c, const struct req *r, int kind)
 {
-    if (h.n && h.p[h.n - 1] != ']') {
-        const char *colon = memrchr(h.p, ':', h.n);
-        if (colon)
-            h.n = (size_t)(colon - h.p);
+    switch (cfg.mode) {
+    case MODE_AUTHENTIK:
+        authentik_answer(c, r, kind);
+        break;
+    case MODE_OAUTH2_PROXY:
+        oauth2_proxy_answer(c, r, kind);
+        break;
+    case MODE_AUTHELIA:
+        authelia_answer(c, r, kind);
+        break;
     }
-    if (h.n == 0 || h.n > MAX_HOST)
-        return false;
-    for (size_t i = 0; i < h.n; i++)
-        out[i] = (char)(h.p[i] >= 'A' && h.p[i] <= 'Z' ? h.p[i] + 32 : h.p[i]);
-    out[h.n] = '\0';
-    return true;
-}
-
-static const struct app *app_find(const char *host)
-{
-    for (int i = 0; i < cfg.napps; i++)
-        if (strcmp(cfg.apps[i].host, host) == 0)
-            return &cfg.apps[i];
-    return NULL;
-}
-
-static void put_set_cookie(struct conn *c, const char *domain, struct str value)
-{
-    out_printf(c, "Set-Cookie: %s=%.*s; Path=/; Domain=%s; Max-Age=%d; HttpOnly; SameSite=Lax\r\n",
-               cfg.cookie_name, (int)value.n, value.p, domain, COOKIE_MAX_AGE);
-}
-
-static void resp_redirect_body(struct conn *c)
-{
-    static const char body[] = "<html><body>Found: redirecting.</body></html>\n";
-    resp_finish(c, "text/html; charset=utf-8", body, sizeof body - 1);
 }
 
 /*
- * Answers one forward-auth check (the fault mode already applied). nginx: answer 401 where the
- * other proxies get a 302 to the login page. The decision order is the one in the file's brief:
- * application, sign-out, login callback, unauthenticated prefix, session, login redirect.
- */
-static void forward_auth(struct conn *c, const struct req *r, bool nginx)
-{
-    char host[MAX_HOST + 1];
-    const struct app *app = host_normalize(r->fwd_host, host) ? app_find(host) : NULL;
-    if (!app) {
-        resp_text(c, 400, "no application for this X-Forwarded-Host");
-        return;
-    }
-    struct str upath = r->fwd_uri, uquery = {"", 0};
-    const char *qm = memchr(upath.p, '?', upath.n);
-    if (qm) {
-        uquery = (struct str){qm + 1, (size_t)(upath.p + upath.n - (qm + 1))};
-        upath.n = (size_t)(qm - upath.p);
-    }
-    struct str proto =
-        r->fwd_proto.n && r->fwd_proto.n <= 8 ? r->fwd_proto : (struct str){"http", 4};
-    struct str cookie = r->has_cookie && cookie_ok(r->cookie) ? r->cookie : (struct str){"", 0};
-
-    if (str_has_prefix(upath, SIGN_OUT_PATH) || query_is(uquery, "X-authentik-logout", "true")) {
-        if (cookie.n)
-            sessions_end(cookie, NULL, true);
-        resp_start(c, 302);
-        out_printf(c, "Location: http://%.*s/application/o/%s/end-session/\r\n", (int)r->fwd_host.n,
-                   r->fwd_host.p, app->slug);
-        out_printf(c,
-                   "Set-Cookie: %s=; Path=/; Domain=%s; Max-Age=0; "
-                   "Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Lax\r\n",
-                   cfg.cookie_name, host);
-        resp_redirect_body(c);
-        return;
-    }
-
-    if (query_is(uquery, "X-authentik-auth-callback", "true")) {
-        char user[MAX_USER + 1], groups[MAX_GROUPS + 1], fresh[NEW_COOKIE_LEN + 1];
-        time_t end;
-        if (query_get(uquery, "code", user, sizeof user) <= 0 || !text_ok(user)) {
-            resp_text(c, 400, "login callback without a usable code");
-            return;
-        }
-        int n = query_get(uquery, "groups", groups, sizeof groups);
-        if (n == -1)
-            groups[0] = '\0';
-        else if (n < 0 || !text_ok(groups)) {
-            resp_text(c, 400, "login callback with unusable groups");
-            return;
-        }
-        if (!cookie.n) {
-            rng_string(fresh, NEW_COOKIE_LEN, ALNUM);
-            cookie = (struct str){fresh, NEW_COOKIE_LEN};
-        }
-        if (session_create(cookie, user, groups, "", DEFAULT_TTL, &end) < 0) {
-            resp_text(c, 500, "cannot create the session");
-            return;
-        }
-        resp_start(c, 302);
-        out_printf(c, "Location: %.*s://%.*s/\r\n", (int)proto.n, proto.p, (int)r->fwd_host.n,
-                   r->fwd_host.p);
-        put_set_cookie(c, host, cookie);
-        resp_redirect_body(c);
-        return;
-    }
-
-    for (int i = 0; i < app->nskip; i++) {
-        if (str_has_prefix(upath, app->skip[i])) {
-            resp_start(c, 200);
-            resp_finish(c, NULL, "", 0);
-            return;
-        }
-    }
-
-    if (cookie.n) {
-        /* The status line goes out first and the session's header lines are copied right after
-         * it under the lock; when there is no allowed session the head is rolled back. */
-        size_t mark = c->out_len;
-        int allowed = 0;
-        time_t now = time(NULL);
-        resp_start(c, 200);
-        pthread_mutex_lock(&tab.mu);
-        struct entry *e = __tab_get(cookie, false);
-        if (e && e->sess && e->sess->end > now) {
-            allowed = !app->allow[0] || in_group(e->sess->groups, app->allow) ? 1 : -1;
-            if (allowed > 0)
-                out_put(c, e->sess->hdr, e->sess->hdr_len);
-        }
-        pthread_mutex_unlock(&tab.mu);
-        if (allowed > 0) {
-            out_put(c, app->meta, app->meta_len);
-            resp_finish(c, NULL, "", 0);
-            return;
-        }
-        c->out_len = mark;
-        if (allowed < 0) {
-            resp_text(c, 403, "access denied: user is not in the allowed group");
-            return;
-        }
-    }
-
-    char fresh[NEW_COOKIE_LEN + 1];
-    if (!cookie.n) {
-        rng_string(fresh, NEW_COOKIE_LEN, ALNUM);
-        cookie = (struct str){fresh, NEW_COOKIE_LEN};
-    }
-    if (nginx) {
-        resp_start(c, 401);
-        put_set_cookie(c, host, cookie);
-        resp_finish(c, "text/plain; charset=utf-8", "unauthorized request", 20);
-        return;
-    }
-    char cb[MAX_HOST + 128], cb_enc[3 * sizeof cb], state[33];
-    snprintf(cb, sizeof cb, "%.*s://%.*s" CALLBACK_PATH "?X-authentik-auth-callback=true",
-             (int)proto.n, proto.p, (int)r->fwd_host.n, r->fwd_host.p);
-    pct_encode(cb, cb_enc, sizeof cb_enc);
-    rng_string(state, 32, HEX);
-    resp_start(c, 302);
-    out_printf(c,
-               "Location: " IDP_ORIGIN "/application/o/authorize/?client_id=%s&redirect_uri=%s"
-               "&response_type=code&state=%s\r\n",
-               app->slug, cb_enc, state);
-    put_set_cookie(c, host, cookie);
-    resp_redirect_body(c);
-}
-
-/*
- * Routes a request on the forward-auth listener and applies the fault mode. Returns 0 when an
- * answer was queued, -1 when the connection must be dropped now (everything queued before was
- * flushed).
+ * Routes a request on the forward-auth or oracle listener and, on the forward-auth one, counts it
+ * and applies the fault mode. Returns 0 when an answer was queued, -1 when the connection must be
+ * dropped now (everything queued before was flushed).
  */
 static int auth_handle(struct conn *c, const struct req *r)
 {
-    bool nginx;
-    if (str_eq(r->path, "/outpost.goauthentik.io/auth/nginx"))
-        nginx = true;
-    else if (str_eq(r->path, "/outpost.goauthentik.io/auth/traefik") ||
-             str_eq(r->path, "/outpost.goauthentik.io/auth/caddy") ||
-             str_eq(r->path, "/outpost.goauthentik.io/auth/envoy"))
-        nginx = false;
-    else {
+    bool count = false;
+    int kind = cfg.mode == MODE_AUTHENTIK      ? authentik_route(r, &count)
+               : cfg.mode == MODE_OAUTH2_PROXY ? oauth2_proxy_route(r, &count)
+                                               : authelia_route(r, &count);
+    if (kind == 0) {
         resp_text(c, 404, "not found");
         return 0;
     }
-
-    calls_count(r->has_cookie && cookie_ok(r->cookie) ? r->cookie : (struct str){"", 0});
+    if (c->kind == CONN_ORACLE) {
+        mode_answer(c, r, kind);
+        return 0;
+    }
+    if (count)
+        calls_count(r->has_cookie && cookie_ok(r->cookie) ? r->cookie : (struct str){"", 0});
     enum fault_mode mode = fault.mode;
     int latency = atomic_load(&fault.latency_ms);
     if (mode == FAULT_REFUSE)
@@ -1092,7 +1245,7 @@ static int auth_handle(struct conn *c, const struct req *r)
         /* Render the real answer alone in the buffer, then send it badly. */
         if (out_flush(c) < 0)
             return -1;
-        forward_auth(c, r, nginx);
+        mode_answer(c, r, kind);
         size_t n = mode == FAULT_RESET_MID ? c->out_len / 2 : c->out_len;
         for (size_t off = 0; off < n;) {
             size_t k = mode == FAULT_DRIP && n - off > DRIP_BYTES ? DRIP_BYTES : n - off;
@@ -1115,16 +1268,83 @@ static int auth_handle(struct conn *c, const struct req *r)
         return -1;
     }
     default:
-        forward_auth(c, r, nginx);
+        mode_answer(c, r, kind);
         return 0;
     }
 }
 
 /* ---- control ---- */
 
+/* /session?cookie=V&user=U[&groups=a|b][&entitlements=a|b][&email=E][&ttl=S][&basic=PASSWORD]
+ * [&bearer=TOKEN][&extra=Name:value]... */
+static void control_session(struct conn *c, struct str q, struct str ck, bool cookie_bad)
+{
+    char user[MAX_USER + 1], groups[MAX_GROUPS + 1], ents[MAX_GROUPS + 1], email[MAX_EMAIL + 1];
+    char basic[MAX_SECRET + 1], bearer[MAX_SECRET + 1], num[24], one[MAX_EXTRA], extra[MAX_EXTRA];
+    size_t extra_len = 0;
+    long ttl = DEFAULT_TTL;
+    time_t end;
+    int ul = query_get(q, "user", user, sizeof user);
+    int gl = query_get(q, "groups", groups, sizeof groups);
+    int el = query_get(q, "entitlements", ents, sizeof ents);
+    int ml = query_get(q, "email", email, sizeof email);
+    int bl = query_get(q, "basic", basic, sizeof basic);
+    int tl = query_get(q, "bearer", bearer, sizeof bearer);
+    int nl = query_get(q, "ttl", num, sizeof num);
+    bool extra_bad = false;
+    for (int i = 0, xl; !extra_bad && (xl = query_get_nth(q, "extra", i, one, sizeof one)) != -1;
+         i++) {
+        /* Name:value, a header name of token characters, a printable value. */
+        char *colon = xl > 0 ? strchr(one, ':') : NULL;
+        size_t name_len = colon ? (size_t)(colon - one) : 0;
+        extra_bad = xl < 0 || name_len == 0 || !text_ok(one) ||
+                    strcspn(one, " \t()<>@,;\\\"/[]?={}") < name_len;
+        if (extra_bad)
+            break;
+        struct str v = str_trim((struct str){colon + 1, strlen(colon + 1)});
+        int n = snprintf(extra + extra_len, sizeof extra - extra_len, "%.*s: %.*s\r\n",
+                         (int)name_len, one, (int)v.n, v.p);
+        extra_bad = n < 0 || (size_t)n >= sizeof extra - extra_len;
+        if (!extra_bad)
+            extra_len += (size_t)n;
+    }
+    if (gl == -1)
+        groups[0] = '\0';
+    if (el == -1)
+        ents[0] = '\0';
+    if (ml == -1)
+        email[0] = '\0';
+    if (nl >= 0) {
+        char *e;
+        ttl = strtol(num, &e, 10);
+        if (nl == 0 || *e || ttl < 1 || ttl > MAX_TTL)
+            nl = -2;
+    }
+    if (ck.n == 0 || cookie_bad || ul <= 0 || !text_ok(user) || strchr(user, ':') || gl == -2 ||
+        !text_ok(groups) || el == -2 || !text_ok(ents) || ml == -2 || !text_ok(email) || nl == -2 ||
+        bl == -2 || bl == 0 || tl == -2 || tl == 0 || (bl > 0 && !text_ok(basic)) ||
+        (tl > 0 && !cookie_ok((struct str){bearer, (size_t)tl})) || extra_bad) {
+        resp_json(c, 400,
+                  "{\"error\":\"need cookie=V&user=NAME[&groups=a|b][&entitlements=a|b][&email=E]"
+                  "[&ttl=1..%ld][&basic=PASSWORD][&bearer=TOKEN][&extra=Name:value]..., "
+                  "printable\"}",
+                  MAX_TTL);
+        return;
+    }
+    int rc = session_create(ck, user, groups, ents, email, extra, extra_len, ttl, &end);
+    if (rc == 0 && bl > 0)
+        rc = cred_add(true, user, basic, ck);
+    if (rc == 0 && tl > 0)
+        rc = cred_add(false, user, bearer, ck);
+    if (rc < 0)
+        resp_json(c, 500, "{\"error\":\"%s\"}", strerror(-rc));
+    else
+        resp_json(c, 200, "{\"ok\":true,\"exp\":%ld}", (long)end);
+}
+
 static void control_handle(struct conn *c, const struct req *r)
 {
-    char cookie[MAX_COOKIE + 1], user[MAX_USER + 1], groups[MAX_GROUPS + 1], ents[MAX_GROUPS + 1];
+    char cookie[MAX_COOKIE + 1], user[MAX_USER + 1];
     char num[24];
     struct str q = r->query;
     int clen = query_get(q, "cookie", cookie, sizeof cookie);
@@ -1134,42 +1354,22 @@ static void control_handle(struct conn *c, const struct req *r)
     if (str_eq(r->path, "/healthz")) {
         resp_json(c, 200, "{\"ok\":true}");
     } else if (str_eq(r->path, "/session")) {
-        long ttl = DEFAULT_TTL;
-        time_t end;
-        int ul = query_get(q, "user", user, sizeof user);
-        int gl = query_get(q, "groups", groups, sizeof groups);
-        int el = query_get(q, "entitlements", ents, sizeof ents);
-        int tl = query_get(q, "ttl", num, sizeof num);
-        if (gl == -1)
-            groups[0] = '\0';
-        if (el == -1)
-            ents[0] = '\0';
-        if (tl >= 0) {
-            char *e;
-            ttl = strtol(num, &e, 10);
-            if (tl == 0 || *e || ttl < 1 || ttl > MAX_TTL)
-                tl = -2;
-        }
-        if (clen <= 0 || cookie_bad || ul <= 0 || !text_ok(user) || gl == -2 || !text_ok(groups) ||
-            el == -2 || !text_ok(ents) || tl == -2) {
-            resp_json(c, 400,
-                      "{\"error\":\"need cookie=V&user=NAME[&groups=a|b]"
-                      "[&entitlements=a|b][&ttl=1..%ld], printable\"}",
-                      MAX_TTL);
-            return;
-        }
-        int rc = session_create(ck, user, groups, ents, ttl, &end);
-        if (rc < 0)
-            resp_json(c, 500, "{\"error\":\"%s\"}", strerror(-rc));
-        else
-            resp_json(c, 200, "{\"ok\":true,\"exp\":%ld}", (long)end);
+        control_session(c, q, ck, cookie_bad);
     } else if (str_eq(r->path, "/end")) {
         int ul = query_get(q, "user", user, sizeof user);
         if (cookie_bad || ul == -2 || (clen <= 0 && ul <= 0)) {
             resp_json(c, 400, "{\"error\":\"need cookie=V or user=NAME\"}");
             return;
         }
-        resp_json(c, 200, "{\"ended\":%d}", sessions_end(ck, ul > 0 ? user : NULL, false));
+        /* The credentials go with the user: the one named, or the owner of the cookie's session. */
+        struct sess_info *s = malloc(sizeof *s);
+        char owner[MAX_USER + 1] = "";
+        if (s && clen > 0 && session_get(ck, s))
+            snprintf(owner, sizeof owner, "%s", s->user);
+        free(s);
+        int n = sessions_end(ck, ul > 0 ? user : NULL, false);
+        int revoked = (ul > 0 ? creds_revoke(user) : 0) + (owner[0] ? creds_revoke(owner) : 0);
+        resp_json(c, 200, "{\"ended\":%d,\"revoked\":%d}", n, revoked);
     } else if (str_eq(r->path, "/fault")) {
         char m[16];
         int ml = query_get(q, "mode", m, sizeof m);
@@ -1227,13 +1427,16 @@ static int handle(struct conn *c, const struct req *r)
     if (r->chunked) {
         c->close_after = true; /* the body is not consumed, so nothing after it can be read */
         resp_text(c, 400, "chunked request bodies are not supported");
-    } else if (c->control) {
+    } else if (c->kind == CONN_CONTROL) {
         control_handle(c, r);
     } else {
         rc = auth_handle(c, r);
     }
     if (!cfg.quiet)
-        fprintf(stderr, "test-idp: %s %.*s %.*s -> %d\n", c->control ? "control" : "auth",
+        fprintf(stderr, "test-idp: %s %.*s %.*s -> %d\n",
+                c->kind == CONN_CONTROL  ? "control"
+                : c->kind == CONN_ORACLE ? "oracle"
+                                         : "auth",
                 (int)r->method.n, r->method.p, (int)r->path.n, r->path.p, c->status);
     return rc;
 }
@@ -1302,22 +1505,24 @@ static void *conn_main(void *arg)
     conn_serve(c);
     if (c->close_after)
         shutdown(c->fd, SHUT_WR); /* let the last answer arrive before the close */
-    conn_release(c->fd, c->slot);
+    conn_release(c->fd, c->slot, c->kind);
     free(c);
     return NULL;
 }
 
 static pthread_attr_t conn_attr;
-
-/* Hands an accepted socket to a new thread; closes it when over the connection limit. */
-static void conn_spawn(int fd, bool control)
+/* Hands an accepted socket (peer address a) to a new thread; closes it when over the limit of its
+ * listener. */
+static void conn_spawn(int fd, enum conn_kind kind, const struct sockaddr_storage *a)
 {
     int one = 1;
     struct conn *c = NULL;
     int slot = -1;
-    if (control) {
-        if (atomic_fetch_add(&control_conns, 1) >= MAX_CONTROL_CONNS) {
-            atomic_fetch_sub(&control_conns, 1);
+    if (kind == CONN_CONTROL || kind == CONN_ORACLE) {
+        atomic_int *n = kind == CONN_CONTROL ? &control_conns : &oracle_conns;
+        int max = kind == CONN_CONTROL ? MAX_CONTROL_CONNS : cfg.max_conns;
+        if (atomic_fetch_add(n, 1) >= max) {
+            atomic_fetch_sub(n, 1);
             close(fd);
             return;
         }
@@ -1330,14 +1535,20 @@ static void conn_spawn(int fd, bool control)
     if (c) {
         c->fd = fd;
         c->slot = slot;
-        c->control = control;
+        c->kind = kind;
         c->close_after = false;
         c->in_len = c->in_off = c->discard = c->out_len = 0;
+        c->peer[0] = '\0';
+        if (a->ss_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, c->peer, sizeof c->peer);
+        else if (a->ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, c->peer,
+                      sizeof c->peer);
         pthread_t t;
         if (pthread_create(&t, &conn_attr, conn_main, c) == 0)
             return;
     }
-    conn_release(fd, slot);
+    conn_release(fd, slot, kind);
     free(c);
 }
 
@@ -1352,9 +1563,11 @@ static void *auth_accept_main(void *arg)
         int lfd = fault.listen_fd;
         pthread_mutex_unlock(&fault.mu);
 
-        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        struct sockaddr_storage a;
+        socklen_t alen = sizeof a;
+        int fd = accept4(lfd, (struct sockaddr *)&a, &alen, SOCK_CLOEXEC);
         if (fd >= 0) {
-            conn_spawn(fd, false);
+            conn_spawn(fd, CONN_AUTH, &a);
             continue;
         }
         int err = errno;
@@ -1373,13 +1586,21 @@ static void *auth_accept_main(void *arg)
     return NULL;
 }
 
-static void *control_accept_main(void *arg)
+struct listener {
+    int fd;
+    enum conn_kind kind;
+};
+
+/* The accept loop of the control and oracle listeners (never faulted). */
+static void *plain_accept_main(void *arg)
 {
-    int lfd = *(int *)arg;
+    const struct listener *l = arg;
     for (;;) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        struct sockaddr_storage a;
+        socklen_t alen = sizeof a;
+        int fd = accept4(l->fd, (struct sockaddr *)&a, &alen, SOCK_CLOEXEC);
         if (fd >= 0)
-            conn_spawn(fd, true);
+            conn_spawn(fd, l->kind, &a);
         else if (errno != EINTR && errno != ECONNABORTED)
             sleep_ms(10);
     }
@@ -1388,7 +1609,7 @@ static void *control_accept_main(void *arg)
 
 /* ---- command line ---- */
 
-__attribute__((format(printf, 1, 2), noreturn)) static void die_usage(const char *fmt, ...)
+__attribute__((format(printf, 1, 2), noreturn)) void die_usage(const char *fmt, ...)
 {
     va_list ap;
     fputs("test-idp: ", stderr);
@@ -1420,61 +1641,6 @@ static void parse_addr(const char *flag, const char *s, struct sockaddr_in *a)
         die_usage("%s %s: want an IPv4 address", flag, s);
 }
 
-/* HOST[;allow=GROUP][;skip=PREFIX,PREFIX...] */
-static void parse_app(const char *spec)
-{
-    if (cfg.napps == MAX_APPS)
-        die_usage("--app: at most %d applications", MAX_APPS);
-    struct app *a = &cfg.apps[cfg.napps++];
-    memset(a, 0, sizeof *a);
-    char buf[2048];
-    if (strlen(spec) >= sizeof buf)
-        die_usage("--app %s: too long", spec);
-    strcpy(buf, spec);
-    char *save = NULL;
-    char *host = strtok_r(buf, ";", &save);
-    if (!host || strlen(host) > MAX_HOST || spec[0] == ';')
-        die_usage("--app %s: want HOST[;allow=GROUP][;skip=PREFIX,...]", spec);
-    for (char *p = host; *p; p++) {
-        *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '.' || *p == '-'))
-            die_usage("--app %s: bad host name", spec);
-    }
-    strcpy(a->host, host);
-    size_t slug = strcspn(host, ".");
-    if (slug == 0 || slug >= sizeof a->slug)
-        die_usage("--app %s: bad host name", spec);
-    memcpy(a->slug, host, slug);
-    for (char *opt; (opt = strtok_r(NULL, ";", &save));) {
-        if (strncmp(opt, "allow=", 6) == 0) {
-            if (!opt[6] || strlen(opt + 6) > MAX_USER || !text_ok(opt + 6))
-                die_usage("--app %s: bad allow group", spec);
-            strcpy(a->allow, opt + 6);
-        } else if (strncmp(opt, "skip=", 5) == 0) {
-            char *s2 = NULL;
-            for (char *pre = strtok_r(opt + 5, ",", &s2); pre; pre = strtok_r(NULL, ",", &s2)) {
-                if (a->nskip == MAX_SKIPS || pre[0] != '/' || strlen(pre) > MAX_PREFIX ||
-                    !text_ok(pre))
-                    die_usage("--app %s: skip prefixes start with '/', at most %d", spec,
-                              MAX_SKIPS);
-                strcpy(a->skip[a->nskip++], pre);
-            }
-        } else {
-            die_usage("--app %s: unknown option '%s'", spec, opt);
-        }
-    }
-    for (int i = 0; i < cfg.napps - 1; i++)
-        if (strcmp(cfg.apps[i].host, a->host) == 0)
-            die_usage("--app %s: host given twice", spec);
-    int n = snprintf(a->meta, sizeof a->meta,
-                     "X-authentik-meta-app: %.*s\r\n"
-                     "X-authentik-meta-outpost: " OUTPOST_NAME "\r\n"
-                     "X-authentik-meta-provider: Provider for %.*s\r\n"
-                     "X-authentik-meta-version: " OUTPOST_VERSION "\r\n",
-                     (int)slug, host, (int)slug, host);
-    a->meta_len = (size_t)n;
-}
-
 static const char *flag_value(int argc, char **argv, int *i, const char *flag)
 {
     size_t n = strlen(flag);
@@ -1487,17 +1653,74 @@ static const char *flag_value(int argc, char **argv, int *i, const char *flag)
     return argv[++*i];
 }
 
+/* true/on/1 or false/off/0; -1 for anything else. */
+static int bool_word(const char *v)
+{
+    if (!strcmp(v, "true") || !strcmp(v, "on") || !strcmp(v, "1"))
+        return 1;
+    if (!strcmp(v, "false") || !strcmp(v, "off") || !strcmp(v, "0"))
+        return 0;
+    return -1;
+}
+
+/* A switch: --flag, --flag=BOOL or --flag BOOL (BOOL: true|false|on|off|1|0). */
+static bool flag_bool(int argc, char **argv, int *i, const char *flag, bool *out)
+{
+    size_t n = strlen(flag);
+    if (strcmp(argv[*i], flag) == 0) {
+        int b = *i + 1 < argc ? bool_word(argv[*i + 1]) : -1;
+        *out = b != 0;
+        if (b >= 0)
+            ++*i;
+        return true;
+    }
+    if (strncmp(argv[*i], flag, n) != 0 || argv[*i][n] != '=')
+        return false;
+    int b = bool_word(argv[*i] + n + 1);
+    if (b < 0)
+        die_usage("%s: want true|false|on|off|1|0", argv[*i]);
+    *out = b;
+    return true;
+}
+
+static const char usage[] =
+    "usage: test-idp --listen HOST:PORT --control HOST:PORT [--oracle HOST:PORT] [--threads N]\n"
+    "       [--mode authentik|oauth2-proxy|authelia] [--jwt-secret S] [--cookie-name NAME] "
+    "[--quiet]\n"
+    "  authentik:    [--app HOST[;allow=GROUP][;skip=PREFIX,...][;domain=COOKIE_DOMAIN]]...\n"
+    "  oauth2-proxy: [--set-xauthrequest[=true|false]] [--cookie-refresh SECONDS]\n"
+    "                [--skip-jwt-bearer-tokens] [--deny-invalid-jwts]\n"
+    "                [--skip-auth-route [METHOD=]REGEX]... [--trusted-ip CIDR]...\n"
+    "  authelia:     [--rule 'host=H;path=REGEX;methods=GET,HEAD;networks=CIDR[,CIDR];"
+    "subject=group:G|user:U;policy=bypass|one_factor|deny']...\n"
+    "                [--default-policy deny|one_factor] [--cookie-domain D]... [--portal URL]\n";
+
 static void parse_args(int argc, char **argv)
 {
     bool apps_given = false;
+    const char *apps[MAX_APPS];
+    int napps = 0;
     for (int i = 1; i < argc; i++) {
         const char *v;
+        bool b;
         if ((v = flag_value(argc, argv, &i, "--listen"))) {
             parse_addr("--listen", v, &cfg.listen_addr);
             cfg.listen_arg = v;
         } else if ((v = flag_value(argc, argv, &i, "--control"))) {
             parse_addr("--control", v, &cfg.control_addr);
             cfg.control_arg = v;
+        } else if ((v = flag_value(argc, argv, &i, "--oracle"))) {
+            parse_addr("--oracle", v, &cfg.oracle_addr);
+            cfg.oracle_arg = v;
+        } else if ((v = flag_value(argc, argv, &i, "--mode"))) {
+            if (strcmp(v, "authentik") == 0)
+                cfg.mode = MODE_AUTHENTIK;
+            else if (strcmp(v, "oauth2-proxy") == 0)
+                cfg.mode = MODE_OAUTH2_PROXY;
+            else if (strcmp(v, "authelia") == 0)
+                cfg.mode = MODE_AUTHELIA;
+            else
+                die_usage("--mode %s: want authentik, oauth2-proxy or authelia", v);
         } else if ((v = flag_value(argc, argv, &i, "--threads"))) {
             char *end;
             long n = strtol(v, &end, 10);
@@ -1516,16 +1739,51 @@ static void parse_args(int argc, char **argv)
                 die_usage("--cookie-name: 1..128 characters");
             cfg.cookie_name = v;
         } else if ((v = flag_value(argc, argv, &i, "--app"))) {
-            if (!apps_given)
-                cfg.napps = 0;
+            if (napps == MAX_APPS)
+                die_usage("--app: at most %d applications", MAX_APPS);
             apps_given = true;
-            parse_app(v);
+            apps[napps++] = v;
+        } else if (flag_bool(argc, argv, &i, "--set-xauthrequest", &b)) {
+            cfg.set_xauthrequest = b;
+        } else if (flag_bool(argc, argv, &i, "--skip-jwt-bearer-tokens", &b)) {
+            cfg.skip_jwt_bearer_tokens = b;
+        } else if (flag_bool(argc, argv, &i, "--deny-invalid-jwts", &b)) {
+            cfg.deny_invalid_jwts = b;
+        } else if ((v = flag_value(argc, argv, &i, "--cookie-refresh"))) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (*end || end == v || n < 0 || n > MAX_TTL)
+                die_usage("--cookie-refresh %s: want 0..%ld seconds", v, MAX_TTL);
+            cfg.cookie_refresh = n;
+        } else if ((v = flag_value(argc, argv, &i, "--skip-auth-route"))) {
+            oauth2_proxy_parse_route(v);
+        } else if ((v = flag_value(argc, argv, &i, "--trusted-ip"))) {
+            if (cfg.ntrusted == MAX_CIDRS || !cidr_parse(v, &cfg.trusted[cfg.ntrusted]))
+                die_usage("--trusted-ip %s: want an address or CIDR, at most %d", v, MAX_CIDRS);
+            cfg.ntrusted++;
+        } else if ((v = flag_value(argc, argv, &i, "--rule"))) {
+            authelia_parse_rule(v);
+        } else if ((v = flag_value(argc, argv, &i, "--default-policy"))) {
+            if (strcmp(v, "deny") == 0)
+                cfg.default_policy = POLICY_DENY;
+            else if (strcmp(v, "one_factor") == 0)
+                cfg.default_policy = POLICY_ONE_FACTOR;
+            else
+                die_usage("--default-policy %s: want deny or one_factor", v);
+        } else if ((v = flag_value(argc, argv, &i, "--cookie-domain"))) {
+            char d[MAX_HOST + 1];
+            if (cfg.ncookie_domains == MAX_COOKIE_DOMAINS || *v == '.' ||
+                !host_normalize((struct str){v, strlen(v)}, d) || strchr(v, ':'))
+                die_usage("--cookie-domain %s: want a domain, at most %d", v, MAX_COOKIE_DOMAINS);
+            strcpy(cfg.cookie_domains[cfg.ncookie_domains++], d);
+        } else if ((v = flag_value(argc, argv, &i, "--portal"))) {
+            if (strncmp(v, "https://", 8) != 0 || !text_ok(v) || strchr(v, ' ') || strlen(v) > 200)
+                die_usage("--portal %s: want an https:// URL", v);
+            cfg.portal = v;
         } else if (strcmp(argv[i], "--quiet") == 0) {
             cfg.quiet = true;
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            printf("usage: test-idp --listen HOST:PORT --control HOST:PORT [--threads N] "
-                   "[--jwt-secret S] [--cookie-name NAME] [--app HOST[;allow=GROUP]"
-                   "[;skip=PREFIX,...]]... [--quiet]\n");
+            fputs(usage, stdout);
             exit(0);
         } else {
             die_usage("unknown argument '%s'", argv[i]);
@@ -1533,11 +1791,24 @@ static void parse_args(int argc, char **argv)
     }
     if (!cfg.listen_arg || !cfg.control_arg)
         die_usage("--listen HOST:PORT and --control HOST:PORT are required");
+    if (!cfg.cookie_name)
+        cfg.cookie_name = cfg.mode == MODE_OAUTH2_PROXY ? "_oauth2_proxy"
+                          : cfg.mode == MODE_AUTHELIA   ? "authelia_session"
+                                                        : "authentik_proxy_3f2a1b0c";
+    if (cfg.mode == MODE_AUTHELIA && cfg.ncookie_domains == 0)
+        strcpy(cfg.cookie_domains[cfg.ncookie_domains++], "test");
+    for (int i = 0; i < napps; i++)
+        authentik_parse_app(apps[i]);
     if (!apps_given) {
-        parse_app("app1.test");
-        parse_app("app2.test;allow=admins");
-        parse_app("open.test;skip=/public/");
+        authentik_parse_app("app1.test");
+        authentik_parse_app("app2.test;allow=admins");
+        authentik_parse_app("open.test;skip=/public/");
     }
+    /* Authelia: the applications become access-control rules after the --rule ones, so one
+     * --app list describes the same site to every mode. oauth2-proxy has no per-host policy. */
+    if (cfg.mode == MODE_AUTHELIA)
+        for (int i = 0; i < cfg.napps; i++)
+            authelia_rules_from_app(&cfg.apps[i]);
 }
 
 int main(int argc, char **argv)
@@ -1554,13 +1825,18 @@ int main(int argc, char **argv)
     }
     reg.nfree = cfg.max_conns;
 
-    static int control_fd;
+    static struct listener control = {.kind = CONN_CONTROL}, oracle = {.kind = CONN_ORACLE};
     fault.listen_fd = listen_open(&cfg.listen_addr);
     if (fault.listen_fd < 0)
         die_usage("--listen %s: %s", cfg.listen_arg, strerror(-fault.listen_fd));
-    control_fd = listen_open(&cfg.control_addr);
-    if (control_fd < 0)
-        die_usage("--control %s: %s", cfg.control_arg, strerror(-control_fd));
+    control.fd = listen_open(&cfg.control_addr);
+    if (control.fd < 0)
+        die_usage("--control %s: %s", cfg.control_arg, strerror(-control.fd));
+    if (cfg.oracle_arg) {
+        oracle.fd = listen_open(&cfg.oracle_addr);
+        if (oracle.fd < 0)
+            die_usage("--oracle %s: %s", cfg.oracle_arg, strerror(-oracle.fd));
+    }
 
     /* Only main() takes SIGTERM/SIGINT (sigwait below); every thread inherits the mask. */
     sigset_t sigs;
@@ -1575,7 +1851,8 @@ int main(int argc, char **argv)
     pthread_attr_setstacksize(&conn_attr, THREAD_STACK);
     pthread_t t;
     if (pthread_create(&t, &conn_attr, auth_accept_main, NULL) != 0 ||
-        pthread_create(&t, &conn_attr, control_accept_main, &control_fd) != 0) {
+        pthread_create(&t, &conn_attr, plain_accept_main, &control) != 0 ||
+        (cfg.oracle_arg && pthread_create(&t, &conn_attr, plain_accept_main, &oracle) != 0)) {
         fprintf(stderr, "test-idp: cannot start threads\n");
         return 1;
     }
@@ -1583,8 +1860,13 @@ int main(int argc, char **argv)
     printf("ready\n");
     fflush(stdout);
     if (!cfg.quiet)
-        fprintf(stderr, "test-idp: forward-auth on %s, control on %s, %d apps, cookie %s\n",
-                cfg.listen_arg, cfg.control_arg, cfg.napps, cfg.cookie_name);
+        fprintf(stderr,
+                "test-idp: forward-auth on %s, control on %s, oracle on %s, %s mode, cookie %s\n",
+                cfg.listen_arg, cfg.control_arg, cfg.oracle_arg ? cfg.oracle_arg : "-",
+                cfg.mode == MODE_AUTHENTIK      ? "authentik"
+                : cfg.mode == MODE_OAUTH2_PROXY ? "oauth2-proxy"
+                                                : "authelia",
+                cfg.cookie_name);
 
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0)
