@@ -148,8 +148,10 @@ static int hdr_unique(const struct http_req *req, const char *name, struct http_
     return found;
 }
 
-/* Split an absolute URL (X-Original-URL: "https://app.test/a?b") into authority and target. */
-static int split_url(struct http_span url, struct http_span *host, struct http_span *target)
+/* Split an absolute URL (X-Original-URL: "https://app.test/a?b") into scheme, authority and
+ * target. */
+static int split_url(struct http_span url, struct http_span *scheme, struct http_span *host,
+                     struct http_span *target)
 {
     const char *p = url.p, *end = url.p + url.len, *s = NULL;
 
@@ -160,6 +162,7 @@ static int split_url(struct http_span url, struct http_span *host, struct http_s
         }
     if (!s)
         return -1;
+    *scheme = (struct http_span){p, (size_t)(s - 3 - p)};
     const char *slash = memchr(s, '/', (size_t)(end - s));
     const char *at = memchr(s, '@', (size_t)((slash ? slash : end) - s));
     if (at)
@@ -203,6 +206,7 @@ static struct http_span one(const struct http_req *req, const char *name, int *b
 void policy_classify(const struct config *cfg, const struct http_req *req, struct policy_req *out)
 {
     struct http_span host = {0}, uri = {0}, url, url_host = {0}, url_uri = {0}, upath, uquery;
+    struct http_span url_scheme = {0}, scheme = {0};
     struct http_span method = {0}, authz, pauthz, v[3];
     int rc, ambiguous = 0, have_uri, have_method, n;
     char norm[CONFIG_PATH_MAX];
@@ -215,7 +219,7 @@ void policy_classify(const struct config *cfg, const struct http_req *req, struc
      * and query of an absolute X-Original-URL (nginx snippets of authentik and Authelia, whose
      * auth-request endpoint reads only that). When several are present they must agree. */
     url = one(req, "X-Original-URL", &ambiguous);
-    if (url.p && split_url(url, &url_host, &url_uri) < 0)
+    if (url.p && split_url(url, &url_scheme, &url_host, &url_uri) < 0)
         ambiguous = 1;
     v[0] = one(req, "X-Forwarded-Uri", &ambiguous);
     v[1] = one(req, "X-Original-URI", &ambiguous);
@@ -312,12 +316,21 @@ void policy_classify(const struct config *cfg, const struct http_req *req, struc
         if (rip.p)
             ambiguous |= shm_key_input(out->inputs_buf, &il, sizeof(out->inputs_buf),
                                        SHM_IN_REAL_IP, rip.p, rip.len) < 0;
+        /* Authelia refuses a target that is not https: the scheme (X-Forwarded-Proto, the
+         * scheme of X-Original-URL; they must agree) is part of the question. */
+        v[0] = one(req, "X-Forwarded-Proto", &ambiguous);
+        v[1] = url_scheme.p ? url_scheme : (struct http_span){NULL, 0};
+        rc = agree(&scheme, v, 2, 1);
+        ambiguous |= rc < 0;
     }
     /* oauth2-proxy's skip routes match the auth request's own method (nginx's auth_request may
      * send the client's); proxies that always send GET keep the key they had. */
     if (!http_method_is(req, "GET"))
         ambiguous |= shm_key_input(out->inputs_buf, &il, sizeof(out->inputs_buf),
                                    SHM_IN_AUTH_METHOD, req->method, req->method_len) < 0;
+    if (scheme.p) /* inputs go in tag order */
+        ambiguous |= shm_key_input(out->inputs_buf, &il, sizeof(out->inputs_buf), SHM_IN_SCHEME,
+                                   scheme.p, scheme.len) < 0;
     out->q.inputs = out->inputs_buf;
     out->q.inputs_len = il;
     /* Headers that could name two different things: ask the IdP, store nothing. */

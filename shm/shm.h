@@ -111,6 +111,7 @@ enum shm_input {
     SHM_IN_FORWARDED_FOR,       /* X-Forwarded-For as sent (--key-scope uri: network rules) */
     SHM_IN_REAL_IP,             /* X-Real-IP as sent (likewise) */
     SHM_IN_AUTH_METHOD,         /* the forward-auth request's own method, when not GET */
+    SHM_IN_SCHEME,              /* X-Forwarded-Proto / X-Original-URL's scheme (uri scope) */
 };
 struct shm_query {
     int cred_kind; /* SHM_CRED_* */

@@ -131,9 +131,9 @@ static void check_inputs(const struct config *cfg, const struct policy_req *pr)
         int tag = p[i];
         size_t len = (size_t)p[i + 1] | (size_t)p[i + 2] << 8 | (size_t)p[i + 3] << 16 |
                      (size_t)p[i + 4] << 24;
-        must(tag > last && tag >= SHM_IN_COOKIE_NAME && tag <= SHM_IN_AUTH_METHOD);
+        must(tag > last && tag >= SHM_IN_COOKIE_NAME && tag <= SHM_IN_SCHEME);
         must(len <= n - i - 5);
-        if (tag == SHM_IN_FORWARDED_FOR || tag == SHM_IN_REAL_IP)
+        if (tag == SHM_IN_FORWARDED_FOR || tag == SHM_IN_REAL_IP || tag == SHM_IN_SCHEME)
             must(cfg->key_scope == CONFIG_SCOPE_URI);
         if (tag == SHM_IN_COOKIE_NAME)
             must(pr->q.cred_kind == SHM_CRED_COOKIE &&

@@ -257,6 +257,39 @@ static void test_scope_and_ambiguity(void)
         CHECK_INT(pr.q.cred_kind, SHM_CRED_PROXY_AUTHORIZATION);
         CHECK_INT(pr.q.inputs_len, 0);
     }
+    /* The scheme: Authelia refuses a target that is not https, so http and https are two
+     * questions; X-Forwarded-Proto and X-Original-URL's scheme must agree. */
+    {
+        struct shm_query q0;
+        r = parse("GET /api/verify HTTP/1.1\r\nCookie: authelia_session=S\r\n"
+                  "X-Forwarded-Host: app.test\r\nX-Forwarded-Method: GET\r\n"
+                  "X-Forwarded-Uri: /\r\nX-Forwarded-Proto: https\r\n\r\n");
+        policy_classify(cfg, &r, &pr);
+        CHECK_INT(pr.kind, POLICY_CACHEABLE);
+        CHECK(pr.q.inputs_len == 21 + 10 && pr.q.inputs[21] == SHM_IN_SCHEME &&
+                  memcmp(pr.q.inputs + 26, "https", 5) == 0,
+              "the scheme as an input (%zu bytes)", pr.q.inputs_len);
+        q0 = pr.q;
+        r = parse("GET /api/verify HTTP/1.1\r\nCookie: authelia_session=S\r\n"
+                  "X-Forwarded-Host: app.test\r\nX-Forwarded-Method: GET\r\n"
+                  "X-Forwarded-Uri: /\r\nX-Forwarded-Proto: http\r\n\r\n");
+        policy_classify(cfg, &r, &pr);
+        CHECK_INT(pr.kind, POLICY_CACHEABLE);
+        CHECK(pr.q.inputs_len != q0.inputs_len ||
+                  memcmp(pr.q.inputs, q0.inputs, q0.inputs_len) != 0,
+              "http and https must be two keys");
+        r = parse("GET /api/verify HTTP/1.1\r\nCookie: authelia_session=S\r\n"
+                  "X-Forwarded-Proto: http\r\nX-Original-URL: https://app.test/\r\n"
+                  "X-Original-Method: GET\r\n\r\n");
+        policy_classify(cfg, &r, &pr);
+        CHECK_INT(pr.kind, POLICY_BYPASS);
+        r = parse("GET /api/verify HTTP/1.1\r\nCookie: authelia_session=S\r\n"
+                  "X-Original-URL: http://app.test/\r\nX-Original-Method: GET\r\n\r\n");
+        policy_classify(cfg, &r, &pr);
+        CHECK(pr.kind == POLICY_CACHEABLE && pr.q.inputs_len == 21 + 9 &&
+                  pr.q.inputs[21] == SHM_IN_SCHEME,
+              "X-Original-URL's scheme as an input");
+    }
     /* Without a path or method the key holds them empty, as the IdP gets them; the auth
      * request's own method, when not GET, is an input too. */
     r = parse(
