@@ -82,7 +82,7 @@ static int cmp_u64(const void *a, const void *b)
 static void run_batch(struct purger *pg, struct purger_item *it, size_t n)
 {
     struct daemon *d = pg->d;
-    struct shm_purge_set set = {pg->creds, 0, pg->users, 0};
+    struct shm_purge_set set = {pg->creds, 0, pg->users, 0, 0};
     int removed;
 
     for (size_t i = 0; i < n; i++)
