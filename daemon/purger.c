@@ -1,12 +1,16 @@
 /*
  * purger.c — the purge thread (purger.h says why it exists).
  *
- * A bounded queue under one mutex, and one thread that takes everything queued at once and runs it
- * as one batch: one walk of the table for the whole batch (shm_purge_set), and, for sign-outs of
- * sessions this node could not name, one more walk that finds their users first. A flood of
- * sign-outs thus costs a walk per batch, not per sign-out. A full queue is not an error: the caller
+ * What waits for a walk: the session purges stamped exactly (epoch.h: the exact table is their
+ * queue, purger_poke says there is more), and a bounded queue under one mutex for the rest (users,
+ * everything, sessions whose exact stamp found no room). One thread takes all of it at once and
+ * runs it as one batch: one walk of the table for the whole batch (shm_purge_set), and, for
+ * sign-outs of sessions this node could not name, one more walk that finds their users first; then
+ * the exact stamps the walk has served end (epoch_walked). A full queue is not an error: the caller
  * runs its purge itself (slower, never lost). The stamp that makes a purge effective was set before
- * it was queued, so when the walk happens changes nothing anyone is served.
+ * it was queued, so when the walk happens changes nothing anyone is served; only direct readers of
+ * the segment (libauthcache) wait for it.
+
  */
 #include <errno.h>
 #include <stdio.h>
@@ -20,6 +24,7 @@
 
 #define PURGER_QUEUE 1024
 #define FIND_USERS_MAX 1024 /* users found among the sessions of one batch */
+#define PURGER_CREDS (PURGER_QUEUE * PURGE_MAX_CREDS + EPOCH_EXACT_MAX)
 
 struct purger_item {
     struct purge p;
@@ -34,11 +39,15 @@ struct purger {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int stopping;
+    int poked;         /* exact stamps wait for a walk */
+    char poke_why[96]; /* why the last of them was stamped, for the log line */
     unsigned head, n;
     struct purger_item q[PURGER_QUEUE];
     /* the batch being run (the thread's own) */
     struct purger_item batch[PURGER_QUEUE];
-    uint64_t creds[PURGER_QUEUE * PURGE_MAX_CREDS], find[PURGER_QUEUE * PURGE_MAX_CREDS];
+    uint64_t pend[EPOCH_EXACT_MAX]; /* exact stamps taken into the batch (epoch_pending) */
+    unsigned pend_flags[EPOCH_EXACT_MAX];
+    uint64_t creds[PURGER_CREDS], find[PURGER_CREDS];
     uint64_t users[PURGER_QUEUE + FIND_USERS_MAX];
     size_t nfind, nfound;
     struct purge found[FIND_USERS_MAX];
@@ -78,11 +87,14 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Run n purges (stamped already) on the segment with one walk (two with users to find). */
-static void run_batch(struct purger *pg, struct purger_item *it, size_t n)
+/* Run n purges and the exact stamps numbered at most upto (all stamped already) on the segment with
+ * one walk (two with users to find); then end those exact stamps. */
+static void run_batch(struct purger *pg, struct purger_item *it, size_t n, uint64_t upto,
+                      const char *poke_why)
 {
     struct daemon *d = pg->d;
     struct shm_purge_set set = {pg->creds, 0, pg->users, 0, 0};
+    size_t npend = epoch_pending(d->epochs, upto, pg->pend, pg->pend_flags, EPOCH_EXACT_MAX);
     int removed;
 
     for (size_t i = 0; i < n; i++)
@@ -103,6 +115,11 @@ static void run_batch(struct purger *pg, struct purger_item *it, size_t n)
                 memcpy(&pg->find[pg->nfind++], it[i].p.cred[k], sizeof(uint64_t));
         }
     }
+    for (size_t i = 0; i < npend; i++) {
+        set.creds[set.ncreds++] = pg->pend[i];
+        if (pg->pend_flags[i] & EPOCH_FIND_USERS)
+            pg->find[pg->nfind++] = pg->pend[i];
+    }
     if (pg->nfind) { /* before the answers that name them go */
         qsort(pg->find, pg->nfind, sizeof(*pg->find), cmp_u64);
         shm_foreach(&d->shm, daemon_now_ms(), find_fn, pg);
@@ -113,27 +130,36 @@ static void run_batch(struct purger *pg, struct purger_item *it, size_t n)
     }
     shm_purge_set_sort(&set);
     removed = shm_purge_set(&d->shm, &set);
-    if (n == 1 && it[0].p.kind == PURGE_USER && pg->nfound == 0)
+    if (removed >= 0 && set.skipped == 0)
+        epoch_walked(d->epochs, pg->pend, npend, upto);
+    if (n == 1 && npend == 0 && it[0].p.kind == PURGE_USER && pg->nfound == 0)
         daemon__purged_user(d, removed, it[0].user, it[0].p.user_len, it[0].why);
     else
-        daemon__purged_batch(d, removed, n, pg->nfound, it[0].why);
+        daemon__purged_batch(d, removed, n + npend, pg->nfound, n ? it[0].why : poke_why);
 }
 
 static void *purger_main(void *arg)
 {
     struct purger *pg = arg;
+    uint64_t upto;
+    char why[96];
     size_t n;
 
     pthread_mutex_lock(&pg->mu);
     for (;;) {
-        while (pg->n == 0 && !pg->stopping)
+        if (pg->n == 0 && !pg->poked) {
+            if (pg->stopping)
+                break;
             pthread_cond_wait(&pg->cv, &pg->mu);
-        if (pg->n == 0)
-            break;
+            continue;
+        }
         for (n = 0; pg->n; n++, pg->n--, pg->head = (pg->head + 1) % PURGER_QUEUE)
             pg->batch[n] = pg->q[pg->head];
+        pg->poked = 0;
+        memcpy(why, pg->poke_why, sizeof(why));
         pthread_mutex_unlock(&pg->mu);
-        run_batch(pg, pg->batch, n);
+        upto = epoch_now(pg->d->epochs); /* after the batch was taken: its stamps are older */
+        run_batch(pg, pg->batch, n, upto, why);
         pthread_mutex_lock(&pg->mu);
     }
     pthread_mutex_unlock(&pg->mu);
@@ -183,6 +209,23 @@ int purger_queue(struct purger *pg, const struct purge *p, int find_users, const
     pthread_cond_signal(&pg->cv);
     pthread_mutex_unlock(&pg->mu);
     return 0;
+}
+
+int purger_poke(struct purger *pg, const char *why)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&pg->mu);
+    if (pg->stopping) {
+        rc = -ESHUTDOWN;
+    } else {
+        snprintf(pg->poke_why, sizeof(pg->poke_why), "%s", why);
+        if (!pg->poked)
+            pthread_cond_signal(&pg->cv);
+        pg->poked = 1;
+    }
+    pthread_mutex_unlock(&pg->mu);
+    return rc;
 }
 
 void purger_stop(struct purger *pg)
