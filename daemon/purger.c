@@ -10,13 +10,18 @@
  * runs its purge itself (slower, never lost). The stamp that makes a purge effective was set before
  * it was queued, so when the walk happens changes nothing anyone is served; only direct readers of
  * the segment (libauthcache) wait for it.
-
+ *
+ * Walks are paced: the next begins no sooner than PURGER_GAP_WALKS times the last one took after
+ * it (at least PURGER_GAP_MIN_MS, at most PURGER_GAP_MAX_MS), so that a flood of sign-outs costs
+ * at most about a tenth of a core in walks, and leaves no backlog behind (one walk takes all that
+ * waits). A queue or exact table filling up, or a stop, does not wait for the pace.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "epoch.h"
 #include "log.h"
@@ -24,6 +29,9 @@
 
 #define PURGER_QUEUE 1024
 #define FIND_USERS_MAX 1024 /* users found among the sessions of one batch */
+#define PURGER_GAP_MIN_MS 5
+#define PURGER_GAP_WALKS 10
+#define PURGER_GAP_MAX_MS 1000
 #define PURGER_CREDS (PURGER_QUEUE * PURGE_MAX_CREDS + EPOCH_EXACT_MAX)
 
 struct purger_item {
@@ -39,8 +47,9 @@ struct purger {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int stopping;
-    int poked;         /* exact stamps wait for a walk */
-    char poke_why[96]; /* why the last of them was stamped, for the log line */
+    int poked;            /* exact stamps wait for a walk */
+    char poke_why[96];    /* why the last of them was stamped, for the log line */
+    int64_t next_walk_us; /* monotonic: the pace */
     unsigned head, n;
     struct purger_item q[PURGER_QUEUE];
     /* the batch being run (the thread's own) */
@@ -138,9 +147,17 @@ static void run_batch(struct purger *pg, struct purger_item *it, size_t n, uint6
         daemon__purged_batch(d, removed, n + npend, pg->nfound, n ? it[0].why : poke_why);
 }
 
+/* Whether the next walk is due now, whatever the pace. Under mu. */
+static int pressed(struct purger *pg)
+{
+    return pg->stopping || pg->n >= PURGER_QUEUE / 2 ||
+           epoch_exact_count(pg->d->epochs) >= EPOCH_EXACT_MAX / 4;
+}
+
 static void *purger_main(void *arg)
 {
     struct purger *pg = arg;
+    int64_t t0, t1, gap;
     uint64_t upto;
     char why[96];
     size_t n;
@@ -153,6 +170,12 @@ static void *purger_main(void *arg)
             pthread_cond_wait(&pg->cv, &pg->mu);
             continue;
         }
+        if ((t0 = daemon_mono_us()) < pg->next_walk_us && !pressed(pg)) {
+            struct timespec ts = {(time_t)(pg->next_walk_us / 1000000),
+                                  (long)(pg->next_walk_us % 1000000) * 1000};
+            pthread_cond_timedwait(&pg->cv, &pg->mu, &ts); /* more may come meanwhile */
+            continue;
+        }
         for (n = 0; pg->n; n++, pg->n--, pg->head = (pg->head + 1) % PURGER_QUEUE)
             pg->batch[n] = pg->q[pg->head];
         pg->poked = 0;
@@ -160,7 +183,14 @@ static void *purger_main(void *arg)
         pthread_mutex_unlock(&pg->mu);
         upto = epoch_now(pg->d->epochs); /* after the batch was taken: its stamps are older */
         run_batch(pg, pg->batch, n, upto, why);
+        t1 = daemon_mono_us();
+        gap = (t1 - t0) * PURGER_GAP_WALKS;
+        if (gap < PURGER_GAP_MIN_MS * 1000)
+            gap = PURGER_GAP_MIN_MS * 1000;
+        if (gap > PURGER_GAP_MAX_MS * 1000)
+            gap = PURGER_GAP_MAX_MS * 1000;
         pthread_mutex_lock(&pg->mu);
+        pg->next_walk_us = t1 + gap;
     }
     pthread_mutex_unlock(&pg->mu);
     return NULL;
@@ -169,6 +199,7 @@ static void *purger_main(void *arg)
 int purger_start(struct daemon *d, struct purger **out)
 {
     struct purger *pg = calloc(1, sizeof(*pg));
+    pthread_condattr_t ca;
     int rc;
 
     *out = NULL;
@@ -176,7 +207,10 @@ int purger_start(struct daemon *d, struct purger **out)
         return -ENOMEM;
     pg->d = d;
     pthread_mutex_init(&pg->mu, NULL);
-    pthread_cond_init(&pg->cv, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the pace is on daemon_mono_us */
+    pthread_cond_init(&pg->cv, &ca);
+    pthread_condattr_destroy(&ca);
     if ((rc = pthread_create(&pg->thread, NULL, purger_main, pg)) != 0) {
         pthread_cond_destroy(&pg->cv);
         pthread_mutex_destroy(&pg->mu);
