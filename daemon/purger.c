@@ -14,14 +14,19 @@
  * Walks are paced: the next begins no sooner than PURGER_GAP_WALKS times the last one took after
  * it (at least PURGER_GAP_MIN_MS, at most PURGER_GAP_MAX_MS), so that a flood of sign-outs costs
  * at most about a tenth of a core in walks, and leaves no backlog behind (one walk takes all that
- * waits). A queue or exact table filling up, or a stop, does not wait for the pace.
+ * waits). A queue or exact table filling up, or a stop, does not wait for the pace. The thread
+ * also runs at nice PURGER_NICE: where it shares a core with a worker (one CPU, or a daemon pinned
+ * to one), the worker's requests go first and a walk fills the gaps between them, instead of taking
+ * its half of the core in slices that stall every request in them.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "epoch.h"
 #include "log.h"
@@ -32,6 +37,7 @@
 #define PURGER_GAP_MIN_MS 5
 #define PURGER_GAP_WALKS 10
 #define PURGER_GAP_MAX_MS 1000
+#define PURGER_NICE 10 /* about a tenth of a worker's share of a core, as the pace needs */
 #define PURGER_CREDS (PURGER_QUEUE * PURGE_MAX_CREDS + EPOCH_EXACT_MAX)
 
 struct purger_item {
@@ -162,6 +168,10 @@ static void *purger_main(void *arg)
     char why[96];
     size_t n;
 
+    /* This thread's own nice value (Linux: per thread). Raising it needs no privilege; should it
+     * fail anyway, walks only compete with the workers as before. */
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), PURGER_NICE) < 0)
+        log_debug("purger", "cannot lower the purge thread's priority: %s", strerror(errno));
     pthread_mutex_lock(&pg->mu);
     for (;;) {
         if (pg->n == 0 && !pg->poked) {
