@@ -723,8 +723,10 @@ static int cmp_u64(const void *a, const void *b)
 
 void shm_purge_set_sort(struct shm_purge_set *s)
 {
-    qsort(s->creds, s->ncreds, sizeof(*s->creds), cmp_u64);
-    qsort(s->users, s->nusers, sizeof(*s->users), cmp_u64);
+    if (s->ncreds) /* an empty array may be NULL, which qsort must not get */
+        qsort(s->creds, s->ncreds, sizeof(*s->creds), cmp_u64);
+    if (s->nusers)
+        qsort(s->users, s->nusers, sizeof(*s->users), cmp_u64);
 }
 
 int shm_purge_set(struct shm *h, struct shm_purge_set *s)
