@@ -101,7 +101,7 @@ static int purge_stamp(struct daemon *d, const struct purge *p, int find_users)
 static int purge_segment(struct daemon *d, const struct purge *p, const char *why)
 {
     uint64_t creds[PURGE_MAX_CREDS], upto;
-    struct shm_purge_set set = {creds, 0, NULL, 0, 0};
+    struct shm_purge_set set = {.creds = creds};
     int n = 0;
 
     switch (p->kind) {

@@ -4,9 +4,10 @@
  * What waits for a walk: the session purges stamped exactly (epoch.h: the exact table is their
  * queue, purger_poke says there is more), and a bounded queue under one mutex for the rest (users,
  * everything, sessions whose exact stamp found no room). One thread takes all of it at once and
- * runs it as one batch: one walk of the table for the whole batch (shm_purge_set), and, for
- * sign-outs of sessions this node could not name, one more walk that finds their users first; then
- * the exact stamps the walk has served end (epoch_walked). A full queue is not an error: the caller
+ * runs it as one batch: one walk of the table for the whole batch (shm_purge_set), which also
+ * finds the users of sessions this node could not name among the answers it removes; then the
+ * exact stamps the walk has served end (epoch_walked), and the users found are stamped and purged
+ * with one more walk (only when there are some). A full queue is not an error: the caller
  * runs its purge itself (slower, never lost). The stamp that makes a purge effective was set before
  * it was queued, so when the walk happens changes nothing anyone is served; only direct readers of
  * the segment (libauthcache) wait for it.
@@ -69,30 +70,20 @@ struct purger {
     char found_user[FIND_USERS_MAX][SHM_MAX_USER];
 };
 
-/* The users of the answers whose credential is in pg->find (sorted): each once. */
-static int find_fn(const struct shm_answer *a, void *arg)
+/* shm_purge_set's found: the user of an answer of a session to find users of, each once. */
+static void found_fn(const char *user, size_t len, void *arg)
 {
     struct purger *pg = arg;
-    uint64_t c;
-    size_t lo = 0, hi = pg->nfind;
 
-    memcpy(&c, a->key.cred, sizeof(c));
-    while (lo < hi && pg->find[lo + (hi - lo) / 2] != c) {
-        if (pg->find[lo + (hi - lo) / 2] < c)
-            lo = lo + (hi - lo) / 2 + 1;
-        else
-            hi = lo + (hi - lo) / 2;
-    }
-    if (lo >= hi || a->user_len == 0 || a->user_len > SHM_MAX_USER)
-        return 0;
+    if (len == 0 || len > SHM_MAX_USER || pg->nfound == FIND_USERS_MAX)
+        return;
     for (size_t i = 0; i < pg->nfound; i++)
-        if (pg->found[i].user_len == a->user_len &&
-            memcmp(pg->found_user[i], a->user, a->user_len) == 0)
-            return 0;
-    memcpy(pg->found_user[pg->nfound], a->user, a->user_len);
-    pg->found[pg->nfound] = (struct purge){
-        .kind = PURGE_USER, .user = pg->found_user[pg->nfound], .user_len = a->user_len};
-    return ++pg->nfound == FIND_USERS_MAX;
+        if (pg->found[i].user_len == len && memcmp(pg->found_user[i], user, len) == 0)
+            return;
+    memcpy(pg->found_user[pg->nfound], user, len);
+    pg->found[pg->nfound] =
+        (struct purge){.kind = PURGE_USER, .user = pg->found_user[pg->nfound], .user_len = len};
+    pg->nfound++;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -103,12 +94,13 @@ static int cmp_u64(const void *a, const void *b)
 }
 
 /* Run n purges and the exact stamps numbered at most upto (all stamped already) on the segment with
- * one walk (two with users to find); then end those exact stamps. */
+ * one walk, which also finds the users of sessions to find users of; then end those exact stamps,
+ * and purge the users found (stamped, published, and one more walk). */
 static void run_batch(struct purger *pg, struct purger_item *it, size_t n, uint64_t upto,
                       const char *poke_why)
 {
     struct daemon *d = pg->d;
-    struct shm_purge_set set = {pg->creds, 0, pg->users, 0, 0};
+    struct shm_purge_set set = {.creds = pg->creds, .users = pg->users};
     size_t npend = epoch_pending(d->epochs, upto, pg->pend, pg->pend_flags, EPOCH_EXACT_MAX);
     int removed;
 
@@ -135,18 +127,28 @@ static void run_batch(struct purger *pg, struct purger_item *it, size_t n, uint6
         if (pg->pend_flags[i] & EPOCH_FIND_USERS)
             pg->find[pg->nfind++] = pg->pend[i];
     }
-    if (pg->nfind) { /* before the answers that name them go */
+    if (pg->nfind) { /* found_fn learns their users as their answers go */
         qsort(pg->find, pg->nfind, sizeof(*pg->find), cmp_u64);
-        shm_foreach(&d->shm, daemon_now_ms(), find_fn, pg);
-        for (size_t i = 0; i < pg->nfound; i++) {
-            daemon__purge_announce(d, &pg->found[i]);
-            set.users[set.nusers++] = shm_user_hash(pg->found_user[i], pg->found[i].user_len);
-        }
+        set.find = pg->find;
+        set.nfind = pg->nfind;
+        set.found = found_fn;
+        set.arg = pg;
     }
     shm_purge_set_sort(&set);
     removed = shm_purge_set(&d->shm, &set);
     if (removed >= 0 && set.skipped == 0)
         epoch_walked(d->epochs, pg->pend, npend, upto);
+    if (pg->nfound) { /* stamped at once; a second walk for their other answers */
+        struct shm_purge_set more = {.creds = pg->creds, .users = pg->users};
+        int m;
+        for (size_t i = 0; i < pg->nfound; i++) {
+            daemon__purge_announce(d, &pg->found[i]);
+            more.users[more.nusers++] = shm_user_hash(pg->found_user[i], pg->found[i].user_len);
+        }
+        shm_purge_set_sort(&more);
+        if ((m = shm_purge_set(&d->shm, &more)) > 0 && removed >= 0)
+            removed += m;
+    }
     if (n == 1 && npend == 0 && it[0].p.kind == PURGE_USER && pg->nfound == 0)
         daemon__purged_user(d, removed, it[0].user, it[0].p.user_len, it[0].why);
     else

@@ -674,10 +674,13 @@ static int purge_matching(struct shm *h, int what, const void *arg, size_t arg_l
                 uint16_t user_len = __atomic_load_n(&r->user_len, __ATOMIC_RELAXED);
                 uint64_t c;
                 memcpy(&c, r->cred, sizeof(c));
-                hit = in_sorted(s->creds, s->ncreds, c) ||
-                      (s->nusers && REC_HDR + host_len + user_len <= len &&
-                       in_sorted(s->users, s->nusers,
-                                 XXH3_64bits((uint8_t *)r + REC_HDR + host_len, user_len)));
+                hit = in_sorted(s->creds, s->ncreds, c);
+                if (hit && s->found && user_len && REC_HDR + host_len + user_len <= len &&
+                    in_sorted(s->find, s->nfind, c))
+                    s->found((const char *)r + REC_HDR + host_len, user_len, s->arg);
+                hit = hit || (s->nusers && REC_HDR + host_len + user_len <= len &&
+                              in_sorted(s->users, s->nusers,
+                                        XXH3_64bits((uint8_t *)r + REC_HDR + host_len, user_len)));
             } else {
                 hit = r->session_end_ms <= now;
             }

@@ -174,6 +174,14 @@ struct shm_purge_set {
     uint64_t *users;
     size_t nusers;
     size_t skipped; /* out */
+    /* Optional: for each answer removed whose credential digest is also in find (sorted), found
+     * gets its user name (read in place: copy it; a name scribbled on by a lapped writer can only
+     * purge one user too many) before its slot is cleared; it may come more than once per answer.
+     * So the users of signed-out sessions are found in the same walk. */
+    const uint64_t *find;
+    size_t nfind;
+    void (*found)(const char *user, size_t len, void *arg);
+    void *arg;
 };
 int shm_purge_set(struct shm *h, struct shm_purge_set *s);
 void shm_purge_set_sort(struct shm_purge_set *s);
