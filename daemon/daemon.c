@@ -71,10 +71,13 @@ int64_t daemon_mono_us(void)
 /* ---- purges ---- */
 
 /* Stamp p (epoch.h): from now on no answer it covers is served or kept, whatever the segment
- * still holds. 0, or -EINVAL for an unknown kind. */
-static int purge_stamp(struct daemon *d, const struct purge *p)
+ * still holds. 1 if p is a session purge whose every digest was stamped exactly (the purge thread
+ * finds it in the exact table: it need not be queued), 0 otherwise, or -EINVAL for an unknown
+ * kind. find_users goes with exact stamps (EPOCH_FIND_USERS). */
+static int purge_stamp(struct daemon *d, const struct purge *p, int find_users)
 {
     int64_t now = daemon_now_ms();
+    int exact = 1;
 
     switch (p->kind) {
     case PURGE_USER:
@@ -82,8 +85,10 @@ static int purge_stamp(struct daemon *d, const struct purge *p)
         return 0;
     case PURGE_CREDS:
         for (unsigned i = 0; i < p->ncred && i < PURGE_MAX_CREDS; i++)
-            epoch_purge_cred(d->epochs, p->cred[i], now);
-        return 0;
+            if (epoch_purge_cred(d->epochs, p->cred[i], now, find_users ? EPOCH_FIND_USERS : 0) !=
+                1)
+                exact = 0;
+        return exact;
     case PURGE_ALL:
         epoch_purge_all(d->epochs, now);
         return 0;
@@ -95,21 +100,22 @@ static int purge_stamp(struct daemon *d, const struct purge *p)
 /* Remove what p covers from the segment (a walk of the whole table), count it and log one line. */
 static int purge_segment(struct daemon *d, const struct purge *p, const char *why)
 {
-    int n = 0, m, err = 0;
+    uint64_t creds[PURGE_MAX_CREDS], upto;
+    struct shm_purge_set set = {.creds = creds};
+    int n = 0;
 
     switch (p->kind) {
     case PURGE_USER:
         n = shm_purge_user(&d->shm, p->user, p->user_len);
         break;
     case PURGE_CREDS:
-        for (unsigned i = 0; i < p->ncred && i < PURGE_MAX_CREDS; i++) {
-            if ((m = shm_purge_cred(&d->shm, p->cred[i])) < 0)
-                err = m;
-            else
-                n += m;
-        }
-        if (n == 0 && err)
-            n = err;
+        for (unsigned i = 0; i < p->ncred && i < PURGE_MAX_CREDS; i++)
+            memcpy(&creds[set.ncreds++], p->cred[i], sizeof(uint64_t));
+        shm_purge_set_sort(&set);
+        upto = epoch_now(d->epochs); /* the walk begins after p's stamps */
+        n = shm_purge_set(&d->shm, &set);
+        if (n >= 0 && set.skipped == 0)
+            epoch_walked(d->epochs, creds, set.ncreds, upto);
         break;
     default:
         n = shm_purge_all(&d->shm);
@@ -129,7 +135,7 @@ static int purge_segment(struct daemon *d, const struct purge *p, const char *wh
 /* Every purge ends here, whether it began on this node (daemon_purge) or on another one (bus.c). */
 static int purge_local(struct daemon *d, const struct purge *p, const char *why)
 {
-    int rc = purge_stamp(d, p);
+    int rc = purge_stamp(d, p, 0);
 
     return rc < 0 ? rc : purge_segment(d, p, why);
 }
@@ -178,7 +184,7 @@ void daemon__purge_run(struct daemon *d, const struct purge *p, int find_users, 
 
 void daemon__purge_announce(struct daemon *d, const struct purge *p)
 {
-    if (purge_stamp(d, p) == 0)
+    if (purge_stamp(d, p, 0) >= 0)
         bus_publish(d->bus, p);
 }
 
@@ -209,19 +215,25 @@ void daemon__purged_batch(struct daemon *d, int n, size_t purges, size_t users_f
 
 void daemon_purge_soon(struct daemon *d, const struct purge *p, int find_users, const char *why)
 {
-    if (purge_stamp(d, p) < 0)
+    int exact = purge_stamp(d, p, find_users);
+
+    if (exact < 0)
         return;
     bus_publish(d->bus, p);
+    if (exact && d->purger && purger_poke(d->purger, why) == 0)
+        return; /* the purge thread finds it in the exact table */
     if (!d->purger || purger_queue(d->purger, p, find_users, why) < 0)
         daemon__purge_run(d, p, find_users, why);
 }
 
 int daemon_purge_received(struct daemon *d, const struct purge *p, const char *why)
 {
-    int rc = purge_stamp(d, p);
+    int exact = purge_stamp(d, p, 0);
 
-    if (rc < 0)
-        return rc;
+    if (exact < 0)
+        return exact;
+    if (exact && d->purger && purger_poke(d->purger, why) == 0)
+        return 0;
     if (!d->purger || purger_queue(d->purger, p, 0, why) < 0)
         return purge_segment(d, p, why);
     return 0;

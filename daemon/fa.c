@@ -123,15 +123,21 @@ void fa__free_all(struct worker *w)
 /* ---- answers ---- */
 
 /* The answer held for digest, unless a purge covers it (stamped, epoch.h, though the purge thread
- * may not have removed it yet). 0, or -ENOENT. flags: shm_lookup's. */
+ * may not have removed it yet). 0, or -ENOENT. flags: shm_lookup's. An exact stamp that ended
+ * between the lookup and the check (its walk removed the answer found) makes it look again. */
 static int held_answer(struct worker *w, const uint8_t digest[SHM_DIGEST_LEN], unsigned flags,
                        struct shm_answer *a)
 {
-    if (shm_lookup(&w->d->shm, digest, w->now_ms, a, w->lbuf, sizeof(w->lbuf), flags) != 0)
-        return -ENOENT;
-    if (epoch_hides(w->d->epochs, a->confirmed_ms, a->user, a->user_len, a->key.cred))
-        return -ENOENT;
-    return 0;
+    for (int tries = 0; tries < 3; tries++) {
+        uint64_t released = epoch_released(w->d->epochs);
+        if (shm_lookup(&w->d->shm, digest, w->now_ms, a, w->lbuf, sizeof(w->lbuf), flags) != 0)
+            return -ENOENT;
+        if (epoch_hides(w->d->epochs, a->confirmed_ms, a->user, a->user_len, a->key.cred))
+            return -ENOENT;
+        if (epoch_released(w->d->epochs) == released)
+            return 0;
+    }
+    return -ENOENT;
 }
 
 /* The IdP could not be asked or failed: a held answer within the outage grace, else 503. */

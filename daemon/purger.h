@@ -19,7 +19,11 @@ int purger_start(struct daemon *d, struct purger **out);
  * Any thread. */
 int purger_queue(struct purger *pg, const struct purge *p, int find_users, const char *why);
 
-/* Run what is queued, stop the thread, free it. NULL is fine. */
+/* Exact stamps wait for a walk (epoch_pending finds them); why is for the walk's log line. 0, or
+ * -ESHUTDOWN once stopping (the caller walks itself). Any thread. */
+int purger_poke(struct purger *pg, const char *why);
+
+/* Run what is queued (and the exact stamps that wait), stop the thread, free it. NULL is fine. */
 void purger_stop(struct purger *pg);
 
 #endif

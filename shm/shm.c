@@ -632,8 +632,10 @@ uint64_t shm_user_hash(const char *user, size_t len)
 }
 
 /* Clear every slot whose record matches. Live records never change, so comparing in place is safe:
- * a record being overwritten is already dead, and clearing its slot is right either way. */
-static int purge_matching(struct shm *h, int what, const void *arg, size_t arg_len, int64_t now)
+ * a record being overwritten is already dead, and clearing its slot is right either way. A slot
+ * that changed under the walk 16 times running is left, and counted in *skipped (may be NULL). */
+static int purge_matching(struct shm *h, int what, const void *arg, size_t arg_len, int64_t now,
+                          size_t *skipped)
 {
     int n = 0;
 
@@ -672,10 +674,13 @@ static int purge_matching(struct shm *h, int what, const void *arg, size_t arg_l
                 uint16_t user_len = __atomic_load_n(&r->user_len, __ATOMIC_RELAXED);
                 uint64_t c;
                 memcpy(&c, r->cred, sizeof(c));
-                hit = in_sorted(s->creds, s->ncreds, c) ||
-                      (s->nusers && REC_HDR + host_len + user_len <= len &&
-                       in_sorted(s->users, s->nusers,
-                                 XXH3_64bits((uint8_t *)r + REC_HDR + host_len, user_len)));
+                hit = in_sorted(s->creds, s->ncreds, c);
+                if (hit && s->found && user_len && REC_HDR + host_len + user_len <= len &&
+                    in_sorted(s->find, s->nfind, c))
+                    s->found((const char *)r + REC_HDR + host_len, user_len, s->arg);
+                hit = hit || (s->nusers && REC_HDR + host_len + user_len <= len &&
+                              in_sorted(s->users, s->nusers,
+                                        XXH3_64bits((uint8_t *)r + REC_HDR + host_len, user_len)));
             } else {
                 hit = r->session_end_ms <= now;
             }
@@ -686,6 +691,8 @@ static int purge_matching(struct shm *h, int what, const void *arg, size_t arg_l
                 n += len != 0; /* dead slots are cleared but not counted as purged */
             } else if (++tries < 16) {
                 goto again; /* changed under us, perhaps by a promotion's copy: look again */
+            } else if (skipped) {
+                ++*skipped;
             }
         }
     }
@@ -694,7 +701,7 @@ static int purge_matching(struct shm *h, int what, const void *arg, size_t arg_l
 
 int shm_purge_user(struct shm *h, const char *user, size_t len)
 {
-    int n = purge_matching(h, MATCH_USER, user, len, 0);
+    int n = purge_matching(h, MATCH_USER, user, len, 0, NULL);
 
     if (n > 0)
         STAT_ADD(h, purges, (uint64_t)n);
@@ -703,7 +710,7 @@ int shm_purge_user(struct shm *h, const char *user, size_t len)
 
 int shm_purge_cred(struct shm *h, const uint8_t cred[SHM_CRED_LEN])
 {
-    int n = purge_matching(h, MATCH_CRED, cred, SHM_CRED_LEN, 0);
+    int n = purge_matching(h, MATCH_CRED, cred, SHM_CRED_LEN, 0, NULL);
 
     if (n > 0)
         STAT_ADD(h, purges, (uint64_t)n);
@@ -719,17 +726,20 @@ static int cmp_u64(const void *a, const void *b)
 
 void shm_purge_set_sort(struct shm_purge_set *s)
 {
-    qsort(s->creds, s->ncreds, sizeof(*s->creds), cmp_u64);
-    qsort(s->users, s->nusers, sizeof(*s->users), cmp_u64);
+    if (s->ncreds) /* an empty array may be NULL, which qsort must not get */
+        qsort(s->creds, s->ncreds, sizeof(*s->creds), cmp_u64);
+    if (s->nusers)
+        qsort(s->users, s->nusers, sizeof(*s->users), cmp_u64);
 }
 
-int shm_purge_set(struct shm *h, const struct shm_purge_set *s)
+int shm_purge_set(struct shm *h, struct shm_purge_set *s)
 {
     int n;
 
+    s->skipped = 0;
     if (s->ncreds == 0 && s->nusers == 0)
         return 0;
-    n = purge_matching(h, MATCH_SET, s, 0, 0);
+    n = purge_matching(h, MATCH_SET, s, 0, 0, &s->skipped);
     if (n > 0)
         STAT_ADD(h, purges, (uint64_t)n);
     return n;
@@ -737,7 +747,7 @@ int shm_purge_set(struct shm *h, const struct shm_purge_set *s)
 
 int shm_purge_all(struct shm *h)
 {
-    int n = purge_matching(h, MATCH_ALL, NULL, 0, 0);
+    int n = purge_matching(h, MATCH_ALL, NULL, 0, 0, NULL);
 
     if (n > 0)
         STAT_ADD(h, purges, (uint64_t)n);
@@ -755,7 +765,7 @@ int shm_sweep(struct shm *h, uint64_t first, uint64_t count, int64_t now_ms)
         count = h->nbuckets - first;
     sub.index = h->index + first;
     sub.nbuckets = count;
-    n = purge_matching(&sub, MATCH_EXPIRED, NULL, 0, now_ms);
+    n = purge_matching(&sub, MATCH_EXPIRED, NULL, 0, now_ms, NULL);
     if (n > 0)
         STAT_ADD(h, expired, (uint64_t)n);
     return n;

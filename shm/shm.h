@@ -170,14 +170,24 @@ int shm_purge_all(struct shm *h);
 /* Many purges in one walk of the table: the answers whose credential digest (SHM_CRED_LEN bytes
  * read as a uint64_t, memcpy) is in creds, or whose user name's XXH3-64 is in users; both arrays
  * sorted ascending (shm_purge_set_sort). A hash shared by two names purges both: an IdP call too
- * many, never an answer kept. Returns the number removed, or -errno. */
+ * many, never an answer kept. Returns the number removed, or -errno; s->skipped says how many slots
+ * the walk left because they kept changing under it (0: nothing that matched is left). */
 struct shm_purge_set {
     uint64_t *creds;
     size_t ncreds;
     uint64_t *users;
     size_t nusers;
+    size_t skipped; /* out */
+    /* Optional: for each answer removed whose credential digest is also in find (sorted), found
+     * gets its user name (read in place: copy it; a name scribbled on by a lapped writer can only
+     * purge one user too many) before its slot is cleared; it may come more than once per answer.
+     * So the users of signed-out sessions are found in the same walk. */
+    const uint64_t *find;
+    size_t nfind;
+    void (*found)(const char *user, size_t len, void *arg);
+    void *arg;
 };
-int shm_purge_set(struct shm *h, const struct shm_purge_set *s);
+int shm_purge_set(struct shm *h, struct shm_purge_set *s);
 void shm_purge_set_sort(struct shm_purge_set *s);
 uint64_t shm_user_hash(const char *user, size_t len);
 

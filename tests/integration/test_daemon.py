@@ -584,6 +584,33 @@ def sign_out_purges_the_user():
         expect(fa(d, "app1.test", "/", b1), 200, "miss", "bob-so", "b1 after its sign-out")
 
 
+@case
+def sign_out_elsewhere_finds_the_user():
+    """A sign-out on a host where the session has no answer: the purge thread finds the session's
+    user among the answers it removes (the session's answers on other hosts, in the same walk) and
+    purges all of that user's answers, other sessions included; another user's stay."""
+    f1, f2, g1 = cookie("f1"), cookie("f2"), cookie("g1")
+    for v, u in ((f1, "alice-find"), (f2, "alice-find"), (g1, "bob-find")):
+        idp().session(v, u)
+    with daemon() as d:
+        for v, u, what in ((f1, "alice-find", "f1"), (f2, "alice-find", "f2"),
+                           (g1, "bob-find", "g1")):
+            expect(fa(d, "app1.test", "/", v), 200, "miss", u, f"{what} on app1")
+            expect(fa(d, "app1.test", "/", v), 200, "hit", u, f"{what} on app1 again")
+        r = fa(d, "app2.test", SIGN_OUT, f1)  # f1 has no answer for app2
+        eq((r.status, r.header("X-Authcache")), (302, "signout"), "sign-out of f1 on app2")
+        # The test IdP ended alice's sessions: once the purge thread has walked, f2 (never signed
+        # out here) is no longer a hit.
+        deadline = time.time() + 5
+        while True:
+            r = fa(d, "app1.test", "/", f2)
+            if r.header("X-Authcache") != "hit" or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        eq((r.status, r.header("X-Authcache")), (302, "miss"), "alice's other session (f2)")
+        expect(fa(d, "app1.test", "/", g1), 200, "hit", "bob-find", "another user's session")
+
+
 # ---------------------------------------------------------------- 13. login-flow markers
 
 @case
