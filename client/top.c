@@ -637,7 +637,7 @@ static void sleep_until(int64_t at_ms)
 }
 
 int cmd_top(struct authcache *c, const char *name, const char *admin, const char *token_file,
-                   long iterations)
+            long iterations)
 {
     static struct top t;
     char token[1100], *frame = NULL;
@@ -684,4 +684,3 @@ int cmd_top(struct authcache *c, const char *name, const char *admin, const char
     free(t.resp);
     return 0;
 }
-
