@@ -57,12 +57,12 @@
 #define FEED_API_MAX (1u << 20)
 #define FEED_RX_MAX (WS_MAX_MESSAGE + 64 * 1024)
 #define FEED_SCAN_MAX 4096 /* credential digests purged per session end */
-#define FEED_RESCANS 64
+#define FEED_RESCANS 1024  /* session ends waiting for their second lookup (a FIFO) */
 
 _Static_assert(FEED_SID_MAX == JWTEXP_SID_MAX, "a sid the feed reads is one jwtexp reads");
 
 struct rescan {
-    int64_t at_ms; /* 0: free */
+    int64_t at_ms; /* monotonic */
     char sid[FEED_SID_MAX];
 };
 
@@ -84,6 +84,7 @@ struct feed {
     size_t rxlen;
     struct ws_msg msg;
     struct rescan rescans[FEED_RESCANS];
+    unsigned rescan_head, rescan_n;
 };
 
 /* ---------------------------------------------------------------- decoding (pure, fuzzed) */
@@ -266,31 +267,32 @@ static void session_end(struct feed *f, const char *session_id)
     __atomic_fetch_add(&f->session_ends, 1, __ATOMIC_RELAXED);
     log_info("feed_session_end", "authentik ended session %s: %u credentials purged",
              log_digest_hex(session_id, strlen(session_id), id), n);
-    for (int i = 0; i < FEED_RESCANS; i++)
-        if (!f->rescans[i].at_ms) {
-            f->rescans[i].at_ms =
-                daemon_mono_ms() + f->d->cfg->upstream_timeout_ms + FEED_BACKOFF_MIN_MS;
-            memcpy(f->rescans[i].sid, session_id, strlen(session_id) + 1);
-            break;
-        }
+    if (f->rescan_n == FEED_RESCANS) { /* full: the oldest has its second lookup now, early */
+        struct rescan *r = &f->rescans[f->rescan_head];
+
+        purge_session(f, r->sid, "authentik session end (rescan, early)");
+        f->rescan_head = (f->rescan_head + 1) % FEED_RESCANS;
+        f->rescan_n--;
+    }
+    struct rescan *r = &f->rescans[(f->rescan_head + f->rescan_n++) % FEED_RESCANS];
+    r->at_ms = daemon_mono_ms() + f->d->cfg->upstream_timeout_ms + FEED_BACKOFF_MIN_MS;
+    memcpy(r->sid, session_id, strlen(session_id) + 1);
 }
 
-/* Run the rescans that are due; returns the next one's time (INT64_MAX: none). */
+/* Run the rescans that are due; returns the next one's time (INT64_MAX: none). They are queued in
+ * the order they fall due: all wait the same time. */
 static int64_t rescans_run(struct feed *f, int64_t now)
 {
-    int64_t next = INT64_MAX;
+    while (f->rescan_n) {
+        struct rescan *r = &f->rescans[f->rescan_head];
 
-    for (int i = 0; i < FEED_RESCANS; i++) {
-        if (!f->rescans[i].at_ms)
-            continue;
-        if (f->rescans[i].at_ms <= now) {
-            purge_session(f, f->rescans[i].sid, "authentik session end (rescan)");
-            f->rescans[i].at_ms = 0;
-        } else if (f->rescans[i].at_ms < next) {
-            next = f->rescans[i].at_ms;
-        }
+        if (r->at_ms > now)
+            return r->at_ms;
+        purge_session(f, r->sid, "authentik session end (rescan)");
+        f->rescan_head = (f->rescan_head + 1) % FEED_RESCANS;
+        f->rescan_n--;
     }
-    return next;
+    return INT64_MAX;
 }
 
 /* ---------------------------------------------------------------- the connection */
