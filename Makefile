@@ -141,7 +141,7 @@ deps:
 # Under ThreadSanitizer: the threaded shm tests (one mapping shared by threads, so TSan sees every
 # access; tests/tsan.supp says what is suppressed and why) and the daemon, which tests/run drives with
 # test_daemon.py. -Wno-tsan: GCC warns that TSan does not model atomic_thread_fence (see tsan.supp).
-TSAN_UNIT := test_shm test_shm_threads test_client test_epoch test_breaker test_flight
+TSAN_UNIT := test_shm test_shm_threads test_client test_epoch test_breaker test_flight test_sids
 tsan: $(addprefix $(BUILD)/tests/,$(TSAN_UNIT)) $(BUILD)/authcached
 
 test: deps

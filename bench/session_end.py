@@ -14,9 +14,11 @@ Then, one session at a time: the stand-in sends `session.end` with the SHA-256 o
 sid (what authentik 2025.x sends), and both nodes are asked for the session again and again (a new
 request each 1 ms on one keep-alive connection per node) until both answer anything but `hit`.
 The latency is from sending session.end to the later of the two first non-hit answers: the
-websocket, A's scan, A -> Redis -> B and B's purge, plus up to ~1 ms of polling. Prints p50, p99
+websocket, A's lookup of the session's credentials (its session index; a scan of the segment
+before it), A -> Redis -> B and B's purge, plus up to ~1 ms of polling. Prints p50, p99
 and max in ms, for A and for "every node" (the later of the two), and how many were lost (still a
-hit after --give-up seconds). Standard library only; run from the repo root after `make`.
+hit after --give-up seconds), and A's session-index figures (how many session ends still scanned
+the segment). Standard library only; run from the repo root after `make`.
 """
 
 import argparse
@@ -142,6 +144,13 @@ def main():
         print(f"every_node_p50_ms={pct(lat_all, 0.5):.2f} "
               f"every_node_p99_ms={pct(lat_all, 0.99):.2f} "
               f"every_node_max_ms={max(lat_all or [float('nan')]):.2f}")
+        body = daemon_util.admin_get(a, "/metrics").body
+        for m in ("fallback_scans_total", "index_entries", "index_dropped_total"):
+            try:
+                v = daemon_util.metric(body, "authcache_feed_" + m)
+            except AssertionError:
+                v = "n/a"  # a daemon from before the session index
+            print(f"node_a_{m}={v}")
         print(f"load_average={os.getloadavg()[0]:.2f}")
     finally:
         for d in (a, b):

@@ -159,7 +159,7 @@ static void metrics_text(struct daemon *d, struct buf *b)
 #define X(field, key, name, kind, help) prom(b, name, kind, help, (long long)bs.field);
     BUS_FIGURES(X)
 #undef X
-    char feed[1024];
+    char feed[2560];
     bprintf(b, "%.*s", (int)feed_metrics_text(d->feed, feed, sizeof(feed)), feed);
     prom(b, "authcache_ready", GAUGE, "1 while serving.",
          __atomic_load_n(&d->ready, __ATOMIC_RELAXED));

@@ -76,6 +76,7 @@ struct bus;
 struct epochs;
 struct purger;
 struct feed;
+struct sids;
 
 struct daemon {
     struct config *cfg;
@@ -93,6 +94,8 @@ struct daemon {
     struct epochs *epochs; /* purge stamps against answers in flight and held (epoch.h) */
     struct purger *purger; /* the purge thread; NULL: purges run where they are asked */
     struct feed *feed;     /* authentik's event feed (feed.h); NULL without --authentik-url */
+    struct sids *sids;     /* session -> credentials of its answers, for the feed (sids.h); NULL
+                            * without --authentik-url; set before the workers start */
 };
 
 /* What one purge removes: the answers of a user, those of a session (by the keyed digests of its

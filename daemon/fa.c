@@ -22,6 +22,7 @@
 
 #include "epoch.h"
 #include "log.h"
+#include "sids.h"
 #include "worker_int.h"
 
 /* ---- the request table ---- */
@@ -258,7 +259,13 @@ static int store(struct worker *w, const struct fareq *p, const struct policy_id
     last = epoch_last_ms(w->d->epochs, a.user, a.user_len, p->key.cred);
     if (a.confirmed_ms <= last)
         a.confirmed_ms = last + 1;
-    if (a.session_end_ms <= w->now_ms || shm_insert(&w->d->shm, &a) != 0)
+    if (a.session_end_ms <= w->now_ms)
+        return 0;
+    /* The session's index first (sids.h): a session end that finds the entry stamps the credential
+     * before the check below, and one that comes before it is the feed's rescan's to catch. */
+    if (id->has_sid && w->d->sids)
+        sids_insert(w->d->sids, id->sid_key, p->key.cred, a.session_end_ms, w->now_ms);
+    if (shm_insert(&w->d->shm, &a) != 0)
         return 0;
     if (epoch_covered(w->d->epochs, p->epoch, a.user, a.user_len, p->key.cred)) {
         shm_delete(&w->d->shm, p->key.digest);

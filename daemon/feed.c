@@ -6,11 +6,13 @@
  * the websocket /ws/outpost/<uuid>/?instance_uuid=<ours> with "Authorization: Bearer <token>",
  * say hello (instruction 1) at once and every FEED_HELLO_MS, which keeps the instance listed as
  * healthy; authentik acks each hello (instruction 0). On instruction 4 (session end, args
- * {"session_id": ...}) the answers whose X-authentik-jwt carries that session's sid claim are
- * found with one scan of the segment, and their credential digests purged with daemon_purge_soon:
- * stamped at once (no longer served), published on the bus as credential purges, removed by the
- * purge thread. A second scan FEED_RESCAN_MS later catches an answer that was on its way from the
- * IdP during the first.
+ * {"session_id": ...}) the credential digests of the answers whose X-authentik-jwt carries that
+ * session's sid claim are looked up in the session index the workers fill (sids.h), and purged
+ * with daemon_purge_soon: stamped at once (no longer served), published on the bus as credential
+ * purges, removed by the purge thread. Only while the index is lossy (it dropped an entry, or the
+ * segment adopted at start is not indexed yet) is the segment scanned as well. A second lookup
+ * --upstream-timeout + 0.5 s later catches an answer that was on its way from the IdP during the
+ * first. The adopted segment is indexed here, with one scan, once sids_adopt_at allows.
  *
  * Invariants:
  *  - The token is only ever written into request headers; never logged, never in an error.
@@ -42,7 +44,9 @@
 #include "feed.h"
 #include "http.h"
 #include "json.h"
+#include "jwtexp.h"
 #include "log.h"
+#include "sids.h"
 #include "ws.h"
 
 #define FEED_BACKOFF_MIN_MS 500
@@ -53,11 +57,12 @@
 #define FEED_API_MAX (1u << 20)
 #define FEED_RX_MAX (WS_MAX_MESSAGE + 64 * 1024)
 #define FEED_SCAN_MAX 4096 /* credential digests purged per session end */
-#define FEED_RESCANS 64
-#define FEED_JWT_HEADER "X-authentik-jwt"
+#define FEED_RESCANS 1024  /* session ends waiting for their second lookup (a FIFO) */
+
+_Static_assert(FEED_SID_MAX == JWTEXP_SID_MAX, "a sid the feed reads is one jwtexp reads");
 
 struct rescan {
-    int64_t at_ms; /* 0: free */
+    int64_t at_ms; /* monotonic */
     char sid[FEED_SID_MAX];
 };
 
@@ -68,7 +73,7 @@ struct feed {
     int efd;
     int stop;
     int connected;
-    uint64_t session_ends, reconnects, purged;
+    uint64_t session_ends, reconnects, purged, fallback_scans;
     SSL_CTX *ctx;
     int fd;
     SSL *ssl;
@@ -79,6 +84,7 @@ struct feed {
     size_t rxlen;
     struct ws_msg msg;
     struct rescan rescans[FEED_RESCANS];
+    unsigned rescan_head, rescan_n;
 };
 
 /* ---------------------------------------------------------------- decoding (pure, fuzzed) */
@@ -113,42 +119,34 @@ int feed__decode(const char *msg, size_t len, struct feed_event *ev)
 
 int feed__jwt_sid(const char *hdrs, size_t len, char sid[FEED_SID_MAX])
 {
-    static const char *const k_sid[] = {"sid"};
     const char *p = hdrs, *end = hdrs + len;
-    size_t hl = strlen(FEED_JWT_HEADER);
+    size_t hl = strlen(SIDS_JWT_HEADER);
+    int rc = -ENOENT;
 
     while (p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
-        const char *le = eol ? eol : end, *v, *d1, *d2;
-        unsigned char buf[12 * 1024];
-        long n;
-        size_t sl;
-        int rc;
+        const char *le = eol ? eol : end, *v, *ve = le;
+        struct jwtexp_claims c;
 
-        if ((size_t)(le - p) <= hl || strncasecmp(p, FEED_JWT_HEADER, hl) != 0 || p[hl] != ':') {
+        if ((size_t)(le - p) <= hl || strncasecmp(p, SIDS_JWT_HEADER, hl) != 0 || p[hl] != ':') {
             p = le + 1;
             continue;
         }
         v = p + hl + 1;
-        while (v < le && (*v == ' ' || *v == '\t'))
-            v++;
-        while (le > v && (le[-1] == '\r' || le[-1] == ' ' || le[-1] == '\t'))
-            le--;
-        d1 = memchr(v, '.', (size_t)(le - v));
-        d2 = d1 ? memchr(d1 + 1, '.', (size_t)(le - d1 - 1)) : NULL;
-        if (!d2 || (size_t)(d2 - d1 - 1) / 4 * 3 + 3 > sizeof(buf))
-            return -EINVAL;
-        n = json_b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), buf);
-        if (n < 0)
-            return -EINVAL;
-        rc = json_get_string((const char *)buf, (size_t)n, k_sid, 1, sid, FEED_SID_MAX, &sl);
+        while (ve > v && ve[-1] == '\r')
+            ve--;
+        /* The same reading as when the answer was stored (policy_identity): the first JWT that
+         * names a session counts. */
+        jwtexp_claims_from_header_value(v, (size_t)(ve - v), &c);
+        if (c.sid_rc == 0) {
+            memcpy(sid, c.sid, c.sid_len + 1);
+            return (int)c.sid_len;
+        }
         if (rc == -ENOENT)
-            return -ENOENT;
-        if (rc < 0)
-            return -EINVAL;
-        return (int)sl;
+            rc = c.sid_rc;
+        p = le + 1;
     }
-    return -ENOENT;
+    return rc;
 }
 
 int feed__sid_matches(const char *sid, size_t sid_len, const char *session_id)
@@ -175,8 +173,18 @@ int feed__sid_matches(const char *sid, size_t sid_len, const char *session_id)
 struct scan {
     const char *session_id;
     uint8_t (*creds)[SHM_CRED_LEN];
-    unsigned n, answers;
+    unsigned n;
 };
+
+/* Add cred to s->creds unless it is there (or the bound is reached). */
+static void add_cred(struct scan *s, const uint8_t cred[SHM_CRED_LEN])
+{
+    for (unsigned i = 0; i < s->n; i++)
+        if (memcmp(s->creds[i], cred, SHM_CRED_LEN) == 0)
+            return;
+    if (s->n < FEED_SCAN_MAX)
+        memcpy(s->creds[s->n++], cred, SHM_CRED_LEN);
+}
 
 static int scan_one(const struct shm_answer *a, void *arg)
 {
@@ -184,25 +192,29 @@ static int scan_one(const struct shm_answer *a, void *arg)
     char sid[FEED_SID_MAX];
     int n = feed__jwt_sid(a->hdrs, a->hdrs_len, sid);
 
-    if (n <= 0 || !feed__sid_matches(sid, (size_t)n, s->session_id))
-        return 0;
-    s->answers++;
-    for (unsigned i = 0; i < s->n; i++)
-        if (memcmp(s->creds[i], a->key.cred, SHM_CRED_LEN) == 0)
-            return 0;
-    if (s->n == FEED_SCAN_MAX)
-        return 0;
-    memcpy(s->creds[s->n++], a->key.cred, SHM_CRED_LEN);
+    if (n > 0 && feed__sid_matches(sid, (size_t)n, s->session_id))
+        add_cred(s, a->key.cred);
     return 0;
 }
 
-/* Purge the answers of session_id; returns how many answers were found. */
+/*
+ * Purge the answers of session_id; returns how many credential digests were purged. The index
+ * (sids.h) names them; while it may miss some (lossy: it dropped an entry, or the adopted segment
+ * is not indexed yet) the segment is scanned as well, decoding every answer's X-authentik-jwt.
+ */
 static unsigned purge_session(struct feed *f, const char *session_id, const char *why)
 {
     static uint8_t creds[FEED_SCAN_MAX][SHM_CRED_LEN]; /* this thread's only */
     struct scan s = {.session_id = session_id, .creds = creds};
+    int64_t now = daemon_now_ms();
+    int lossy = 1;
 
-    shm_foreach(&f->d->shm, daemon_now_ms(), scan_one, &s);
+    if (f->d->sids)
+        s.n = sids_lookup(f->d->sids, session_id, now, creds, FEED_SCAN_MAX, &lossy);
+    if (lossy) {
+        shm_foreach(&f->d->shm, now, scan_one, &s);
+        __atomic_fetch_add(&f->fallback_scans, 1, __ATOMIC_RELAXED);
+    }
     for (unsigned i = 0; i < s.n; i += PURGE_MAX_CREDS) {
         struct purge p = {.kind = PURGE_CREDS};
 
@@ -210,8 +222,41 @@ static unsigned purge_session(struct feed *f, const char *session_id, const char
         memcpy(p.cred, creds[i], p.ncred * (size_t)SHM_CRED_LEN);
         daemon_purge_soon(f->d, &p, 0, why);
     }
-    __atomic_fetch_add(&f->purged, s.answers, __ATOMIC_RELAXED);
-    return s.answers;
+    __atomic_fetch_add(&f->purged, s.n, __ATOMIC_RELAXED);
+    return s.n;
+}
+
+/* Index what an adopted segment holds (sids.h): one scan, once no other process stores into it. */
+struct adopt {
+    struct sids *sids;
+    int64_t now;
+    unsigned n;
+};
+
+static int adopt_one(const struct shm_answer *a, void *arg)
+{
+    struct adopt *ad = arg;
+    char sid[FEED_SID_MAX];
+    int n = feed__jwt_sid(a->hdrs, a->hdrs_len, sid);
+
+    if (n > 0) {
+        sids_insert(ad->sids, sids_key(sid, (size_t)n), a->key.cred, a->session_end_ms, ad->now);
+        ad->n++;
+    }
+    return 0;
+}
+
+static void adopt_segment(struct feed *f, int64_t mono)
+{
+    struct adopt ad = {.sids = f->d->sids, .now = daemon_now_ms()};
+    int64_t due = f->d->sids ? sids_adopt_due(f->d->sids) : 0;
+
+    if (!due || due > mono)
+        return;
+    shm_foreach(&f->d->shm, ad.now, adopt_one, &ad);
+    if (sids_adopted(f->d->sids, mono))
+        log_info("feed_index", "indexed the %u answers of the adopted segment that name a session",
+                 ad.n);
 }
 
 static void session_end(struct feed *f, const char *session_id)
@@ -220,33 +265,34 @@ static void session_end(struct feed *f, const char *session_id)
     unsigned n = purge_session(f, session_id, "authentik session end");
 
     __atomic_fetch_add(&f->session_ends, 1, __ATOMIC_RELAXED);
-    log_info("feed_session_end", "authentik ended session %s: %u answers purged",
+    log_info("feed_session_end", "authentik ended session %s: %u credentials purged",
              log_digest_hex(session_id, strlen(session_id), id), n);
-    for (int i = 0; i < FEED_RESCANS; i++)
-        if (!f->rescans[i].at_ms) {
-            f->rescans[i].at_ms =
-                daemon_mono_ms() + f->d->cfg->upstream_timeout_ms + FEED_BACKOFF_MIN_MS;
-            memcpy(f->rescans[i].sid, session_id, strlen(session_id) + 1);
-            break;
-        }
+    if (f->rescan_n == FEED_RESCANS) { /* full: the oldest has its second lookup now, early */
+        struct rescan *r = &f->rescans[f->rescan_head];
+
+        purge_session(f, r->sid, "authentik session end (rescan, early)");
+        f->rescan_head = (f->rescan_head + 1) % FEED_RESCANS;
+        f->rescan_n--;
+    }
+    struct rescan *r = &f->rescans[(f->rescan_head + f->rescan_n++) % FEED_RESCANS];
+    r->at_ms = daemon_mono_ms() + f->d->cfg->upstream_timeout_ms + FEED_BACKOFF_MIN_MS;
+    memcpy(r->sid, session_id, strlen(session_id) + 1);
 }
 
-/* Run the rescans that are due; returns the next one's time (INT64_MAX: none). */
+/* Run the rescans that are due; returns the next one's time (INT64_MAX: none). They are queued in
+ * the order they fall due: all wait the same time. */
 static int64_t rescans_run(struct feed *f, int64_t now)
 {
-    int64_t next = INT64_MAX;
+    while (f->rescan_n) {
+        struct rescan *r = &f->rescans[f->rescan_head];
 
-    for (int i = 0; i < FEED_RESCANS; i++) {
-        if (!f->rescans[i].at_ms)
-            continue;
-        if (f->rescans[i].at_ms <= now) {
-            purge_session(f, f->rescans[i].sid, "authentik session end (rescan)");
-            f->rescans[i].at_ms = 0;
-        } else if (f->rescans[i].at_ms < next) {
-            next = f->rescans[i].at_ms;
-        }
+        if (r->at_ms > now)
+            return r->at_ms;
+        purge_session(f, r->sid, "authentik session end (rescan)");
+        f->rescan_head = (f->rescan_head + 1) % FEED_RESCANS;
+        f->rescan_n--;
     }
-    return next;
+    return INT64_MAX;
 }
 
 /* ---------------------------------------------------------------- the connection */
@@ -673,9 +719,12 @@ static void ws_run(struct feed *f)
             feed_fail(f, "authentik has been silent for %d s", FEED_SILENCE_MS / 1000);
             return;
         }
-        int64_t until = rescans_run(f, now);
+        adopt_segment(f, now);
+        int64_t until = rescans_run(f, now), due = f->d->sids ? sids_adopt_due(f->d->sids) : 0;
         if (until > next_hello)
             until = next_hello;
+        if (due && until > due)
+            until = due;
         if (!f->ssl || SSL_pending(f->ssl) == 0) {
             int w = wait_fd(f, POLLIN, until);
 
@@ -700,6 +749,7 @@ static void *feed_main(void *arg)
     while (!__atomic_load_n(&f->stop, __ATOMIC_RELAXED)) {
         int have_outpost = f->outpost[0] != 0;
 
+        adopt_segment(f, daemon_mono_ms());
         if (!have_outpost) {
             have_outpost = learn_outpost(f) == 0;
             conn_close(f); /* HTTP/1.0: that connection is done */
@@ -804,20 +854,42 @@ size_t feed_metrics_text(struct feed *f, char *out, size_t cap)
             out[0] = 0;
         return 0;
     }
-    n = snprintf(out, cap,
-                 "# HELP authcache_feed_connected 1 while following authentik's event feed.\n"
-                 "# TYPE authcache_feed_connected gauge\nauthcache_feed_connected %d\n"
-                 "# HELP authcache_feed_session_ends_total Session ends received from authentik.\n"
-                 "# TYPE authcache_feed_session_ends_total counter\n"
-                 "authcache_feed_session_ends_total %llu\n"
-                 "# HELP authcache_feed_purged_total Answers found for ended sessions.\n"
-                 "# TYPE authcache_feed_purged_total counter\nauthcache_feed_purged_total %llu\n"
-                 "# HELP authcache_feed_reconnects_total Times the feed was lost after being up.\n"
-                 "# TYPE authcache_feed_reconnects_total counter\n"
-                 "authcache_feed_reconnects_total %llu\n",
-                 __atomic_load_n(&f->connected, __ATOMIC_RELAXED),
-                 (unsigned long long)__atomic_load_n(&f->session_ends, __ATOMIC_RELAXED),
-                 (unsigned long long)__atomic_load_n(&f->purged, __ATOMIC_RELAXED),
-                 (unsigned long long)__atomic_load_n(&f->reconnects, __ATOMIC_RELAXED));
+    n = snprintf(
+        out, cap,
+        "# HELP authcache_feed_connected 1 while following authentik's event feed.\n"
+        "# TYPE authcache_feed_connected gauge\nauthcache_feed_connected %d\n"
+        "# HELP authcache_feed_session_ends_total Session ends received from authentik.\n"
+        "# TYPE authcache_feed_session_ends_total counter\n"
+        "authcache_feed_session_ends_total %llu\n"
+        "# HELP authcache_feed_purged_total Credentials purged for ended sessions "
+        "(each may hold several answers).\n"
+        "# TYPE authcache_feed_purged_total counter\nauthcache_feed_purged_total %llu\n"
+        "# HELP authcache_feed_fallback_scans_total Session ends that scanned the segment: "
+        "the session index was lossy.\n"
+        "# TYPE authcache_feed_fallback_scans_total counter\n"
+        "authcache_feed_fallback_scans_total %llu\n"
+        "# HELP authcache_feed_index_entries Slots of the session index in use (some may "
+        "hold sessions that ended).\n"
+        "# TYPE authcache_feed_index_entries gauge\nauthcache_feed_index_entries %llu\n"
+        "# HELP authcache_feed_index_slots Slots of the session index.\n"
+        "# TYPE authcache_feed_index_slots gauge\nauthcache_feed_index_slots %llu\n"
+        "# HELP authcache_feed_index_dropped_total Live entries the full session index "
+        "dropped (it is lossy until they end).\n"
+        "# TYPE authcache_feed_index_dropped_total counter\n"
+        "authcache_feed_index_dropped_total %llu\n"
+        "# HELP authcache_feed_index_lossy 1 while session ends also scan the segment.\n"
+        "# TYPE authcache_feed_index_lossy gauge\nauthcache_feed_index_lossy %d\n"
+        "# HELP authcache_feed_reconnects_total Times the feed was lost after being up.\n"
+        "# TYPE authcache_feed_reconnects_total counter\n"
+        "authcache_feed_reconnects_total %llu\n",
+        __atomic_load_n(&f->connected, __ATOMIC_RELAXED),
+        (unsigned long long)__atomic_load_n(&f->session_ends, __ATOMIC_RELAXED),
+        (unsigned long long)__atomic_load_n(&f->purged, __ATOMIC_RELAXED),
+        (unsigned long long)__atomic_load_n(&f->fallback_scans, __ATOMIC_RELAXED),
+        (unsigned long long)(f->d->sids ? sids_entries(f->d->sids) : 0),
+        (unsigned long long)(f->d->sids ? sids_slots(f->d->sids) : 0),
+        (unsigned long long)(f->d->sids ? sids_dropped(f->d->sids) : 0),
+        f->d->sids ? sids_lossy(f->d->sids, daemon_now_ms()) : 1,
+        (unsigned long long)__atomic_load_n(&f->reconnects, __ATOMIC_RELAXED));
     return n < 0 ? 0 : (size_t)n >= cap ? cap - 1 : (size_t)n;
 }

@@ -11,7 +11,8 @@
  *  - it needs a NUL-terminated copy and allocates (strdup, jansson) on every call.
  * A token we cannot read is a token whose exp we cannot honour, so this file decodes the payload
  * itself: base64url into a stack buffer (json_b64url_decode), then the daemon's strict JSON reader
- * (json.c) checks the whole payload and finds the last top-level "exp". The unit test checks it
+ * (json.c) checks the whole payload and finds the last top-level "exp" (and "sid", for
+ * jwtexp_claims: a non-empty JSON string, its escapes decoded). The unit test checks it
  * against libjwt on tokens libjwt makes, and the fuzz target does the same on every input libjwt
  * accepts.
  *
@@ -59,15 +60,20 @@ static int64_t exp_seconds(unsigned char *buf, const char *num, size_t n)
     return (int64_t)d; /* truncation is floor for d > 0 */
 }
 
-int jwtexp_from_token(const char *tok, size_t len, int64_t *exp_s)
+/* The claims of tok[0, len); want_sid: read the sid too. Returns c->exp_rc. */
+static int read_token(const char *tok, size_t len, int want_sid, struct jwtexp_claims *c)
 {
     static const char *const k_exp[] = {"exp"};
+    static const char *const k_sid[] = {"sid"};
     unsigned char buf[DECODED_MAX + 1];
     const char *dot1, *dot2, *num;
     size_t num_len;
     long n;
     int rc;
 
+    c->exp_rc = c->sid_rc = -EINVAL;
+    c->sid_len = 0;
+    c->sid[0] = '\0';
     if (!tok || len == 0 || len > JWTEXP_MAX_TOKEN)
         return -EINVAL;
     dot1 = memchr(tok, '.', len);
@@ -86,25 +92,34 @@ int jwtexp_from_token(const char *tok, size_t len, int64_t *exp_s)
         return -EINVAL;
 
     n = part_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), buf);
-    if (n <= 0)
-        return -EINVAL;
-    /* Found (a number or not) means the payload is an object with a top-level "exp"; -ENOENT
-     * also comes for valid JSON that is not an object, which is not a JWT payload. */
+    if (n <= 0 || json_check_object((const char *)buf, (size_t)n) < 0)
+        return -EINVAL; /* the payload is not a JSON object: not a JWT */
+
+    if (want_sid) {
+        rc = json_get_string((const char *)buf, (size_t)n, k_sid, 1, c->sid, sizeof(c->sid),
+                             &c->sid_len);
+        if (rc == 0 && c->sid_len > 0 && strlen(c->sid) == c->sid_len) {
+            c->sid_rc = 0;
+        } else {
+            c->sid_rc = rc == -ENOENT ? -ENOENT : -EINVAL; /* -EPROTO, -EMSGSIZE, "", a NUL */
+            c->sid_len = 0;
+            c->sid[0] = '\0';
+        }
+    }
     rc = json_get_number((const char *)buf, (size_t)n, k_exp, 1, &num, &num_len);
     if (rc == -ENOENT)
-        return json_check_object((const char *)buf, (size_t)n) < 0 ? -EINVAL : -ENOENT;
+        return c->exp_rc = -ENOENT;
     if (rc < 0)
-        return -EINVAL; /* not JSON, or an exp that is not a number */
-    *exp_s = exp_seconds(buf, num, num_len);
-    return 0;
+        return c->exp_rc = -EINVAL; /* an exp that is not a number */
+    c->exp_s = exp_seconds(buf, num, num_len);
+    return c->exp_rc = 0;
 }
 
-int jwtexp_from_header_value(const char *value, size_t len, int64_t *exp_s)
+/* value without surrounding blanks and a "Bearer " scheme: *len the token's length. */
+static const char *header_token(const char *value, size_t *len)
 {
-    const char *p = value, *e = value ? value + len : NULL;
+    const char *p = value, *e = value + *len;
 
-    if (!value)
-        return -EINVAL;
     while (p < e && (*p == ' ' || *p == '\t'))
         p++;
     while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
@@ -114,5 +129,37 @@ int jwtexp_from_header_value(const char *value, size_t len, int64_t *exp_s)
         while (p < e && (*p == ' ' || *p == '\t'))
             p++;
     }
-    return jwtexp_from_token(p, (size_t)(e - p), exp_s);
+    *len = (size_t)(e - p);
+    return p;
+}
+
+int jwtexp_from_token(const char *tok, size_t len, int64_t *exp_s)
+{
+    struct jwtexp_claims c;
+    int rc = read_token(tok, len, 0, &c);
+
+    if (rc == 0)
+        *exp_s = c.exp_s;
+    return rc;
+}
+
+int jwtexp_from_header_value(const char *value, size_t len, int64_t *exp_s)
+{
+    if (!value)
+        return -EINVAL;
+    value = header_token(value, &len);
+    return jwtexp_from_token(value, len, exp_s);
+}
+
+int jwtexp_claims(const char *tok, size_t len, struct jwtexp_claims *c)
+{
+    return read_token(tok, len, 1, c);
+}
+
+int jwtexp_claims_from_header_value(const char *value, size_t len, struct jwtexp_claims *c)
+{
+    if (!value)
+        return read_token(NULL, 0, 1, c);
+    value = header_token(value, &len);
+    return read_token(value, len, 1, c);
 }

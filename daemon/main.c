@@ -27,6 +27,7 @@
 #include "log.h"
 #include "purger.h"
 #include "feed.h"
+#include "sids.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -214,6 +215,17 @@ int main(int argc, char **argv)
         admin_stop(admin); /* not started: closes and frees (a clean exit, also under LSan) */
         return 1;
     }
+    /* The session index before the workers store anything (sids.h). A segment that already held
+     * answers is indexed by the feed once nothing else stores into it: at once without a
+     * predecessor, else below. */
+    if (cfg.authentik.host[0]) {
+        if (!(d.sids = sids_new(d.shm.capacity, !created))) {
+            fprintf(stderr, "authcached: out of memory for the session index\n");
+            return 1;
+        }
+        if (!created && ho_conn < 0)
+            sids_adopt_at(d.sids, daemon_mono_ms());
+    }
     /* The bus before anything can purge: workers and the admin listener publish through d.bus. */
     if (cfg.bus.enabled && (rc = bus_start(&d, &d.bus)) < 0) {
         fprintf(stderr, "authcached: --bus: cannot start its thread: %s\n", strerror(-rc));
@@ -250,10 +262,16 @@ int main(int argc, char **argv)
              cfg.upstream.port, per_worker);
     if (ho_conn >= 0) {
         /* Serving: now the predecessor may stop accepting and drain. */
-        if (handover_ready(ho_conn, err, sizeof(err)) < 0)
+        if (handover_ready(ho_conn, err, sizeof(err)) < 0) {
             log_warn("handover", "%s", err);
-        else
+        } else {
             log_info("handover", "took over from the previous daemon; it drains");
+            /* It stores what its requests in flight bring until its drain ends (loop.c: at most
+             * --upstream-timeout + 2 s, with the same flags); only then can the feed index the
+             * segment it shared. Until then, and if it never says it drains, session ends scan. */
+            if (d.sids)
+                sids_adopt_at(d.sids, daemon_mono_ms() + cfg.upstream_timeout_ms + 3000);
+        }
         if (!(ho = handover_serve(cfg.handover, &ls, admin_fd(admin), err, sizeof(err))))
             log_error("handover", "%s: the next upgrade cannot take over from this daemon", err);
     }
@@ -282,6 +300,7 @@ int main(int argc, char **argv)
         worker_free(d.workers[i]);
     listeners_close(&ls); /* a successor's copies keep the sockets and their queues */
     flights_free(d.flights);
+    sids_free(d.sids);
     free(d.workers);
     free(d.metrics);
     shm_detach(&d.shm);

@@ -16,6 +16,7 @@
 #include "jwtexp.h"
 #include "pct.h"
 #include "policy.h"
+#include "sids.h"
 
 /* Whether path lies under prefix: equal, or continuing with '/' or '?' (or prefix ends in '/'). */
 static int unreserved(int c)
@@ -457,7 +458,7 @@ int policy_identity(const struct config *cfg, const struct http_resp *resp, char
     memset(id, 0, sizeof(*id));
     for (size_t i = 0; i < resp->nhdrs; i++) {
         const struct http_hdr *h = &resp->hdrs[i];
-        int64_t exp_s;
+        struct jwtexp_claims jc;
 
         if (!config_patterns_match(&cfg->identity_headers, h->name, h->name_len) ||
             hop_by_hop(resp->hdrs, resp->nhdrs, h) || describes_response(h->name, h->name_len))
@@ -466,11 +467,16 @@ int policy_identity(const struct config *cfg, const struct http_resp *resp, char
         if (id->user.len == 0 && http_name_eq(h->name, h->name_len, cfg->user_header) &&
             h->value_len > 0)
             id->user = (struct http_span){h->value, h->value_len};
-        if (memchr(h->value, '.', h->value_len) &&
-            jwtexp_from_header_value(h->value, h->value_len, &exp_s) == 0) {
-            int64_t ms = exp_s * 1000;
+        if (!memchr(h->value, '.', h->value_len))
+            continue;
+        if (jwtexp_claims_from_header_value(h->value, h->value_len, &jc) == 0) {
+            int64_t ms = jc.exp_s * 1000;
             if (id->jwt_exp_ms == 0 || ms < id->jwt_exp_ms)
                 id->jwt_exp_ms = ms;
+        }
+        if (!id->has_sid && jc.sid_rc == 0 && http_name_eq(h->name, h->name_len, SIDS_JWT_HEADER)) {
+            id->has_sid = 1;
+            id->sid_key = sids_key(jc.sid, jc.sid_len);
         }
     }
     id->hdrs_len = o.len;

@@ -57,8 +57,8 @@ size_t policy_upstream_request(const struct config *cfg, const struct http_req *
 
 /* What an IdP 2xx carries: the identity headers as "Name: value\r\n" lines (names matching
  * --identity-header, by default all; never hop-by-hop ones nor those that describe the response
- * itself: framing, Content-Type, Date, Server, caching, Set-Cookie), the user, and the earliest JWT
- * exp. The
+ * itself: framing, Content-Type, Date, Server, caching, Set-Cookie), the user, the earliest JWT
+ * exp, and the session of the X-authentik-jwt (the first of them, among the identity headers). The
  * IdP's Set-Cookie lines follow the identity headers in the same buffer: the request that got this
  * answer passes them on to the browser (the IdP refreshed or saved its session); they are never
  * stored. */
@@ -67,6 +67,8 @@ struct policy_identity {
     size_t answer_len;     /* hdrs_len + the Set-Cookie lines: what this answer carries */
     struct http_span user; /* points into the response; len 0 if absent */
     int64_t jwt_exp_ms;    /* 0 if no JWT with an exp */
+    int has_sid;           /* the X-authentik-jwt names its session: */
+    uint64_t sid_key;      /* sids_key of its sid claim (sids.h) */
 };
 /* Returns 0, or -E2BIG if the headers exceed cap. */
 int policy_identity(const struct config *cfg, const struct http_resp *resp, char *out, size_t cap,

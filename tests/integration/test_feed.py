@@ -4,7 +4,8 @@ random sid claim per session, as authentik's does) and ak_standin.py in authenti
 
 A session end from the feed purges that session's answers and no other (the session named by its
 sid, or by the SHA-256 of its sid as authentik 2025.x sends it), here and — over the bus — on a
-node without the feed; pings are answered; a dropped feed comes back, /metrics saying 0 then 1,
+node without the feed, found through the session index without a scan, also after a restart
+(the adopted segment indexed once); pings are answered; a dropped feed comes back, /metrics saying 0 then 1,
 /readyz staying 200; a wrong token keeps it down with one clear log line, serving going on; the
 webhook wants the admin token (401 and nothing purged without it), purges the user of a logout,
 ignores a failed login and answers bad JSON with 400.
@@ -110,6 +111,10 @@ def session_end_purges_that_session_only():
         expect(fa(d, "app1.test", "/", a2), 200, "hit", "alice", "alice's other session")
         expect(fa(d, "app1.test", "/", b), 200, "hit", "bob", "another user")
         eq(feed_metric(d, "session_ends_total"), 1, "authcache_feed_session_ends_total")
+        # Found by the session index: one entry per session and credential, no scan.
+        eq(feed_metric(d, "index_entries"), 3, "authcache_feed_index_entries (a1, a2, b)")
+        eq(feed_metric(d, "index_lossy"), 0, "authcache_feed_index_lossy")
+        eq(feed_metric(d, "fallback_scans_total"), 0, "authcache_feed_fallback_scans_total")
         # Older authentik sends the sid itself.
         s.session_end(sid2)
         wait_miss(d, "app1.test", a2, "alice", "alice's second session, ended by its raw sid")
@@ -126,7 +131,38 @@ def session_end_purges_that_session_only():
         log = d.proc.log_text()
         check(TOKEN not in log, "the outpost token is never logged")
         check(sid1 not in log and sid2 not in log, "no sid in the log")
+        eq(feed_metric(d, "fallback_scans_total"), 0, "no session end scanned the segment")
     s.stop()
+
+
+@case
+def a_restart_indexes_the_segment_it_adopts():
+    # The answers a segment held before a restart are not in the new process's index: the feed
+    # indexes them with one scan when it starts, and session ends find them without a scan.
+    s = ak_standin.Standin(TOKEN)
+    shm = daemon_util.shm_name()
+    a1, a2 = session("feed-ad1", "ivan"), session("feed-ad2", "ivan")
+    try:
+        with daemon(feed_flags(s), shm=shm, keep_shm=True) as d:
+            wait_connected(d, s)
+            sid1 = sid_of(cache_on(d, "app1.test", a1, "ivan"))
+            cache_on(d, "app3.test", a1, "ivan")
+            cache_on(d, "app1.test", a2, "ivan")
+        with daemon(feed_flags(s), shm=shm) as d:
+            wait_connected(d, s)
+            expect(fa(d, "app1.test", "/", a1), 200, "hit", "ivan", "held across the restart")
+            ak_standin.wait(lambda: feed_metric(d, "index_lossy") == 0, 5, "the segment indexed")
+            check("indexed the 3 answers of the adopted segment" in d.proc.log_text(),
+                  "one line for the adoption scan", d.proc.log_tail())
+            eq(feed_metric(d, "index_entries"), 2, "authcache_feed_index_entries (a1, a2)")
+            s.session_end(hashlib.sha256(sid1.encode()).hexdigest())
+            wait_miss(d, "app1.test", a1, "ivan", "ivan's first session after the restart")
+            expect(fa(d, "app3.test", "/", a1), 200, "miss", "ivan", "the same session on app3")
+            expect(fa(d, "app1.test", "/", a2), 200, "hit", "ivan", "ivan's other session")
+            eq(feed_metric(d, "fallback_scans_total"), 0, "found without a scan")
+    finally:
+        daemon_util.remove_shm(shm)
+        s.stop()
 
 
 @case

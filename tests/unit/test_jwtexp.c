@@ -3,8 +3,9 @@
  * checked against libjwt's own reading), hand-made payloads for the JSON corners (fractional,
  * negative and huge exp, duplicates, escapes, nesting, "typ":"at+jwt"), header values with and
  * without "Bearer ", and malformed input of every kind: garbage, every truncation, bad base64url,
- * oversized tokens. Malformed input must give -EINVAL (or -ENOENT), never a crash or a read past
- * the given length (run under ASan to see the latter).
+ * oversized tokens. The sid claim beside it (strict: a non-empty string without NUL, bounded).
+ * Malformed input must give -EINVAL (or -ENOENT), never a crash or a read past the given length
+ * (run under ASan to see the latter).
  */
 #include <errno.h>
 #include <jwt.h>
@@ -407,6 +408,74 @@ static void test_bounds(void)
     free(big);
 }
 
+/* The payload JSON gives sid_rc and (when 0) the sid; exp is read as before whatever the sid. */
+#define CHECK_SID(payload, want_rc, want_sid)                                                      \
+    do {                                                                                           \
+        struct jwtexp_claims c_;                                                                   \
+        const char *t_ = make(HDR, payload, "c2ln");                                               \
+        int64_t e_ = -1;                                                                           \
+        int r_ = jwtexp_claims(t_, strlen(t_), &c_);                                               \
+        CHECK(c_.sid_rc == (want_rc) &&                                                            \
+                  (c_.sid_rc != 0 ||                                                               \
+                   (c_.sid_len == strlen(want_sid) && memcmp(c_.sid, want_sid, c_.sid_len) == 0)), \
+              "payload %s: expected sid rc %d \"%s\", got rc %d \"%s\"", payload, (int)(want_rc),  \
+              (const char *)(want_sid), c_.sid_rc, c_.sid);                                        \
+        CHECK_INT(r_, exp_of(t_, &e_));                                                            \
+        CHECK(r_ != 0 || c_.exp_s == e_, "payload %s: exp %lld, jwtexp_from_token %lld", payload,  \
+              (long long)c_.exp_s, (long long)e_);                                                 \
+    } while (0)
+
+static void test_sid(void)
+{
+    char long_sid[600], payload[700];
+    struct jwtexp_claims c;
+    char v[512];
+
+    CHECK_SID("{\"sid\":\"3e5b1c\",\"exp\":5}", 0, "3e5b1c");
+    CHECK_SID("{\"exp\":5,\"sid\":\"a\"}", 0, "a");
+    CHECK_SID("{\"sid\":\"a\"}", 0, "a"); /* no exp: -ENOENT for exp, the sid still read */
+    CHECK_SID("{\"sid\":\"a\",\"sid\":\"b\"}", 0, "b");
+    CHECK_SID("{\"s\\u0069d\":\"caf\\u00e9\"}", 0, "caf\xc3\xa9");
+    CHECK_SID("{\"sid\":\"a\\\"b\"}", 0, "a\"b");
+    CHECK_SID("{\"a\":{\"sid\":\"x\"},\"exp\":5}", -ENOENT, "");
+    CHECK_SID("{\"exp\":5}", -ENOENT, "");
+    CHECK_SID("{\"SID\":\"x\"}", -ENOENT, "");
+    CHECK_SID("{\"sid\":\"\",\"exp\":5}", -EINVAL, "");
+    CHECK_SID("{\"sid\":5,\"exp\":5}", -EINVAL, "");
+    CHECK_SID("{\"sid\":null}", -EINVAL, "");
+    CHECK_SID("{\"sid\":[\"a\"]}", -EINVAL, "");
+    CHECK_SID("{\"sid\":\"a\\u0000b\"}", -EINVAL, "");
+    CHECK_SID("{\"sid\":\"a\",\"exp\":\"x\"}", 0, "a"); /* a bad exp hides no sid */
+    CHECK_SID("{\"sid\":\"a\",}", -EINVAL, "");
+    CHECK_SID("[\"sid\"]", -EINVAL, "");
+    /* The longest sid kept, and one byte more. */
+    memset(long_sid, 'x', sizeof(long_sid));
+    long_sid[JWTEXP_SID_MAX - 1] = '\0';
+    snprintf(payload, sizeof(payload), "{\"sid\":\"%s\"}", long_sid);
+    CHECK_SID(payload, 0, long_sid);
+    long_sid[JWTEXP_SID_MAX - 1] = 'x';
+    long_sid[JWTEXP_SID_MAX] = '\0';
+    snprintf(payload, sizeof(payload), "{\"sid\":\"%s\"}", long_sid);
+    CHECK_SID(payload, -EINVAL, "");
+
+    /* Not a JWT: both claims -EINVAL. */
+    CHECK_INT(jwtexp_claims("a.b", 3, &c), -EINVAL);
+    CHECK_INT(c.sid_rc, -EINVAL);
+    CHECK_INT(jwtexp_claims(NULL, 0, &c), -EINVAL);
+    CHECK_INT(c.sid_rc, -EINVAL);
+    CHECK_INT(jwtexp_claims_from_header_value(NULL, 0, &c), -EINVAL);
+    CHECK_INT(c.sid_rc, -EINVAL);
+    /* A header value with "Bearer ". */
+    snprintf(v, sizeof(v), " Bearer %s ", make(HDR, "{\"sid\":\"s1\",\"exp\":9}", "c2ln"));
+    CHECK_INT(jwtexp_claims_from_header_value(v, strlen(v), &c), 0);
+    CHECK_INT(c.exp_s, 9);
+    CHECK_INT(c.sid_rc, 0);
+    CHECK_MEM(c.sid, c.sid_len, "s1", 2);
+    snprintf(v, sizeof(v), "Basic %s", make(HDR, "{\"sid\":\"s1\"}", "c2ln"));
+    CHECK_INT(jwtexp_claims_from_header_value(v, strlen(v), &c), -EINVAL);
+    CHECK_INT(c.sid_rc, -EINVAL);
+}
+
 static void test_header_value(void)
 {
     const char *tok = make(HDR, "{\"exp\":1800000002}", "c2ln");
@@ -442,5 +511,6 @@ int main(void)
     test_headers_and_parts();
     test_bounds();
     test_header_value();
+    test_sid();
     return check_done("test_jwtexp");
 }

@@ -363,7 +363,22 @@ static void test_identity_and_lifetimes(void)
     CHECK_MEM(out, id.hdrs_len, want, strlen(want));
     SPAN_IS(id.user.p, id.user.len, "alice");
     CHECK_INT(id.jwt_exp_ms, 1800000000000LL);
+    CHECK_INT(id.has_sid, 0); /* a JWT without a sid claim */
     CHECK_INT(policy_identity(cfg, &resp, out, 20, &id), -E2BIG);
+
+    /* The session is the X-authentik-jwt's sid, not another JWT's: sids_key("s-123"). */
+    const char *with_sid =
+        "HTTP/1.1 200 OK\r\nX-authentik-username: alice\r\n"
+        "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzaWQiOiJvdGhlciJ9.c2ln\r\n"
+        "X-Authentik-JWT: eyJhbGciOiJIUzI1NiJ9.eyJzaWQiOiJzLTEyMyIsImV4cCI6MTgwMDAwMDAwMH0.c2ln\r\n"
+        "\r\n";
+    resp = (struct http_resp){.hdrs = hdrs, .hdrs_cap = 64};
+    CHECK(http_parse_response(with_sid, strlen(with_sid), 65536, &resp) > 0, "response parses");
+    CHECK_INT(policy_identity(cfg, &resp, out, sizeof(out), &id), 0);
+    CHECK_INT(id.has_sid, 1);
+    CHECK(id.sid_key == UINT64_C(0xbcf61dbb52ee702d), "sid key %016llx",
+          (unsigned long long)id.sid_key);
+    CHECK_INT(id.jwt_exp_ms, 1800000000000LL);
 
     struct shm_answer a;
     int64_t now = 1799990000000LL;
