@@ -71,6 +71,7 @@ endif
 ifneq ($(IDP_SRC),)
 ALL += $(BUILD)/test-idp
 endif
+ALL += $(BUILD)/differential
 
 .PHONY: all test demo deps fuzz fuzz-build tsan bench bench-shm clean format format-check
 .SECONDARY:
@@ -103,6 +104,11 @@ $(BUILD)/authcache: $(BUILD)/obj/client/cli.o $(BUILD)/libauthcache.a
 $(BUILD)/test-idp: $(IDP_OBJ)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -ljwt $(LDLIBS)
+
+# The differential test's driver (tests/diff/differential.c): plain libc and pthreads.
+$(BUILD)/differential: $(BUILD)/obj/tests/diff/differential.o
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -lpthread
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libdaemon.a $(BUILD)/libauthcache.a
 	@mkdir -p $(dir $@)
