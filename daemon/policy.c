@@ -110,6 +110,9 @@ static int cookie_cred(const struct config *cfg, const struct http_req *req, str
         return 1;
     }
     qsort(c, n, sizeof(c[0]), cookie_cmp);
+    for (size_t i = 0; i < n; i++)
+        out->cookie_values[i] = c[i].value;
+    out->ncookies = n;
     for (size_t i = 0; i < n; i++) {
         size_t need = (i ? 2 : 0) + c[i].name.len + 1 + c[i].value.len;
         if (len + need > sizeof(out->cred_buf))
@@ -211,6 +214,7 @@ void policy_classify(const struct config *cfg, const struct http_req *req, struc
     out->kind = POLICY_BYPASS;
     out->has_cred = 0;
     out->cookie_name = (struct http_span){NULL, 0};
+    out->ncookies = 0;
     /* Where the client was going: X-Forwarded-Uri (Traefik, Caddy), X-Original-URI, or the path
      * and query of an absolute X-Original-URL (nginx snippets of authentik and Authelia, whose
      * auth-request endpoint reads only that). When several are present they must agree. */

@@ -180,6 +180,18 @@ static void test_markers(void)
               "X-Forwarded-Uri: /?X-authentik-logout=TRUE\r\n\r\n");
     policy_classify(cfg, &r, &pr);
     CHECK_INT(pr.kind, POLICY_LOGOUT);
+    CHECK_INT(pr.ncookies, 0); /* one cookie: the credential is its value */
+    /* Two session cookies: the credential is both, but the IdP ends the session of the one it
+     * reads, held under that cookie alone, so each value is kept for the purge (the
+     * differential test, seed 1: a sign-out with two authentik_proxy_ cookies left the session
+     * answered from the cache). */
+    r = parse("GET /a HTTP/1.1\r\nCookie: authentik_proxy_zzzz=B; authentik_proxy_a=S\r\n"
+              "X-Forwarded-Host: h\r\nX-Forwarded-Uri: /outpost.goauthentik.io/sign_out\r\n\r\n");
+    policy_classify(cfg, &r, &pr);
+    CHECK_INT(pr.kind, POLICY_SIGNOUT);
+    CHECK_INT(pr.ncookies, 2);
+    SPAN_IS(pr.cookie_values[0].p, pr.cookie_values[0].len, "S");
+    SPAN_IS(pr.cookie_values[1].p, pr.cookie_values[1].len, "B");
 }
 
 static void test_scope_and_ambiguity(void)
