@@ -515,7 +515,7 @@ static struct conn ac_conn = {.fd = -1}, oracle_conn = {.fd = -1};
 static struct resp ac_resp, oracle_resp;
 
 /* The last checks and events, for the report of a divergence. */
-#define HISTORY 200
+#define HISTORY 1500
 static char history[HISTORY][2048];
 static long start_ms;
 static long nhistory;
@@ -608,10 +608,11 @@ struct check {
     char req[REQ_CAP];
     size_t len;
     bool head;
-    int host;                /* index into hosts, -1: unknown */
-    struct session *idp_ses; /* the session the IdP reads (first cookie of its exact name) */
-    bool ac_signout;         /* authcached should see a sign-out */
-    bool idp_signout;        /* the IdP ends the user's sessions */
+    int host;                      /* index into hosts, -1: unknown */
+    struct session *idp_ses;       /* the session the IdP reads (first cookie of its exact name) */
+    struct session *cookie_ses[2]; /* sessions whose value is in a cookie authcached reads */
+    bool ac_signout;               /* authcached should see a sign-out */
+    bool idp_signout;              /* the IdP ends the user's sessions */
 };
 
 static void put(struct check *c, const char *fmt, ...)
@@ -781,6 +782,7 @@ static void make_check(struct check *c)
     put(c, "%s: %s\r\n", hname("X-Forwarded-Host"), host);
     put(c, "%s: %s\r\n", hname("X-Forwarded-Uri"), uri);
     char raw[256];
+    bool ambiguous = false; /* URI fields that disagree: authcached sees no sign-out in them */
     snprintf(raw, sizeof raw, "%s", uri);
     if (chance(15)) {
         /* a second, different X-Forwarded-Uri: the IdP reads the last one */
@@ -790,9 +792,13 @@ static void make_check(struct check *c)
         put(c, "%s: %s\r\n", hname("X-Forwarded-Uri"), uri2);
         snprintf(raw, sizeof raw, "%s", uri2);
         marker = marker2;
+        ambiguous |= strcmp(uri, uri2) != 0;
     }
-    if (chance(30))
-        put(c, "X-Original-URI: %s\r\n", chance(500) ? uri : "/other");
+    if (chance(30)) {
+        const char *orig = chance(500) ? uri : "/other";
+        put(c, "X-Original-URI: %s\r\n", orig);
+        ambiguous |= strcmp(orig, raw) != 0;
+    }
     if (chance(100))
         put(c, "%s: 10.%u.%u.%u\r\n", hname("X-Forwarded-For"), below(4), below(4), below(4));
     if (chance(50))
@@ -804,6 +810,9 @@ static void make_check(struct check *c)
     rnd_string(unknown, COOKIE_LEN);
     const char *val = s ? s->cookie : unknown;
     unsigned k = below(1000);
+    c->cookie_ses[0] = c->cookie_ses[1] = NULL;
+    if (k < 900 && (k < 700 || k >= 750))
+        c->cookie_ses[0] = s;
     if (k < 700) {
         put(c, "%s: %s%s=%s\r\n", hname("Cookie"), chance(300) ? "theme=dark; " : "", P->cookie,
             val);
@@ -814,6 +823,7 @@ static void make_check(struct check *c)
         put(c, "Cookie: %s=%s\r\n", P->wrong_cookie, val);
     } else if (k < 840) {
         struct session *s2 = some_session();
+        c->cookie_ses[1] = s2;
         put(c, "Cookie: %s=%s\r\nCookie: %s=%s\r\n", P->cookie, val, P->cookie,
             s2 ? s2->cookie : unknown);
         c->idp_ses = s;
@@ -841,8 +851,8 @@ static void make_check(struct check *c)
     /* what each side should make of a sign-out */
     char norm[300];
     normalize_path(raw, norm);
-    c->ac_signout = (P->signout && strcmp(norm, P->signout) == 0) ||
-                    (strcmp(P->name, "authentik") == 0 && marker);
+    c->ac_signout = !ambiguous && ((P->signout && strcmp(norm, P->signout) == 0) ||
+                                   (strcmp(P->name, "authentik") == 0 && marker));
     c->idp_signout =
         c->host >= 0 && strcmp(ep, "/outpost.goauthentik.io/auth/bogus") != 0 &&
         ((P->idp_signout && strncmp(raw, P->idp_signout, strlen(P->idp_signout)) == 0) || marker);
@@ -1101,9 +1111,13 @@ static void run_check_inner(struct check *c)
     if (http_do(&ac_conn, c->req, c->len, c->head, &ac_resp) < 0)
         ac_resp.status = 0;
     if (c->ac_signout) {
-        /* authcached purges the user of the session it reads (every session of that user) */
-        if (c->idp_ses)
-            tell_user(c->idp_ses->user, sent);
+        /* authcached purges the sessions of the cookies it reads; their users' other sessions
+         * only when it holds an answer naming the user, which the driver cannot know */
+        for (int i = 0; i < 2; i++)
+            if (c->cookie_ses[i]) {
+                c->cookie_ses[i]->told_ms = sent;
+                c->cookie_ses[i]->told_req = nreq;
+            }
     }
     count_result(&ac_resp);
     bool ac_ok = is2xx(ac_resp.status);
@@ -1379,6 +1393,7 @@ static void run_proxied(int p, struct check *c)
     c->head = false;
     c->host = h;
     c->idp_ses = NULL;
+    c->cookie_ses[0] = c->cookie_ses[1] = NULL;
     c->ac_signout = c->idp_signout = false;
     put(c, "GET %s HTTP/1.1\r\nHost: %s\r\n", PICK(paths), hosts[h]);
     unsigned k = below(10);
