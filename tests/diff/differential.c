@@ -491,6 +491,7 @@ struct session {
     long told_ms;               /* last purge authcached saw covering it */
     long revoked_req, told_req; /* the request numbers then */
     char *ident[NHOSTS];        /* identity headers of the oracle's last 2xx for it, per host */
+    char *echo[NHOSTS];         /* the same as the application echoed it through a proxy */
 };
 
 static struct session sessions[MAX_SESSIONS];
@@ -561,7 +562,8 @@ static void session_new(void)
         for (int i = 0; i < nsessions; i++)
             for (int h = 0; h < NHOSTS; h++) {
                 free(sessions[i].ident[h]);
-                sessions[i].ident[h] = NULL;
+                free(sessions[i].echo[h]);
+                sessions[i].ident[h] = sessions[i].echo[h] = NULL;
             }
         nsessions = 0;
     }
@@ -906,6 +908,9 @@ static bool not_identity(const char *n, size_t nl)
     return false;
 }
 
+static char ident_a[32768], ident_b[32768];
+static char detail[70000]; /* more about a divergence, printed with it */
+
 /* The identity of a 2xx: its other headers as "Name: value\r\n" in order. */
 static void identity_of(const struct resp *r, char *out, size_t cap)
 {
@@ -920,6 +925,52 @@ static void identity_of(const struct resp *r, char *out, size_t cap)
             break;
         o += (size_t)n;
     }
+}
+
+/* A 2xx's identity as the proxied application echoes it: the preset's identity headers and
+ * Authorization, names in lower case, "name: value\n" in order. */
+static void echo_form(const struct resp *r, char *out, size_t cap)
+{
+    size_t o = 0, pl = strlen(P->ident_prefix);
+    out[0] = '\0';
+    for (int i = 0; i < r->nh; i++) {
+        if (!((r->h[i].nl > pl && strncasecmp(r->h[i].n, P->ident_prefix, pl) == 0) ||
+              name_is(r->h[i].n, r->h[i].nl, "Authorization")))
+            continue;
+        if (o + r->h[i].nl + r->h[i].vl + 4 >= cap)
+            break;
+        for (size_t k = 0; k < r->h[i].nl; k++)
+            out[o++] = (char)(r->h[i].n[k] >= 'A' && r->h[i].n[k] <= 'Z' ? r->h[i].n[k] + 32
+                                                                         : r->h[i].n[k]);
+        o += (size_t)sprintf(out + o, ": %.*s\n", (int)r->h[i].vl, r->h[i].v);
+    }
+}
+
+static int cmp_line(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* An echo in a form two proxies agree on: lines with an empty or unset value dropped (nginx
+ * sends no header for an empty variable), the rest sorted (each sets them in its own order). */
+static void echo_canon(const char *in, char *out, size_t cap)
+{
+    char tmp[32768], *lines[256];
+    int n = 0;
+    snprintf(tmp, sizeof tmp, "%s", in);
+    for (char *save = NULL, *l = strtok_r(tmp, "\n", &save); l && n < 256;
+         l = strtok_r(NULL, "\n", &save)) {
+        size_t len = strlen(l);
+        /* Caddy's copy_headers sends its unset placeholder for an absent header */
+        if (len >= 2 && strcmp(l + len - 2, ": ") != 0 && l[len - 1] != ':' &&
+            !strstr(l, ": {http.reverse_proxy.header."))
+            lines[n++] = l;
+    }
+    qsort(lines, (size_t)n, sizeof *lines, cmp_line);
+    size_t o = 0;
+    out[0] = '\0';
+    for (int i = 0; i < n && o < cap; i++)
+        o += (size_t)snprintf(out + o, cap - o, "%s\n", lines[i]);
 }
 
 /* Masks what an old test IdP draws at random: any run of exactly 32 alphanumerics. */
@@ -998,6 +1049,13 @@ __attribute__((format(printf, 2, 3))) static void divergence(const struct check 
                 c->idp_ses->told_req, in_outage ? "yes" : "no");
     dump_answer("the IdP alone (oracle)", &oracle_resp);
     dump_answer("authcached", &ac_resp);
+    fputs(detail, stderr);
+    fprintf(stderr, "DIVERGENCE (preset %s, seed %" PRIu64 ", request %ld): ", P->name, opt.seed,
+            nreq);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
     stop_children();
     exit(1);
 }
@@ -1037,8 +1095,6 @@ static bool has_user(const struct resp *r)
     return resp_get(r, P->user_header, &vl) && vl > 0;
 }
 
-static char ident_a[32768], ident_b[32768];
-
 /*
  * May authcached answer 2xx to c while the oracle refuses (or, in a fault window without an
  * oracle, cannot be asked)? Only for the session the IdP reads, ended by the IdP without
@@ -1055,7 +1111,7 @@ static bool excused(const struct check *c, long sent_ms, bool check_identity, co
         if (ports.oracle_port || !in_outage)
             return false;
         /* fault window without an oracle: an alive session on a host the oracle allowed it */
-        if (!s->ident[c->host]) {
+        if (!s->ident[c->host] && !s->echo[c->host]) {
             *why = "a session the oracle never allowed on this host";
             return false;
         }
@@ -1073,15 +1129,25 @@ static bool excused(const struct check *c, long sent_ms, bool check_identity, co
             *why = "the session was ended at the IdP longer ago than the promise allows";
             return false;
         }
-        if (!s->ident[c->host]) {
+        if (!s->ident[c->host] && !s->echo[c->host]) {
             *why = "an ended session the oracle never allowed on this host";
             return false;
         }
     }
     if (!check_identity) /* through a proxy: the application's echo is compared instead */
         return true;
-    identity_of(&ac_resp, ident_a, sizeof ident_a);
-    if (strcmp(ident_a, s->ident[c->host]) != 0) {
+    if (s->ident[c->host]) {
+        identity_of(&ac_resp, ident_a, sizeof ident_a);
+        snprintf(ident_b, sizeof ident_b, "%s", s->ident[c->host]);
+    } else {
+        char tmp[32768];
+        echo_form(&ac_resp, tmp, sizeof tmp);
+        echo_canon(tmp, ident_a, sizeof ident_a);
+        echo_canon(s->echo[c->host], ident_b, sizeof ident_b);
+    }
+    if (strcmp(ident_a, ident_b) != 0) {
+        snprintf(detail, sizeof detail, "--- authcached's identity:\n%s--- the IdP's before:\n%s",
+                 ident_a, ident_b);
         *why = "the identity differs from the one the IdP gave this session";
         return false;
     }
@@ -1427,13 +1493,21 @@ static void run_proxied(int p, struct check *c)
     fig.proxied++;
     px_conn[p][0].port = opt.proxies[p].cache_port;
     px_conn[p][1].port = opt.proxies[p].oracle_port;
-    if (http_do(&px_conn[p][1], c->req, c->len, false, &oracle_resp) < 0)
-        die("proxy %s (oracle side) did not answer", opt.proxies[p].name);
+    int rc = http_do(&px_conn[p][1], c->req, c->len, false, &oracle_resp);
+    if (rc < 0)
+        die("proxy %s (oracle side, port %d) did not answer: %s", opt.proxies[p].name,
+            px_conn[p][1].port, strerror(-rc));
     long sent = now_ms();
     if (http_do(&px_conn[p][0], c->req, c->len, false, &ac_resp) < 0)
         divergence(c, "proxy %s (authcached side) did not answer", opt.proxies[p].name);
     bool ac_ok = is2xx(ac_resp.status), or_ok = is2xx(oracle_resp.status);
     ac_ok ? fig.ac2xx++ : fig.acnon2xx++;
+    count_result(&ac_resp);
+    if (or_ok && oracle_resp.body_len && c->idp_ses && c->idp_ses->alive) {
+        struct session *ss = c->idp_ses;
+        free(ss->echo[h]);
+        ss->echo[h] = dup_range(oracle_resp.body, oracle_resp.body_len);
+    }
     const char *why;
     if (ac_ok && !or_ok) {
         if (!excused(c, sent, false, &why))
@@ -1666,6 +1740,8 @@ int main(int argc, char **argv)
                                             ? "the IdP's --oracle listener"
                                             : "the IdP's own listener (old test IdP: no --oracle)");
     fflush(stdout);
+    for (int i = 0; i < MAX_PROXIES; i++)
+        px_conn[i][0].fd = px_conn[i][1].fd = -1;
     ac_conn.port = ports.ac;
     oracle_conn.port = ports.oracle;
 
