@@ -206,7 +206,7 @@ static struct http_span one(const struct http_req *req, const char *name, int *b
 void policy_classify(const struct config *cfg, const struct http_req *req, struct policy_req *out)
 {
     struct http_span host = {0}, uri = {0}, url, url_host = {0}, url_uri = {0}, upath, uquery;
-    struct http_span method = {0}, authz, pauthz, v[3];
+    struct http_span method = {0}, scheme[2] = {{0}}, authz, pauthz, v[3];
     int rc, ambiguous = 0, have_uri, have_method, n;
     char norm[CONFIG_PATH_MAX];
 
@@ -316,12 +316,23 @@ void policy_classify(const struct config *cfg, const struct http_req *req, struc
         if (rip.p)
             ambiguous |= shm_key_input(out->inputs_buf, &il, sizeof(out->inputs_buf),
                                        SHM_IN_REAL_IP, rip.p, rip.len) < 0;
+        /* Authelia answers 2xx only for an https or wss target: the scheme is its input too,
+         * as each endpoint reads it (X-Forwarded-Proto, X-Original-URL's), both as sent. */
+        scheme[0] = one(req, "X-Forwarded-Proto", &ambiguous);
+        if (url.p) {
+            const char *sep = memmem(url.p, url.len, "://", 3);
+            scheme[1] = (struct http_span){url.p, sep ? (size_t)(sep - url.p) : 0};
+        }
     }
     /* oauth2-proxy's skip routes match the auth request's own method (nginx's auth_request may
      * send the client's); proxies that always send GET keep the key they had. */
     if (!http_method_is(req, "GET"))
         ambiguous |= shm_key_input(out->inputs_buf, &il, sizeof(out->inputs_buf),
                                    SHM_IN_AUTH_METHOD, req->method, req->method_len) < 0;
+    for (int i = 0; i < 2; i++)
+        if (scheme[i].p)
+            ambiguous |= shm_key_input(out->inputs_buf, &il, sizeof(out->inputs_buf), SHM_IN_SCHEME,
+                                       scheme[i].p, scheme[i].len) < 0;
     out->q.inputs = out->inputs_buf;
     out->q.inputs_len = il;
     /* Headers that could name two different things: ask the IdP, store nothing. */

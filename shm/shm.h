@@ -108,6 +108,8 @@ enum shm_input {
     SHM_IN_FORWARDED_FOR,       /* X-Forwarded-For as sent (--key-scope uri: network rules) */
     SHM_IN_REAL_IP,             /* X-Real-IP as sent (likewise) */
     SHM_IN_AUTH_METHOD,         /* the forward-auth request's own method, when not GET */
+    SHM_IN_SCHEME, /* X-Forwarded-Proto, then X-Original-URL's scheme, as sent (--key-scope
+                    * uri: Authelia refuses a target that is not https or wss) */
 };
 struct shm_query {
     int cred_kind; /* SHM_CRED_* */

@@ -208,6 +208,28 @@ static void test_scope_and_ambiguity(void)
     SPAN_IS(pr.q.method, pr.q.method_len, "POST");
     SPAN_IS(pr.q.uri_path, pr.q.uri_path_len, "/admin/delete?id=3"); /* rules match the query */
     CHECK_INT(pr.q.inputs_len, 5 + 16);                              /* the cookie's name only */
+    /* The scheme is an input (Authelia answers 2xx only for https or wss): an answer for https
+     * is not one for http (the differential test, authelia seed 1 request 3713: a cached 200 for
+     * a target the IdP refused with 401 for its http scheme). */
+    {
+        char inputs[2][256];
+        size_t len[2];
+        for (int i = 0; i < 2; i++) {
+            char raw[256];
+            snprintf(raw, sizeof(raw),
+                     "GET /api/verify HTTP/1.1\r\nCookie: authelia_session=S\r\n"
+                     "X-Forwarded-Host: app.test\r\nX-Forwarded-Proto: %s\r\n"
+                     "X-Forwarded-Uri: /public/x\r\n\r\n",
+                     i ? "http" : "https");
+            r = parse(raw);
+            policy_classify(cfg, &r, &pr);
+            CHECK_INT(pr.kind, POLICY_CACHEABLE);
+            len[i] = pr.q.inputs_len < sizeof(inputs[i]) ? pr.q.inputs_len : sizeof(inputs[i]);
+            memcpy(inputs[i], pr.q.inputs, len[i]);
+        }
+        CHECK(len[0] != len[1] || memcmp(inputs[0], inputs[1], len[0]) != 0,
+              "X-Forwarded-Proto https and http: expected other key inputs, got the same");
+    }
     /* Authelia's nginx snippet: X-Original-URL and X-Original-Method only. */
     r = parse("GET /api/verify HTTP/1.1\r\nHost: authelia:9091\r\nCookie: authelia_session=S\r\n"
               "X-Original-URL: https://app.test/admin\r\nX-Original-Method: GET\r\n\r\n");
