@@ -526,8 +526,8 @@ static struct {
 } ports;
 
 static struct {
-    long requests, proxied, ac2xx, acnon2xx, hits, stale, misses, revalidated, bypass, signout,
-        unavailable, other_result, sessions, revocations, signouts_idp, purges, faults,
+    long requests, proxied, proxied2xx, ac2xx, acnon2xx, hits, stale, misses, revalidated, bypass,
+        signout, unavailable, other_result, sessions, revocations, signouts_idp, purges, faults,
         excused_revoked, excused_outage, divergences;
 } fig;
 
@@ -1637,7 +1637,7 @@ static void run_proxied(int p, struct check *c)
         put(c, "Cookie: %s=%s\r\n", P->cookie, unknown);
     }
     if (chance(100))
-        put(c, "X-Authentik-Username: forged\r\n");
+        put(c, "%s: forged\r\n", P->user_header);
     put(c, "\r\n");
     nreq++;
     fig.requests++;
@@ -1653,6 +1653,7 @@ static void run_proxied(int p, struct check *c)
         divergence(c, "proxy %s (authcached side) did not answer", opt.proxies[p].name);
     bool ac_ok = is2xx(ac_resp.status), or_ok = is2xx(oracle_resp.status);
     ac_ok ? fig.ac2xx++ : fig.acnon2xx++;
+    fig.proxied2xx += ac_ok;
     count_result(&ac_resp);
     if (or_ok && oracle_resp.body_len && c->idp_ses && c->idp_ses->alive) {
         struct session *ss = c->idp_ses;
@@ -1953,13 +1954,15 @@ int main(int argc, char **argv)
     if (fault_left)
         fault_end();
     long ms = now_ms() - start;
-    printf("differential: preset=%s seed=%" PRIu64 " requests=%ld proxied=%ld 2xx=%ld non2xx=%ld "
+    printf("differential: preset=%s seed=%" PRIu64
+           " requests=%ld proxied=%ld proxied_2xx=%ld 2xx=%ld "
+           "non2xx=%ld "
            "hit=%ld stale=%ld miss=%ld revalidated=%ld bypass=%ld signout=%ld unavailable=%ld "
            "sessions=%ld revocations=%ld idp_signouts=%ld purges=%ld faults=%ld "
            "excused_revoked=%ld excused_outage=%ld divergences=%ld seconds=%.1f rate=%ld/s\n",
-           P->name, opt.seed, fig.requests, fig.proxied, fig.ac2xx, fig.acnon2xx, fig.hits,
-           fig.stale, fig.misses, fig.revalidated, fig.bypass, fig.signout, fig.unavailable,
-           fig.sessions, fig.revocations, fig.signouts_idp, fig.purges, fig.faults,
+           P->name, opt.seed, fig.requests, fig.proxied, fig.proxied2xx, fig.ac2xx, fig.acnon2xx,
+           fig.hits, fig.stale, fig.misses, fig.revalidated, fig.bypass, fig.signout,
+           fig.unavailable, fig.sessions, fig.revocations, fig.signouts_idp, fig.purges, fig.faults,
            fig.excused_revoked, fig.excused_outage, fig.divergences, ms / 1000.0,
            fig.requests * 1000 / (ms + 1));
     stop_children();
