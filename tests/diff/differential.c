@@ -60,7 +60,7 @@
 #define MAX_HDRS 96
 #define RBUF_CAP (256 * 1024)
 #define REQ_CAP (16 * 1024)
-#define MAX_SESSIONS 4096
+#define MAX_SESSIONS 65536
 #define NUSERS 16
 #define NHOSTS 3
 #define COOKIE_LEN 24
@@ -80,6 +80,7 @@ static struct {
     int port_base; /* 0: free ports */
     long fresh_ms, grace_ms;
     long fault_every; /* requests between fault windows; 0: none */
+    long epoch;       /* requests between restarts of the IdP and authcached */
     int proxy_share;  /* percent of checks sent through a proxy */
     int app_port;
     int nproxies;
@@ -97,6 +98,7 @@ static struct {
     .fresh_ms = 1000,
     .grace_ms = 3000,
     .fault_every = 5000,
+    .epoch = 500000,
     .proxy_share = 0,
 };
 
@@ -526,9 +528,9 @@ static struct {
 } ports;
 
 static struct {
-    long requests, proxied, proxied2xx, ac2xx, acnon2xx, hits, stale, misses, revalidated, bypass,
-        signout, unavailable, other_result, sessions, revocations, signouts_idp, purges, faults,
-        excused_revoked, excused_outage, divergences;
+    long epochs, requests, proxied, proxied2xx, ac2xx, acnon2xx, hits, stale, misses, revalidated,
+        bypass, signout, unavailable, other_result, sessions, revocations, signouts_idp, purges,
+        faults, excused_revoked, excused_outage, divergences;
 } fig;
 
 static bool in_outage;
@@ -1690,7 +1692,7 @@ static void usage(void)
     fputs(
         "usage: differential [--seed N] [--requests N] [--preset authentik|oauth2-proxy|authelia]\n"
         "         [--idp-bin PATH] [--authcached-bin PATH] [--log-dir DIR] [--port-base P]\n"
-        "         [--fresh-ttl-ms N] [--outage-grace-ms N] [--fault-every N]\n"
+        "         [--fresh-ttl-ms N] [--outage-grace-ms N] [--fault-every N] [--epoch N]\n"
         "         [--app-port P --proxy NAME=CACHE_PORT,ORACLE_PORT ... --proxy-share PCT]\n"
         "         [--verbose]\n"
         "with --port-base P: IdP P, control P+1, oracle P+2, authcached P+3, admin P+4\n",
@@ -1741,6 +1743,8 @@ static void parse_args(int argc, char **argv)
             opt.fresh_ms = num_arg(a, v, 1, 3600000);
         else if (!strcmp(a, "--outage-grace-ms"))
             opt.grace_ms = num_arg(a, v, 1, 3600000);
+        else if (!strcmp(a, "--epoch"))
+            opt.epoch = num_arg(a, v, 1000, 1L << 40);
         else if (!strcmp(a, "--fault-every"))
             opt.fault_every = num_arg(a, v, 0, 1L << 40);
         else if (!strcmp(a, "--proxy-share"))
@@ -1775,10 +1779,9 @@ static void parse_args(int argc, char **argv)
         die("--outage-grace-ms must be at least --fresh-ttl-ms");
 }
 
-static void start_all(void)
+/* Ports, the test IdP's abilities, the application: once. */
+static void setup(void)
 {
-    char a_idp[32], a_ctl[32], a_orc[32], a_ac[32], a_adm[32], upstream[64], fresh[32], grace[32],
-        shm[64];
     if (opt.port_base) {
         ports.idp = opt.port_base;
         ports.control = opt.port_base + 1;
@@ -1796,12 +1799,25 @@ static void start_all(void)
     mkdir("build/test-logs", 0755);
     mkdir(opt.log_dir, 0755);
     ports.oracle_port = binary_mentions(opt.idp_bin, "--oracle");
-    bool modes = idp_modes = binary_mentions(opt.idp_bin, "--mode");
-    if (strcmp(P->name, "authentik") != 0 && !modes) {
+    idp_modes = binary_mentions(opt.idp_bin, "--mode");
+    if (strcmp(P->name, "authentik") != 0 && !idp_modes) {
         fprintf(stderr, "differential: %s has no --mode: preset %s skipped\n", opt.idp_bin,
                 P->name);
         exit(77);
     }
+    if (!ports.oracle_port)
+        ports.oracle = ports.idp;
+    atexit(stop_children);
+    if (opt.app_port)
+        app_start();
+}
+
+/* Starts the test IdP and authcached (again, for a new epoch: the same ports, fresh state). */
+static void start_processes(void)
+{
+    char a_idp[32], a_ctl[32], a_orc[32], a_ac[32], a_adm[32], upstream[64], fresh[32], grace[32],
+        shm[64];
+    bool modes = idp_modes;
     snprintf(a_idp, sizeof a_idp, "127.0.0.1:%d", ports.idp);
     snprintf(a_ctl, sizeof a_ctl, "127.0.0.1:%d", ports.control);
     snprintf(a_orc, sizeof a_orc, "127.0.0.1:%d", ports.oracle);
@@ -1823,8 +1839,6 @@ static void start_all(void)
     if (ports.oracle_port) {
         idp_argv[n++] = "--oracle";
         idp_argv[n++] = a_orc;
-    } else {
-        ports.oracle = ports.idp;
     }
     if (modes) {
         idp_argv[n++] = "--mode";
@@ -1902,9 +1916,33 @@ static void start_all(void)
     spawn(ac_argv, ac_log);
     wait_ready(ports.admin, "/readyz", "authcached");
     snprintf(shm_path, sizeof shm_path, "/dev/shm/%s", shm);
-    atexit(stop_children);
-    if (opt.app_port)
-        app_start();
+}
+
+static struct check recent[RECENT];
+static long nrecent;
+
+/* A new epoch: the processes restarted, the driver's sessions forgotten. A long run thus never
+ * fills the test IdP's tables, and each epoch starts from an empty cache. */
+static void new_epoch(void)
+{
+    stop_children();
+    for (int i = 0; i < nsessions; i++)
+        for (int h = 0; h <= NHOSTS; h++) {
+            free(sessions[i].ident[h]);
+            free(sessions[i].echo[h]);
+            sessions[i].ident[h] = sessions[i].echo[h] = NULL;
+        }
+    nsessions = 0;
+    nrecent = 0;
+    conn_close(&ac_conn);
+    conn_close(&oracle_conn);
+    for (int i = 0; i < MAX_PROXIES; i++) {
+        conn_close(&px_conn[i][0]);
+        conn_close(&px_conn[i][1]);
+    }
+    start_processes();
+    fig.epochs++;
+    note("event: new epoch (the IdP and authcached restarted)");
 }
 
 int main(int argc, char **argv)
@@ -1919,7 +1957,8 @@ int main(int argc, char **argv)
     signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);
     start_ms = now_ms();
-    start_all();
+    setup();
+    start_processes();
     printf("differential: oracle %s\n", ports.oracle_port
                                             ? "the IdP's --oracle listener"
                                             : "the IdP's own listener (old test IdP: no --oracle)");
@@ -1929,10 +1968,13 @@ int main(int argc, char **argv)
     ac_conn.port = ports.ac;
     oracle_conn.port = ports.oracle;
 
-    static struct check c, recent[RECENT];
-    long nrecent = 0;
-    long fault_left = 0, start = now_ms(), last_report = start;
+    static struct check c;
+    long fault_left = 0, start = now_ms(), last_report = start, next_epoch = opt.epoch;
     for (long i = 0; fig.requests < opt.requests; i++) {
+        if (fig.requests >= next_epoch && !fault_left) {
+            new_epoch();
+            next_epoch += opt.epoch;
+        }
         maybe_event(i, &fault_left);
         if (opt.nproxies && !in_outage && below(100) < (unsigned)opt.proxy_share)
             run_proxied((int)below((unsigned)opt.nproxies), &c);
@@ -1959,11 +2001,12 @@ int main(int argc, char **argv)
            "non2xx=%ld "
            "hit=%ld stale=%ld miss=%ld revalidated=%ld bypass=%ld signout=%ld unavailable=%ld "
            "sessions=%ld revocations=%ld idp_signouts=%ld purges=%ld faults=%ld "
-           "excused_revoked=%ld excused_outage=%ld divergences=%ld seconds=%.1f rate=%ld/s\n",
+           "excused_revoked=%ld excused_outage=%ld epochs=%ld divergences=%ld seconds=%.1f "
+           "rate=%ld/s\n",
            P->name, opt.seed, fig.requests, fig.proxied, fig.proxied2xx, fig.ac2xx, fig.acnon2xx,
            fig.hits, fig.stale, fig.misses, fig.revalidated, fig.bypass, fig.signout,
            fig.unavailable, fig.sessions, fig.revocations, fig.signouts_idp, fig.purges, fig.faults,
-           fig.excused_revoked, fig.excused_outage, fig.divergences, ms / 1000.0,
+           fig.excused_revoked, fig.excused_outage, fig.epochs, fig.divergences, ms / 1000.0,
            fig.requests * 1000 / (ms + 1));
     stop_children();
     return fig.divergences ? 1 : 0;
