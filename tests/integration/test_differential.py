@@ -25,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-import daemon_util  # noqa: E402  (AUTHCACHED_BIN)
+import daemon_util  # noqa: E402  (AUTHCACHED_BIN, the sanitizer check)
 from harness import case, check, eq  # noqa: E402
 
 DRIVER = os.path.join(harness.BUILD, "differential")
@@ -242,6 +242,10 @@ def run_driver(preset, proxies=False):
     r = subprocess.run(argv, cwd=harness.ROOT, capture_output=True, text=True, timeout=110)
     with open(os.path.join(WORK, preset, "driver.log"), "w") as f:
         f.write(r.stdout + r.stderr)
+    ac_log = os.path.join(WORK, preset, f"authcached-{preset}.log")
+    if os.path.exists(ac_log):  # under AUTHCACHED_BIN=the ASan+UBSan build: any report fails
+        with open(ac_log, errors="replace") as f:
+            daemon_util.no_sanitizer_report(f.read(), ac_log)
     if r.returncode == 77:
         print(f"skipped {preset}: {r.stderr.strip()}", flush=True)
         return None
