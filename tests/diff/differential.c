@@ -1419,6 +1419,10 @@ static void run_check(struct check *c)
         remember(c);
 }
 
+/* The last new checks, sent again now and then (fewer misses, held answers used). */
+static struct check recent[RECENT];
+static long nrecent;
+
 /* ---- events ---- */
 
 static long metric(const char *name)
@@ -1465,7 +1469,9 @@ static void admin_purge(void)
     fig.purges++;
 }
 
-static void fault_begin(void)
+/* Starts an IdP fault; returns whether it fails fast (an answer or a refused connection at once,
+ * not a hang). */
+static bool fault_begin(void)
 {
     static const char *const modes[] = {"500", "503", "refuse", "hang", "reset"};
     const char *m = PICK(modes);
@@ -1474,7 +1480,10 @@ static void fault_begin(void)
     in_outage = true;
     outage_start_ms = now_ms();
     fig.faults++;
+    return strcmp(m, "hang") != 0;
 }
+
+static long fault_pause_at; /* fault_left at which the window pauses past --fresh-ttl, or 0 */
 
 static void fault_end(void)
 {
@@ -1493,6 +1502,27 @@ static void maybe_event(long i, long *fault_left)
 {
     if (*fault_left > 0 && --*fault_left == 0)
         fault_end();
+    if (*fault_left && *fault_left == fault_pause_at) {
+        /* the answers held before the fault outlive --fresh-ttl: now served stale, and the
+         * sessions ended meanwhile meet the outage grace (a pause, so that the same seed draws
+         * the same checks at any speed) */
+        note("event: %ld ms into the fault, the driver waits %ld ms", now_ms() - outage_start_ms,
+             opt.fresh_ms + 100);
+        /* and one session asked about just before the fault ends at the IdP, unknown to the
+         * cache: its held answers may now be served only within the outage grace */
+        for (long k = nrecent - 1; k >= 0 && k >= nrecent - RECENT; k--) {
+            struct session *s = recent[k % RECENT].idp_ses;
+            if (s && s->alive) {
+                control("/end?cookie=%s", s->cookie);
+                note("event: IdP ends session %s (u%02d) in the fault, authcached not told",
+                     s->cookie, s->user);
+                revoke_session(s, now_ms());
+                break;
+            }
+        }
+        usleep((useconds_t)(opt.fresh_ms + 100) * 1000);
+        fault_pause_at = 0;
+    }
     if (live_sessions() < 12 || chance(5))
         session_new();
     if (chance(4) && nsessions) {
@@ -1509,11 +1539,17 @@ static void maybe_event(long i, long *fault_left)
         note("event: IdP ends every session of u%02d, authcached not told", user);
         revoke_user(user, now_ms());
     }
-    if (chance(1))
+    if (chance(1) && !in_outage) /* a purge in an outage would leave nothing to serve stale */
         admin_purge();
     if (opt.fault_every && *fault_left == 0 && i > 0 && i % opt.fault_every == 0) {
-        fault_begin();
+        /* short windows; half the fast ones (not a hang) pause past --fresh-ttl halfway */
+        bool fast = fault_begin();
         *fault_left = 10 + below(40);
+        fault_pause_at = 0;
+        if (fast && chance(500)) {
+            *fault_left += 60;
+            fault_pause_at = *fault_left / 2;
+        }
     }
 }
 
@@ -1918,9 +1954,6 @@ static void start_processes(void)
     snprintf(shm_path, sizeof shm_path, "/dev/shm/%s", shm);
 }
 
-static struct check recent[RECENT];
-static long nrecent;
-
 /* A new epoch: the processes restarted, the driver's sessions forgotten. A long run thus never
  * fills the test IdP's tables, and each epoch starts from an empty cache. */
 static void new_epoch(void)
@@ -1984,8 +2017,12 @@ int main(int argc, char **argv)
             run_check(&c);
         } else {
             make_check(&c);
+            /* in an outage a sign-out purges what would be served stale: mostly another */
+            for (int k = 0; k < 3 && in_outage && c.ac_signout && !chance(100); k++)
+                make_check(&c);
             run_check(&c);
-            recent[nrecent++ % RECENT] = c;
+            if (!in_outage) /* in an outage, questions asked before it come again: stale */
+                recent[nrecent++ % RECENT] = c;
         }
         if (opt.verbose && now_ms() - last_report > 10000) {
             last_report = now_ms();
