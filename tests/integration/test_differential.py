@@ -3,13 +3,14 @@
 For each preset build/differential starts the test IdP ($IDP_BIN, else build/test-idp) and
 authcached, then sends 20 000 random forward-auth checks both to authcached and to the IdP alone
 and fails on any answer authcached may not give (docs/reliability.md, "The differential test").
-For authentik a share of them goes through nginx (auth_request) and Caddy (forward_auth): for each,
-one server block asking authcached and an identical one asking the IdP alone, in front of the
-driver's own application, which echoes the identity headers it received.
+A tenth of them goes through nginx (auth_request) and Caddy (forward_auth): for each, one server
+block asking authcached and an identical one asking the IdP alone, in front of the driver's own
+application, which echoes the identity headers it received.
 
-Each case asserts 0 divergences and that the run exercised what it is for: hits, refusals,
-revocations at the IdP answered inside the declared window, admin purges, IdP faults, sign-outs
-and, for authentik, checks through both proxies. A preset the test IdP cannot play (a test IdP
+Each case asserts 0 divergences and that the run exercised what it is for: hits, stale answers
+in IdP faults, refusals, revocations at the IdP answered inside the declared window, admin purges,
+sign-outs (not Authelia's: they never pass through forward-auth) and checks through both proxies
+that reached the application. A preset the test IdP cannot play (a test IdP
 without --mode) is reported as skipped.
 
 Run from the repo root: python3 tests/integration/test_differential.py [CASE...]
@@ -32,6 +33,7 @@ DRIVER = os.path.join(harness.BUILD, "differential")
 SEED = 20261204
 REQUESTS = 20000
 PROXY_SHARE = 10  # percent of checks through a proxy
+FAULT_EVERY = 2500  # checks between IdP faults: 7 or 8, some pausing past --fresh-ttl (stale)
 WORK = os.path.join(harness.LOG_DIR, "test_differential", f"run-{os.getpid()}")
 
 # Per preset: the identity headers the proxies copy, the header prefix they strip from the
@@ -229,7 +231,8 @@ def run_driver(preset, proxies=False):
     base = port_base()
     argv = [DRIVER, "--seed", str(SEED), "--requests", str(REQUESTS), "--preset", preset,
             "--idp-bin", harness.IDP_BIN, "--authcached-bin", daemon_util.BIN,
-            "--log-dir", os.path.join(WORK, preset), "--port-base", str(base)]
+            "--log-dir", os.path.join(WORK, preset), "--port-base", str(base),
+            "--fault-every", str(FAULT_EVERY)]
     if proxies:
         oracle = base + 2 if idp_has_oracle() else base  # the IdP's own listener without --oracle
         app = harness.free_port()
@@ -255,8 +258,8 @@ def run_driver(preset, proxies=False):
     print(f"  {preset}: " + " ".join(f"{k}={v}" for k, v in f.items()), flush=True)
     eq(f["divergences"], "0", "divergences")
     eq(int(f["requests"]), REQUESTS, "checks sent")
-    exercised = ["hit", "miss", "non2xx", "2xx", "revocations", "excused_revoked", "purges",
-                 "faults", "sessions"]
+    exercised = ["hit", "stale", "miss", "non2xx", "2xx", "revocations", "excused_revoked",
+                 "purges", "faults", "sessions"]
     if preset != "authelia":  # Authelia signs out on its portal, never through forward-auth
         exercised.append("signout")
     for k in exercised:
