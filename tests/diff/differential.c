@@ -145,6 +145,15 @@ static long now_ms(void)
     return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
+/* The driver's events (an end at the IdP, a purge authcached saw) and the checks' send times are
+ * in microseconds: two events of one millisecond keep their order. */
+static long now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000L + ts.tv_nsec / 1000L;
+}
+
 __attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt, ...)
 {
     va_list ap;
@@ -503,15 +512,15 @@ struct session {
     char cookie[COOKIE_LEN + 1];
     int user;
     bool alive;
-    long revoked_ms;            /* when the IdP ended it (0: never) */
-    long told_ms;               /* last purge authcached saw covering it */
-    long told_multi_ms;         /* ... and its answers held under several cookies too */
+    long revoked_us;            /* when the IdP ended it (0: never) */
+    long told_us;               /* last purge authcached saw covering it */
+    long told_multi_us;         /* ... and its answers held under several cookies too */
     long revoked_req, told_req; /* the request numbers then */
     /* its Bearer token and Basic password (a test IdP with --mode): valid while the session is
      * and until the IdP revokes its user's credentials */
     char bearer[COOKIE_LEN + 1], pw[COOKIE_LEN + 1];
     bool hdr_alive[2]; /* [0] the Bearer token, [1] the Basic password */
-    long hdr_revoked_ms[2], hdr_told_ms;
+    long hdr_revoked_us[2], hdr_told_us;
     /* identity headers of the oracle's last 2xx for it, per host (the last: unknown.test) */
     char *ident[NHOSTS + 1];
     char *echo[NHOSTS + 1]; /* the same as the application echoed it through a proxy */
@@ -583,7 +592,7 @@ static void kill_header_cred(struct session *s, int basic, long t)
 {
     if (s->hdr_alive[basic]) {
         s->hdr_alive[basic] = false;
-        s->hdr_revoked_ms[basic] = t;
+        s->hdr_revoked_us[basic] = t;
     }
 }
 
@@ -619,7 +628,7 @@ static void session_new(void)
     /* one Basic password per user (htpasswd): the new one replaces the user's others */
     for (int i = 0; idp_modes && i < nsessions; i++)
         if (sessions[i].user == s->user)
-            kill_header_cred(&sessions[i], 1, now_ms());
+            kill_header_cred(&sessions[i], 1, now_us());
     nsessions++;
     fig.sessions++;
 }
@@ -643,7 +652,7 @@ static void kill_session(struct session *s, long t)
 {
     if (s->alive) {
         s->alive = false;
-        s->revoked_ms = t;
+        s->revoked_us = t;
         s->revoked_req = nreq;
         fig.revocations++;
     }
@@ -1163,8 +1172,9 @@ __attribute__((format(printf, 2, 3))) static void divergence(const struct check 
                 "--- [%ld ms] its session: user u%02d, %s, revoked at %ld ms (request %ld), last "
                 "purge seen at %ld ms (request %ld); outage %s\n",
                 now_ms() - start_ms, c->idp_ses->user, c->idp_ses->alive ? "alive" : "ended",
-                c->idp_ses->revoked_ms ? c->idp_ses->revoked_ms - start_ms : -1,
-                c->idp_ses->revoked_req, c->idp_ses->told_ms ? c->idp_ses->told_ms - start_ms : -1,
+                c->idp_ses->revoked_us ? c->idp_ses->revoked_us / 1000 - start_ms : -1,
+                c->idp_ses->revoked_req,
+                c->idp_ses->told_us ? c->idp_ses->told_us / 1000 - start_ms : -1,
                 c->idp_ses->told_req, in_outage ? "yes" : "no");
     dump_answer("the IdP alone (oracle)", &oracle_resp);
     dump_answer("authcached", &ac_resp);
@@ -1237,14 +1247,14 @@ static bool same_identity(const struct check *c, const struct session *s, bool c
 }
 
 /* One credential of c the IdP reads: the cookie (hdr false) or the header one of s. */
-static bool excused_by(const struct check *c, const struct session *s, bool hdr, long sent_ms,
+static bool excused_by(const struct check *c, const struct session *s, bool hdr, long sent_us,
                        bool check_identity, const char **why)
 {
     bool alive = hdr ? s->hdr_alive[c->hdr_basic] : s->alive;
-    long revoked = hdr ? s->hdr_revoked_ms[c->hdr_basic] : s->revoked_ms;
+    long revoked = hdr ? s->hdr_revoked_us[c->hdr_basic] : s->revoked_us;
     /* a purge by session covers the answers held under that cookie alone: those held under
      * several cookies are reached only through their user (docs/contract.md, sign-out) */
-    long told = hdr ? s->hdr_told_ms : c->multi ? s->told_multi_ms : s->told_ms;
+    long told = hdr ? s->hdr_told_us : c->multi ? s->told_multi_us : s->told_us;
     if (alive) {
         *why = "its session is alive, the IdP refused on other grounds";
         if (ports.oracle_port || !in_outage)
@@ -1256,14 +1266,15 @@ static bool excused_by(const struct check *c, const struct session *s, bool hdr,
         *why = "the session was ended and authcached was told since (purge or sign-out)";
         return false;
     }
-    long age = sent_ms - revoked;
-    if (age >= opt.fresh_ms + SLACK_MS && !(in_outage && age < opt.grace_ms + SLACK_MS)) {
+    long age = sent_us - revoked; /* microseconds */
+    if (age >= (opt.fresh_ms + SLACK_MS) * 1000 &&
+        !(in_outage && age < (opt.grace_ms + SLACK_MS) * 1000)) {
         *why = "the session was ended at the IdP longer ago than the promise allows";
         return false;
     }
     if (!same_identity(c, s, check_identity, why))
         return false;
-    if (age < opt.fresh_ms + SLACK_MS)
+    if (age < (opt.fresh_ms + SLACK_MS) * 1000)
         fig.excused_revoked++;
     else
         fig.excused_outage++;
@@ -1276,16 +1287,16 @@ static bool excused_by(const struct check *c, const struct session *s, bool hdr,
  * name, the header credential) whose session the IdP ended without authcached being told since,
  * within the window, with the identity the oracle gave that session before.
  */
-static bool excused(const struct check *c, long sent_ms, bool check_identity, const char **why)
+static bool excused(const struct check *c, long sent_us, bool check_identity, const char **why)
 {
     *why = "no session of the driver's the IdP would read in this request";
     if (c->host == NHOSTS && !strcmp(P->name, "authentik"))
         return false; /* no application: never a 2xx */
-    if (c->idp_ses && excused_by(c, c->idp_ses, false, sent_ms, check_identity, why))
+    if (c->idp_ses && excused_by(c, c->idp_ses, false, sent_us, check_identity, why))
         return true;
     if (c->hdr_ses) {
         const char *why_hdr;
-        if (excused_by(c, c->hdr_ses, true, sent_ms, check_identity, &why_hdr))
+        if (excused_by(c, c->hdr_ses, true, sent_us, check_identity, &why_hdr))
             return true;
         if (!c->idp_ses)
             *why = why_hdr;
@@ -1317,7 +1328,7 @@ static void tell_user(int user, long t)
 {
     for (int i = 0; i < nsessions; i++)
         if (sessions[i].user == user) {
-            sessions[i].told_ms = sessions[i].hdr_told_ms = sessions[i].told_multi_ms = t;
+            sessions[i].told_us = sessions[i].hdr_told_us = sessions[i].told_multi_us = t;
             sessions[i].told_req = nreq;
         }
 }
@@ -1335,9 +1346,9 @@ static void run_check_inner(struct check *c)
         if (http_do(&oracle_conn, c->req, c->len, c->head, &oracle_resp) < 0)
             die("the oracle did not answer request %ld (seed %" PRIu64 ")", nreq, opt.seed);
     }
-    long t_oracle = now_ms();
+    long t_oracle = now_us();
     apply_signouts(c, t_oracle);
-    long sent = now_ms();
+    long sent = now_us();
     if (http_do(&ac_conn, c->req, c->len, c->head, &ac_resp) < 0)
         ac_resp.status = 0;
     if (c->ac_signout) {
@@ -1345,7 +1356,7 @@ static void run_check_inner(struct check *c)
          * only when it holds an answer naming the user, which the driver cannot know */
         for (int i = 0; i < 2; i++)
             if (c->cookie_ses[i]) {
-                c->cookie_ses[i]->told_ms = sent;
+                c->cookie_ses[i]->told_us = sent;
                 c->cookie_ses[i]->told_req = nreq;
             }
     }
@@ -1445,7 +1456,7 @@ static void admin_purge(void)
 {
     static struct resp r;
     char target[256];
-    long t = now_ms();
+    long t = now_us();
     unsigned k = below(10);
     struct session *s = nsessions ? &sessions[below((unsigned)nsessions)] : NULL;
     if (k < 5 || !s) {
@@ -1454,12 +1465,12 @@ static void admin_purge(void)
         tell_user(user, t);
     } else if (k < 8) {
         snprintf(target, sizeof target, "/v1/purge?session=%s", s->cookie);
-        s->told_ms = t;
+        s->told_us = t;
         s->told_req = nreq;
     } else {
         snprintf(target, sizeof target, "/v1/purge?all=1");
         for (int i = 0; i < nsessions; i++) {
-            sessions[i].told_ms = sessions[i].hdr_told_ms = sessions[i].told_multi_ms = t;
+            sessions[i].told_us = sessions[i].hdr_told_us = sessions[i].told_multi_us = t;
             sessions[i].told_req = nreq;
         }
     }
@@ -1516,7 +1527,7 @@ static void maybe_event(long i, long *fault_left)
                 control("/end?cookie=%s", s->cookie);
                 note("event: IdP ends session %s (u%02d) in the fault, authcached not told",
                      s->cookie, s->user);
-                revoke_session(s, now_ms());
+                revoke_session(s, now_us());
                 break;
             }
         }
@@ -1530,14 +1541,14 @@ static void maybe_event(long i, long *fault_left)
         if (s->alive) {
             control("/end?cookie=%s", s->cookie);
             note("event: IdP ends session %s (u%02d), authcached not told", s->cookie, s->user);
-            revoke_session(s, now_ms());
+            revoke_session(s, now_us());
         }
     }
     if (chance(1)) {
         int user = (int)below(NUSERS);
         control("/end?user=u%02d", user);
         note("event: IdP ends every session of u%02d, authcached not told", user);
-        revoke_user(user, now_ms());
+        revoke_user(user, now_us());
     }
     if (chance(1) && !in_outage) /* a purge in an outage would leave nothing to serve stale */
         admin_purge();
@@ -1686,7 +1697,7 @@ static void run_proxied(int p, struct check *c)
     if (rc < 0)
         die("proxy %s (oracle side, port %d) did not answer: %s", opt.proxies[p].name,
             px_conn[p][1].port, strerror(-rc));
-    long sent = now_ms();
+    long sent = now_us();
     if (http_do(&px_conn[p][0], c->req, c->len, false, &ac_resp) < 0)
         divergence(c, "proxy %s (authcached side) did not answer", opt.proxies[p].name);
     bool ac_ok = is2xx(ac_resp.status), or_ok = is2xx(oracle_resp.status);
