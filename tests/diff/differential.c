@@ -12,7 +12,10 @@
  *     --fresh-ttl after the revocation (the answer was last confirmed before it), and, during an
  *     injected IdP fault (from /fault until authcached's circuit breaker has closed again), less
  *     than --outage-grace after it. An admin purge or a sign-out authcached sees ends the
- *     exception at once.
+ *     exception at once for what it covers (a sign-out or ?session=: the answers held under that
+ *     cookie alone; ?user= and ?all=: every answer of the user's sessions). The credentials the
+ *     IdP reads are modelled per preset: the cookie of its exact name, and with a test IdP that
+ *     has --mode the Bearer token and Basic password each session gets (one password per user).
  *   - on 2xx, authcached's identity headers (all but those describing the response: the list of
  *     policy.c's describes_response and the hop-by-hop ones) are exactly the oracle's, in order.
  *   - outside fault windows every non-2xx has the oracle's status and the same Location,
@@ -31,9 +34,14 @@
  * in front of the application this program serves (--app-port), which echoes the identity
  * headers it received in its body; the two answers must agree the same way.
  *
- * A divergence prints the seed, the request number, the request and both answers, and exits 1.
- * Exit 0 at the end with the summary line; 2 for bad arguments or a start that failed; 77 when
- * the IdP binary does not support the preset.
+ * Every --epoch checks the processes restart and the driver forgets its sessions, so that a
+ * long run never fills the test IdP's tables. A seed draws the same checks and events at any
+ * speed (fault windows are counted in checks; the one pause past --fresh-ttl is a sleep), though
+ * which answers are held, fresh or stale depends on timing.
+ *
+ * A divergence prints the seed, the request number, the checks and events before it, the request
+ * and both answers, and exits 1. Exit 0 at the end with the summary line; 2 for bad arguments or
+ * a start that failed; 77 when the IdP binary does not support the preset.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -41,7 +49,6 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
