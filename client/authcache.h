@@ -43,6 +43,8 @@ struct authcache_answer {
 /* The exact question authcached answers: its key is the credential, the application host, the path
  * and query of the forward-auth request, with --key-scope uri the forwarded method, path and query
  * and the client address, and every other credential header sent. Fields left NULL were not sent.
+ * With --key-scope uri the question is a check carrying X-Forwarded-Host, -Uri, -Method and
+ * -Proto: https, and no X-Original-*: the daemon keys other schemes and other fields apart.
  * Set fields from here on to zero (a designated initializer does). */
 struct authcache_request {
     const char

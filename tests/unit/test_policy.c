@@ -207,7 +207,8 @@ static void test_scope_and_ambiguity(void)
     CHECK_INT(pr.q.scope_uri, 1);
     SPAN_IS(pr.q.method, pr.q.method_len, "POST");
     SPAN_IS(pr.q.uri_path, pr.q.uri_path_len, "/admin/delete?id=3"); /* rules match the query */
-    CHECK_INT(pr.q.inputs_len, 5 + 16);                              /* the cookie's name only */
+    /* the cookie's name, and which fields were sent (not the usual four: no X-Forwarded-Proto) */
+    CHECK_INT(pr.q.inputs_len, 5 + 16 + 6);
     /* The scheme is an input (Authelia answers 2xx only for https or wss): an answer for https
      * is not one for http (the differential test, authelia seed 1 request 3713: a cached 200 for
      * a target the IdP refused with 401 for its http scheme). */
@@ -219,7 +220,7 @@ static void test_scope_and_ambiguity(void)
             snprintf(raw, sizeof(raw),
                      "GET /api/verify HTTP/1.1\r\nCookie: authelia_session=S\r\n"
                      "X-Forwarded-Host: app.test\r\nX-Forwarded-Proto: %s\r\n"
-                     "X-Forwarded-Uri: /public/x\r\n\r\n",
+                     "X-Forwarded-Method: GET\r\nX-Forwarded-Uri: /public/x\r\n\r\n",
                      i ? "http" : "https");
             r = parse(raw);
             policy_classify(cfg, &r, &pr);
@@ -229,6 +230,31 @@ static void test_scope_and_ambiguity(void)
         }
         CHECK(len[0] != len[1] || memcmp(inputs[0], inputs[1], len[0]) != 0,
               "X-Forwarded-Proto https and http: expected other key inputs, got the same");
+        CHECK_INT(len[0], 5 + 16); /* https: the key the client library computes too */
+    }
+    /* Which fields were sent is an input: Authelia's auth-request endpoint refuses a check
+     * without X-Original-URL (400) that agrees on every value with one that had it (the
+     * differential test, authelia seed 11 request 10451: a cached 200 for it). */
+    {
+        char inputs[2][256];
+        size_t len[2];
+        for (int i = 0; i < 2; i++) {
+            char raw[512];
+            snprintf(raw, sizeof(raw),
+                     "GET /api/authz/auth-request HTTP/1.1\r\nCookie: authelia_session=S\r\n"
+                     "X-Forwarded-Host: app.test\r\nX-Forwarded-Proto: https\r\n"
+                     "X-Forwarded-Method: POST\r\nX-Forwarded-Uri: /index.html\r\n%s\r\n",
+                     i ? ""
+                       : "X-Original-URL: https://app.test/index.html\r\n"
+                         "X-Original-Method: POST\r\n");
+            r = parse(raw);
+            policy_classify(cfg, &r, &pr);
+            CHECK_INT(pr.kind, POLICY_CACHEABLE);
+            len[i] = pr.q.inputs_len < sizeof(inputs[i]) ? pr.q.inputs_len : sizeof(inputs[i]);
+            memcpy(inputs[i], pr.q.inputs, len[i]);
+        }
+        CHECK(len[0] != len[1] || memcmp(inputs[0], inputs[1], len[0]) != 0,
+              "with and without X-Original-URL: expected other key inputs, got the same");
     }
     /* Authelia's nginx snippet: X-Original-URL and X-Original-Method only. */
     r = parse("GET /api/verify HTTP/1.1\r\nHost: authelia:9091\r\nCookie: authelia_session=S\r\n"
@@ -278,7 +304,7 @@ static void test_scope_and_ambiguity(void)
         CHECK_INT(pr.kind, POLICY_CACHEABLE);
         CHECK_INT(pr.q.cred_kind, SHM_CRED_COOKIE);
         q0 = pr.q;
-        CHECK(q0.inputs_len == 5 + 16 + 5 + 10 + 5 + 19 && q0.inputs[0] == SHM_IN_COOKIE_NAME &&
+        CHECK(q0.inputs_len == 5 + 16 + 5 + 10 + 5 + 19 + 6 && q0.inputs[0] == SHM_IN_COOKIE_NAME &&
                   q0.inputs[5 + 16] == SHM_IN_PROXY_AUTHORIZATION &&
                   q0.inputs[5 + 16 + 5 + 10] == SHM_IN_FORWARDED_FOR,
               "inputs: the cookie's name, Proxy-Authorization, X-Forwarded-For (%zu bytes)",
@@ -289,7 +315,7 @@ static void test_scope_and_ambiguity(void)
         policy_classify(cfg, &r, &pr);
         CHECK_INT(pr.kind, POLICY_CACHEABLE);
         CHECK_INT(pr.q.cred_kind, SHM_CRED_PROXY_AUTHORIZATION);
-        CHECK_INT(pr.q.inputs_len, 0);
+        CHECK_INT(pr.q.inputs_len, 6); /* the fields sent: no X-Forwarded-Proto */
     }
     /* Without a path or method the key holds them empty, as the IdP gets them; the auth
      * request's own method, when not GET, is an input too. */
@@ -298,11 +324,12 @@ static void test_scope_and_ambiguity(void)
     policy_classify(cfg, &r, &pr);
     CHECK_INT(pr.kind, POLICY_CACHEABLE);
     CHECK_INT(pr.q.method_len + pr.q.uri_path_len, 0);
-    CHECK_INT(pr.q.inputs_len, 5 + 16); /* the cookie's name */
+    CHECK_INT(pr.q.inputs_len, 5 + 16 + 6); /* the cookie's name, the fields sent */
     r = parse(
         "HEAD /api/verify HTTP/1.1\r\nCookie: authelia_session=S\r\nX-Forwarded-Host: a\r\n\r\n");
     policy_classify(cfg, &r, &pr);
-    CHECK(pr.q.inputs_len == 21 + 9 && pr.q.inputs[21] == SHM_IN_AUTH_METHOD, "HEAD as an input");
+    CHECK(pr.q.inputs_len == 21 + 9 + 6 && pr.q.inputs[21] == SHM_IN_AUTH_METHOD,
+          "HEAD as an input");
 
     /* Two different X-Forwarded-Host values: ambiguous, never cached. Equal duplicates are fine. */
     cfg = cfg_of("authentik", NULL);
