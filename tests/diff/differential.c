@@ -1505,8 +1505,15 @@ static long fault_pause_at; /* fault_left at which the window pauses past --fres
 
 static void fault_end(void)
 {
+    static struct resp r;
     control("/fault?mode=ok");
-    /* the outage lasts, for authcached, until its circuit breaker has closed again */
+    /* the IdP's own listener answers again (after "refuse" it listens anew) ... */
+    for (int i = 0; i < 200; i++) {
+        if (simple_request(ports.idp, "GET", "/healthz", &r) > 0)
+            break;
+        usleep(10 * 1000);
+    }
+    /* ... and the outage lasts, for authcached, until its circuit breaker has closed again */
     for (int i = 0; i < 400; i++) {
         if (metric("authcache_idp_circuit_open") == 0)
             break;
@@ -1955,7 +1962,7 @@ static void start_processes(void)
                        "--outage-grace",
                        grace,
                        "--upstream-timeout",
-                       "300ms",
+                       "1s",
                        "--shm",
                        shm,
                        "--workers",
