@@ -72,8 +72,9 @@ endif
 ifneq ($(IDP_SRC),)
 ALL += $(BUILD)/test-idp
 endif
+ALL += $(BUILD)/differential
 
-.PHONY: all test demo deps fuzz fuzz-build tsan bench bench-shm clean format format-check
+.PHONY: all test demo deps fuzz fuzz-build tsan bench bench-shm clean format format-check differential
 .SECONDARY:
 all: $(ALL)
 
@@ -104,6 +105,11 @@ $(BUILD)/authcache: $(call obj,$(CLI_SRC)) $(BUILD)/libauthcache.a
 $(BUILD)/test-idp: $(IDP_OBJ)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -ljwt $(LDLIBS)
+
+# The differential test's driver (tests/diff/differential.c): plain libc and pthreads.
+$(BUILD)/differential: $(BUILD)/obj/tests/diff/differential.o
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -lpthread
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libdaemon.a $(BUILD)/libauthcache.a
 	@mkdir -p $(dir $@)
@@ -151,6 +157,20 @@ test: deps
 	$(MAKE) SANITIZER=thread CFLAGS="-O2 -g -Wno-tsan" tsan
 	$(MAKE) fuzz-build
 	tests/run
+
+# The differential test's long run: DIFF_REQUESTS checks per preset (a preset the test IdP cannot
+# play is skipped), each compared with the IdP's own answer (docs/reliability.md). DIFF_SEED
+# replays a run; DIFF_IDP_BIN picks another test IdP.
+DIFF_REQUESTS ?= 10000000
+DIFF_IDP_BIN ?= $(BUILD)/test-idp
+DIFF_SEED ?=
+differential: $(BUILD)/differential $(BUILD)/authcached $(BUILD)/test-idp
+	@for p in authentik oauth2-proxy authelia; do \
+		$(BUILD)/differential --preset $$p --requests $(DIFF_REQUESTS) \
+			--idp-bin $(DIFF_IDP_BIN) --authcached-bin $(BUILD)/authcached \
+			$(if $(DIFF_SEED),--seed $(DIFF_SEED)) --verbose; \
+		rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 77 ] || exit $$rc; \
+	done
 
 demo: deps all
 	tests/demo.sh

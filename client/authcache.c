@@ -124,7 +124,6 @@ int authcache_lookup(struct authcache *c, const struct authcache_request *r,
             {SHM_IN_REAL_IP, r->real_ip, r->real_ip_len, 1},
             {SHM_IN_AUTH_METHOD, r->auth_method, r->auth_method_len,
              !(r->auth_method_len == 3 && memcmp(r->auth_method, "GET", 3) == 0)},
-            {SHM_IN_SCHEME, r->scheme, r->scheme_len, 1},
         };
         for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++)
             if (in[i].v && in[i].use &&

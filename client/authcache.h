@@ -41,9 +41,11 @@ struct authcache_answer {
 };
 
 /* The exact question authcached answers: its key is the credential, the application host, the path
- * and query of the forward-auth request, with --key-scope uri the forwarded method, path and query,
- * scheme and the client address, and every other credential header sent. Fields left NULL were not
- * sent. Set fields from here on to zero (a designated initializer does). */
+ * and query of the forward-auth request, with --key-scope uri the forwarded method, path and query
+ * and the client address, and every other credential header sent. Fields left NULL were not sent.
+ * With --key-scope uri the question is a check carrying X-Forwarded-Host, -Uri, -Method and
+ * -Proto: https, and no X-Original-*: the daemon keys other schemes and other fields apart.
+ * Set fields from here on to zero (a designated initializer does). */
 struct authcache_request {
     const char
         *cookie; /* the session cookie's value (or split cookies' "n=v; n=v" in name order) */
@@ -68,8 +70,6 @@ struct authcache_request {
     size_t real_ip_len;
     const char *auth_method; /* the forward-auth request's method; NULL: GET */
     size_t auth_method_len;
-    const char *scheme; /* --key-scope uri only: X-Forwarded-Proto (or X-Original-URL's scheme) */
-    size_t scheme_len;
 };
 
 /* The answer for exactly that request, if held and before its session end. -ENOENT otherwise.

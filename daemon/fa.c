@@ -470,7 +470,9 @@ void fa__tick(struct worker *w)
 
 /* Purge what the cache knows of pr's session, off the request path (daemon_purge_soon): the
  * session's user if the exact key's answer names it, else the session's answers by their
- * credential digest (and the purge thread purges the users it finds among them). */
+ * credential digest (and the purge thread purges the users it finds among them). With several
+ * session cookies the credential is all of them, but the IdP ends the session of the one it
+ * reads, which the cache holds under that cookie alone: each one's answers (and users) go too. */
 static void purge_session(struct worker *w, const struct policy_req *pr, const char *why)
 {
     struct shm_key k;
@@ -479,6 +481,11 @@ static void purge_session(struct worker *w, const struct policy_req *pr, const c
 
     if (!pr->has_cred)
         return;
+    for (size_t i = 0; i < pr->ncookies; i++) {
+        shm_key_cred(&w->d->shm, SHM_CRED_COOKIE, pr->cookie_values[i].p, pr->cookie_values[i].len,
+                     p.cred[0]);
+        daemon_purge_soon(w->d, &p, 1, why);
+    }
     shm_key_query(&w->d->shm, &pr->q, &k, 1);
     if (shm_lookup(&w->d->shm, k.digest, w->now_ms, &a, w->lbuf, sizeof(w->lbuf), 0) == 0 &&
         a.user_len > 0) {

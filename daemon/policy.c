@@ -111,6 +111,9 @@ static int cookie_cred(const struct config *cfg, const struct http_req *req, str
         return 1;
     }
     qsort(c, n, sizeof(c[0]), cookie_cmp);
+    for (size_t i = 0; i < n; i++)
+        out->cookie_values[i] = c[i].value;
+    out->ncookies = n;
     for (size_t i = 0; i < n; i++) {
         size_t need = (i ? 2 : 0) + c[i].name.len + 1 + c[i].value.len;
         if (len + need > sizeof(out->cred_buf))
@@ -149,10 +152,8 @@ static int hdr_unique(const struct http_req *req, const char *name, struct http_
     return found;
 }
 
-/* Split an absolute URL (X-Original-URL: "https://app.test/a?b") into scheme, authority and
- * target. */
-static int split_url(struct http_span url, struct http_span *scheme, struct http_span *host,
-                     struct http_span *target)
+/* Split an absolute URL (X-Original-URL: "https://app.test/a?b") into authority and target. */
+static int split_url(struct http_span url, struct http_span *host, struct http_span *target)
 {
     const char *p = url.p, *end = url.p + url.len, *s = NULL;
 
@@ -163,7 +164,6 @@ static int split_url(struct http_span url, struct http_span *scheme, struct http
         }
     if (!s)
         return -1;
-    *scheme = (struct http_span){p, (size_t)(s - 3 - p)};
     const char *slash = memchr(s, '/', (size_t)(end - s));
     const char *at = memchr(s, '@', (size_t)((slash ? slash : end) - s));
     if (at)
@@ -204,11 +204,15 @@ static struct http_span one(const struct http_req *req, const char *name, int *b
     return v;
 }
 
+/* X-Forwarded-Host, -Uri, -Method and -Proto: the fields a check usually carries (bits 0-3 of
+ * the set keyed with --key-scope uri). */
+#define POLICY_USUAL_FIELDS 0xfu
+
 void policy_classify(const struct config *cfg, const struct http_req *req, struct policy_req *out)
 {
     struct http_span host = {0}, uri = {0}, url, url_host = {0}, url_uri = {0}, upath, uquery;
-    struct http_span url_scheme = {0}, scheme = {0};
-    struct http_span method = {0}, authz, pauthz, v[3];
+    struct http_span method = {0}, scheme[2] = {{0}}, authz, pauthz, v[3];
+    unsigned fields = 0;
     int rc, ambiguous = 0, have_uri, have_method, n;
     char norm[CONFIG_PATH_MAX];
 
@@ -216,11 +220,12 @@ void policy_classify(const struct config *cfg, const struct http_req *req, struc
     out->kind = POLICY_BYPASS;
     out->has_cred = 0;
     out->cookie_name = (struct http_span){NULL, 0};
+    out->ncookies = 0;
     /* Where the client was going: X-Forwarded-Uri (Traefik, Caddy), X-Original-URI, or the path
      * and query of an absolute X-Original-URL (nginx snippets of authentik and Authelia, whose
      * auth-request endpoint reads only that). When several are present they must agree. */
     url = one(req, "X-Original-URL", &ambiguous);
-    if (url.p && split_url(url, &url_scheme, &url_host, &url_uri) < 0)
+    if (url.p && split_url(url, &url_host, &url_uri) < 0)
         ambiguous = 1;
     v[0] = one(req, "X-Forwarded-Uri", &ambiguous);
     v[1] = one(req, "X-Original-URI", &ambiguous);
@@ -317,21 +322,48 @@ void policy_classify(const struct config *cfg, const struct http_req *req, struc
         if (rip.p)
             ambiguous |= shm_key_input(out->inputs_buf, &il, sizeof(out->inputs_buf),
                                        SHM_IN_REAL_IP, rip.p, rip.len) < 0;
-        /* Authelia refuses a target that is not https: the scheme (X-Forwarded-Proto, the
-         * scheme of X-Original-URL; they must agree) is part of the question. */
-        v[0] = one(req, "X-Forwarded-Proto", &ambiguous);
-        v[1] = url_scheme.p ? url_scheme : (struct http_span){NULL, 0};
-        rc = agree(&scheme, v, 2, 1);
-        ambiguous |= rc < 0;
+        /* Which of the fields were sent: each endpoint reads only some (Authelia's forward-auth
+         * X-Forwarded-*, auth-request X-Original-URL and -Method, all required) and refuses a
+         * check without them, so a check that agrees with another on every value but lacks a
+         * field is another question. Keyed unless it is the usual set (Traefik's, Caddy's, and
+         * what the client library computes). */
+        {
+            static const char *const names[] = {
+                "X-Forwarded-Host", "X-Forwarded-Uri", "X-Forwarded-Method", "X-Forwarded-Proto",
+                "X-Original-URI",   "X-Original-URL",  "X-Original-Method",
+            };
+            int dup = 0;
+            for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+                if (one(req, names[i], &dup).p)
+                    fields |= 1u << i;
+        }
+        /* Authelia answers 2xx only for an https or wss target: the scheme is its input too,
+         * as each endpoint reads it (X-Forwarded-Proto, X-Original-URL's), unless it is https. */
+        scheme[0] = one(req, "X-Forwarded-Proto", &ambiguous);
+        if (url.p) {
+            const char *sep = memmem(url.p, url.len, "://", 3);
+            scheme[1] = (struct http_span){url.p, sep ? (size_t)(sep - url.p) : 0};
+        }
+        for (int i = 0; i < 2; i++)
+            if (scheme[i].p && scheme[i].len == 5 && http__caseeq(scheme[i].p, "https", 5))
+                scheme[i] = (struct http_span){NULL, 0};
     }
     /* oauth2-proxy's skip routes match the auth request's own method (nginx's auth_request may
      * send the client's); proxies that always send GET keep the key they had. */
     if (!http_method_is(req, "GET"))
         ambiguous |= shm_key_input(out->inputs_buf, &il, sizeof(out->inputs_buf),
                                    SHM_IN_AUTH_METHOD, req->method, req->method_len) < 0;
-    if (scheme.p) /* inputs go in tag order */
-        ambiguous |= shm_key_input(out->inputs_buf, &il, sizeof(out->inputs_buf), SHM_IN_SCHEME,
-                                   scheme.p, scheme.len) < 0;
+    if (scheme[0].p)
+        ambiguous |= shm_key_input(out->inputs_buf, &il, sizeof(out->inputs_buf),
+                                   SHM_IN_FORWARDED_PROTO, scheme[0].p, scheme[0].len) < 0;
+    if (scheme[1].p)
+        ambiguous |= shm_key_input(out->inputs_buf, &il, sizeof(out->inputs_buf), SHM_IN_URL_SCHEME,
+                                   scheme[1].p, scheme[1].len) < 0;
+    if (cfg->key_scope == CONFIG_SCOPE_URI && fields != POLICY_USUAL_FIELDS) {
+        char f = (char)fields;
+        ambiguous |=
+            shm_key_input(out->inputs_buf, &il, sizeof(out->inputs_buf), SHM_IN_FIELDS, &f, 1) < 0;
+    }
     out->q.inputs = out->inputs_buf;
     out->q.inputs_len = il;
     /* Headers that could name two different things: ask the IdP, store nothing. */

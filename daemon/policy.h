@@ -33,6 +33,10 @@ struct policy_req {
     struct shm_query q;           /* the key's parts (valid when has_cred) */
     struct http_span uri;         /* X-Forwarded-Uri (or X-Original-URI) as sent */
     struct http_span cookie_name; /* a lone session cookie's name, else {NULL, 0} */
+    /* every session cookie's value when several matched (the credential is then all of them,
+     * but the IdP reads one: a sign-out purges each), else ncookies 0 */
+    struct http_span cookie_values[POLICY_MAX_COOKIES];
+    size_t ncookies;
     char cred_buf[POLICY_CRED_MAX];
     char inputs_buf[POLICY_CRED_MAX]; /* q.inputs: other credentials, client address */
 };

@@ -111,7 +111,12 @@ enum shm_input {
     SHM_IN_FORWARDED_FOR,       /* X-Forwarded-For as sent (--key-scope uri: network rules) */
     SHM_IN_REAL_IP,             /* X-Real-IP as sent (likewise) */
     SHM_IN_AUTH_METHOD,         /* the forward-auth request's own method, when not GET */
-    SHM_IN_SCHEME,              /* X-Forwarded-Proto / X-Original-URL's scheme (uri scope) */
+    SHM_IN_FORWARDED_PROTO,     /* X-Forwarded-Proto unless https (--key-scope uri: Authelia
+                                 * refuses a target that is not https or wss) */
+    SHM_IN_URL_SCHEME,          /* X-Original-URL's scheme unless https (likewise) */
+    SHM_IN_FIELDS,              /* one byte: which of X-Forwarded-Host, -Uri, -Method, -Proto,
+                                 * X-Original-URI, -URL, -Method were sent (bits 0-6), unless the
+                                 * first four exactly (--key-scope uri: endpoints read some only) */
 };
 struct shm_query {
     int cred_kind; /* SHM_CRED_* */

@@ -131,10 +131,15 @@ static void check_inputs(const struct config *cfg, const struct policy_req *pr)
         int tag = p[i];
         size_t len = (size_t)p[i + 1] | (size_t)p[i + 2] << 8 | (size_t)p[i + 3] << 16 |
                      (size_t)p[i + 4] << 24;
-        must(tag > last && tag >= SHM_IN_COOKIE_NAME && tag <= SHM_IN_SCHEME);
+        must(tag > last && tag >= SHM_IN_COOKIE_NAME && tag <= SHM_IN_FIELDS);
         must(len <= n - i - 5);
-        if (tag == SHM_IN_FORWARDED_FOR || tag == SHM_IN_REAL_IP || tag == SHM_IN_SCHEME)
+        if (tag == SHM_IN_FORWARDED_FOR || tag == SHM_IN_REAL_IP || tag == SHM_IN_FORWARDED_PROTO ||
+            tag == SHM_IN_URL_SCHEME || tag == SHM_IN_FIELDS)
             must(cfg->key_scope == CONFIG_SCOPE_URI);
+        if (tag == SHM_IN_FORWARDED_PROTO || tag == SHM_IN_URL_SCHEME)
+            must(!(len == 5 && http__caseeq((const char *)p + i + 5, "https", 5)));
+        if (tag == SHM_IN_FIELDS)
+            must(len == 1 && p[i + 5] != 0xf && p[i + 5] < 0x80);
         if (tag == SHM_IN_COOKIE_NAME)
             must(pr->q.cred_kind == SHM_CRED_COOKIE &&
                  span_eq((const char *)p + i + 5, len, pr->cookie_name.p, pr->cookie_name.len));
