@@ -110,6 +110,8 @@ static void prom(struct buf *b, const char *name, int kind, const char *help, lo
       "Bus messages that did not decode (ignored).")                                               \
     X(key_mismatch, key_mismatch, "authcache_bus_key_mismatch_total", COUNTER,                     \
       "Session purges from a node with another --hash-key-file (ignored).")                        \
+    X(gaps, gaps, "authcache_bus_gaps_total", COUNTER,                                             \
+      "Reconnections to the bus that found purges lost to this node (everything held purged).")    \
     X(dropped, dropped, "authcache_bus_dropped_total", COUNTER,                                    \
       "Purges dropped unsent from a full queue.")                                                  \
     X(queued, queued, "authcache_bus_queued", GAUGE, "Purges waiting for redis.")

@@ -1,7 +1,8 @@
 /*
- * bus.h — purges shared across nodes over Redis pub/sub (--bus redis://HOST:PORT[/CHANNEL]): the
- * client, in bus.c. One thread (bus_start) with two connections to Redis, one SUBSCRIBEd to the
- * channel and one that PUBLISHes. Workers only enqueue (bus_publish); the thread sends.
+ * bus.h — purges shared across nodes over a Redis stream (--bus redis[s]://HOST:PORT[/STREAM]):
+ * the client, in bus.c. One thread (bus_start) with two connections to Redis, one that reads the
+ * stream (XREAD BLOCK) from the last entry it read, and one that appends (XADD). Workers only
+ * enqueue (bus_publish); the thread sends.
  *
  * What goes over the wire is written and read elsewhere, by pure functions: the purge message in
  * bus_msg.h, the Redis protocol in resp.h.
@@ -20,9 +21,10 @@
 struct bus;
 
 /* Start the bus thread for d->cfg->bus; d->shm must be open. It connects (and reconnects) by
- * itself; *out is the handle for bus_publish, bus_stats_get and bus_stop. 0 or -errno (nothing
- * started). */
-int bus_start(struct daemon *d, struct bus **out);
+ * itself; *out is the handle for bus_publish, bus_stats_get and bus_stop. 0, or -errno with a
+ * one-line reason in err (nothing started): -EINVAL for a TLS set-up that failed (--bus-ca-file).
+ */
+int bus_start(struct daemon *d, struct bus **out, char *err, size_t errlen);
 
 /* Enqueue purge p for the other nodes and return at once (a mutex held for a copy, one eventfd
  * write: safe on a worker). With BUS_QUEUE_MAX purges already waiting, the oldest is dropped and
@@ -38,11 +40,12 @@ struct bus_stats {
     int enabled, connected;
     uint64_t node;
     uint64_t published;    /* purges Redis accepted from this node */
-    uint64_t received;     /* messages from other nodes (and undecodable ones) */
+    uint64_t received;     /* entries from other nodes (and undecodable ones) */
     uint64_t applied;      /* received purges applied to this node's segment */
     uint64_t bad;          /* received messages that did not decode */
     uint64_t key_mismatch; /* received session purges made with another hash key (not applied) */
     uint64_t dropped;      /* purges dropped from a full queue */
+    uint64_t gaps;         /* reconnections that found purges lost to this node: all purged */
     uint64_t queued;       /* purges waiting for Redis (or for its acknowledgement) now */
 };
 /* The figures of b (all zero for NULL). Thread-safe. */

@@ -74,6 +74,8 @@ enum opt_id {
     OPT_HASH_KEY_FILE,
     OPT_BUS,
     OPT_BUS_AUTH_FILE,
+    OPT_BUS_CA_FILE,
+    OPT_BUS_MAXLEN,
     OPT_ADMIN_TOKEN_FILE,
     OPT_HANDOVER,
     OPT_AUTHENTIK_URL,
@@ -112,8 +114,12 @@ static const struct opt opts[OPT_COUNT] = {
     [OPT_CAPACITY] = {"capacity", "N", "most answers kept (default 65536)"},
     [OPT_WORKERS] = {"workers", "N", "worker threads (default: online CPUs)"},
     [OPT_HASH_KEY_FILE] = {"hash-key-file", "FILE", "secret for the credential hash (>= 16 bytes)"},
-    [OPT_BUS] = {"bus", "URL", "redis://HOST:PORT[/CHANNEL] to share purges"},
+    [OPT_BUS] = {"bus", "URL", "redis[s]://HOST:PORT[/STREAM] to share purges"},
     [OPT_BUS_AUTH_FILE] = {"bus-auth-file", "FILE", "[user:]password for redis AUTH (with --bus)"},
+    [OPT_BUS_CA_FILE] = {"bus-ca-file", "FILE",
+                         "CA certificates for rediss:// (default: the system's)"},
+    [OPT_BUS_MAXLEN] = {"bus-maxlen", "N",
+                        "purges the stream keeps for nodes that were away (default 100000)"},
     [OPT_ADMIN_TOKEN_FILE] = {"admin-token-file", "FILE", "bearer token for admin write calls"},
     [OPT_HANDOVER] = {"handover", "PATH",
                       "Unix socket: take the listeners of the daemon there, then serve it "
@@ -465,7 +471,7 @@ static int parse_upstream(struct ctx *c, const char *v, struct config_upstream *
     return 0;
 }
 
-/* redis://HOST[:PORT][/CHANNEL], or "" for none. */
+/* redis[s]://HOST[:PORT][/STREAM], or "" for none. */
 static int parse_bus(struct ctx *c, const char *v, struct config_bus *b)
 {
     const char *auth, *end, *colon = NULL;
@@ -478,10 +484,10 @@ static int parse_bus(struct ctx *c, const char *v, struct config_bus *b)
     if (has_userinfo(v))
         return fail(c, "credentials (user:password@) in the URL are not supported; not shown");
     if (strncasecmp(v, "rediss://", 9) == 0)
-        return fail(c, "%s: TLS to redis is not supported (use redis://)", c->shown);
-    if (strncasecmp(v, "redis://", 8) != 0)
-        return fail(c, "%s is not redis://HOST:PORT[/CHANNEL]", c->shown);
-    auth = v + 8;
+        b->tls = 1;
+    else if (strncasecmp(v, "redis://", 8) != 0)
+        return fail(c, "%s is not redis[s]://HOST:PORT[/STREAM]", c->shown);
+    auth = v + 8 + b->tls;
     end = auth + strcspn(auth, "/");
     for (const char *p = auth; p < end; p++)
         if (*p == ':')
@@ -498,10 +504,10 @@ static int parse_bus(struct ctx *c, const char *v, struct config_bus *b)
         size_t n = strlen(end + 1);
 
         if (n > CONFIG_CHANNEL_MAX)
-            return fail(c, "%s: the channel is longer than %d bytes", c->shown, CONFIG_CHANNEL_MAX);
+            return fail(c, "%s: the stream is longer than %d bytes", c->shown, CONFIG_CHANNEL_MAX);
         for (size_t i = 0; i < n; i++)
             if ((unsigned char)end[1 + i] <= 0x20 || (unsigned char)end[1 + i] >= 0x7f)
-                return fail(c, "%s: the channel may hold only visible ASCII", c->shown);
+                return fail(c, "%s: the stream may hold only visible ASCII", c->shown);
         memcpy(b->channel, end + 1, n + 1);
     } else
         strcpy(b->channel, "authcache");
@@ -705,6 +711,7 @@ static void set_defaults(struct config *cfg)
     cfg->upstream_timeout_ms = 2 * 1000;
     strcpy(cfg->shm_name, "authcache");
     cfg->capacity = 65536;
+    cfg->bus_maxlen = CONFIG_BUS_MAXLEN_DEFAULT;
     cfg->workers = ncpu < 1 ? 1 : ncpu > CONFIG_WORKERS_MAX ? CONFIG_WORKERS_MAX : (unsigned)ncpu;
     cfg->log_level = LOG_LEVEL_INFO;
     cfg->log_format = LOG_FORMAT_TEXT;
@@ -806,6 +813,13 @@ static int apply(struct config *cfg, struct ctx *c, const char *v, int first_of_
         return 0;
     case OPT_BUS_AUTH_FILE:
         return parse_file_name(c, v, cfg->bus_auth_file);
+    case OPT_BUS_CA_FILE:
+        return parse_file_name(c, v, cfg->bus_ca_file);
+    case OPT_BUS_MAXLEN:
+        if (parse_uint(c, v, CONFIG_BUS_MAXLEN_MIN, CONFIG_BUS_MAXLEN_MAX, &n) < 0)
+            return -1;
+        cfg->bus_maxlen = n;
+        return 0;
     case OPT_ADMIN_TOKEN_FILE:
         return parse_file_name(c, v, cfg->admin_token_file);
     case OPT_HANDOVER:
@@ -1008,6 +1022,12 @@ static int load_files(struct config *cfg, const int *from_env, char *err, size_t
         c.from_env = from_env[OPT_BUS_AUTH_FILE];
         if (load_bus_auth(cfg, &c) < 0)
             return -1;
+    }
+    if (cfg->bus_ca_file[0] && !cfg->bus.tls) {
+        c.id = OPT_BUS_CA_FILE;
+        c.from_env = from_env[OPT_BUS_CA_FILE];
+        set_shown(&c, cfg->bus_ca_file);
+        return fail(&c, "needs --bus rediss://... (TLS to redis)");
     }
     return 0;
 }

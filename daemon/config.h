@@ -24,7 +24,10 @@
 #define CONFIG_PATH_MAX 1024   /* --signout-path, the upstream base path */
 #define CONFIG_HOST_MAX 255    /* a DNS name or address literal */
 #define CONFIG_SHM_NAME_MAX 200
-#define CONFIG_CHANNEL_MAX 128   /* redis channel */
+#define CONFIG_CHANNEL_MAX 128 /* redis stream key */
+#define CONFIG_BUS_MAXLEN_DEFAULT 100000
+#define CONFIG_BUS_MAXLEN_MIN 1
+#define CONFIG_BUS_MAXLEN_MAX 100000000
 #define CONFIG_TOKEN_MAX 1023    /* admin bearer token */
 #define CONFIG_BUS_AUTH_MAX 1023 /* the line of --bus-auth-file, [user:]password */
 #define CONFIG_KEY_FILE_MIN 16   /* bytes of secret in --hash-key-file */
@@ -76,7 +79,8 @@ struct config_bus {
     int enabled;
     char host[CONFIG_HOST_MAX + 1];       /* no brackets */
     uint16_t port;                        /* default 6379 */
-    char channel[CONFIG_CHANNEL_MAX + 1]; /* default "authcache" */
+    char channel[CONFIG_CHANNEL_MAX + 1]; /* the stream's key; default "authcache" */
+    int tls;                              /* rediss:// */
     /* --bus-auth-file: Redis AUTH on every connection when auth_pass_len > 0; auth_user_len 0
      * means "AUTH password" (requirepass), else "AUTH user password" (Redis 6 ACL). Secrets,
      * wiped by config_free; never logged. */
@@ -114,6 +118,8 @@ struct config {
     char bus_url[CONFIG_PATH_MAX];         /* "" = none */
     struct config_bus bus;
     char bus_auth_file[PATH_MAX];               /* "" = none */
+    char bus_ca_file[PATH_MAX];                 /* --bus-ca-file, "" = the system's store */
+    uint64_t bus_maxlen;                        /* --bus-maxlen: the stream keeps about this many */
     struct config_upstream authentik;           /* --authentik-url; host "" = no event feed */
     char authentik_token_file[PATH_MAX];        /* "" = none */
     char authentik_token[CONFIG_TOKEN_MAX + 1]; /* the outpost's token; "" when no file */

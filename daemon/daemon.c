@@ -97,6 +97,15 @@ static int purge_stamp(struct daemon *d, const struct purge *p, int find_users)
     }
 }
 
+/* Purges received from the bus are as many as anyone who can write to it makes: their lines are
+ * rate-limited (the figures still count every one). */
+static struct log_limit bus_purge_log = LOG_LIMIT_INIT(20);
+
+static int purge_log_ok(const char *why)
+{
+    return strncmp(why, "via bus", 7) != 0 || log_limit_pass(&bus_purge_log, "purge");
+}
+
 /* Remove what p covers from the segment (a walk of the whole table), count it and log one line. */
 static int purge_segment(struct daemon *d, const struct purge *p, const char *why)
 {
@@ -123,6 +132,8 @@ static int purge_segment(struct daemon *d, const struct purge *p, const char *wh
     }
     if (n >= 0)
         __atomic_add_fetch(&d->purged_total, (uint64_t)n, __ATOMIC_RELAXED);
+    if (!purge_log_ok(why))
+        return n;
     if (p->kind == PURGE_USER)
         log_info("purge", "purged %d answers of user \"%.*s\" (%s)", n, (int)p->user_len, p->user,
                  why);
@@ -192,14 +203,16 @@ void daemon__purged(struct daemon *d, int n, const char *what, const char *why)
 {
     if (n > 0)
         __atomic_add_fetch(&d->purged_total, (uint64_t)n, __ATOMIC_RELAXED);
-    log_info("purge", "purged %d answers, %s (%s)", n, what, why);
+    if (purge_log_ok(why))
+        log_info("purge", "purged %d answers, %s (%s)", n, what, why);
 }
 
 void daemon__purged_user(struct daemon *d, int n, const char *user, size_t len, const char *why)
 {
     if (n > 0)
         __atomic_add_fetch(&d->purged_total, (uint64_t)n, __ATOMIC_RELAXED);
-    log_info("purge", "purged %d answers of user \"%.*s\" (%s)", n, (int)len, user, why);
+    if (purge_log_ok(why))
+        log_info("purge", "purged %d answers of user \"%.*s\" (%s)", n, (int)len, user, why);
 }
 
 void daemon__purged_batch(struct daemon *d, int n, size_t purges, size_t users_found,
@@ -207,6 +220,8 @@ void daemon__purged_batch(struct daemon *d, int n, size_t purges, size_t users_f
 {
     if (n > 0)
         __atomic_add_fetch(&d->purged_total, (uint64_t)n, __ATOMIC_RELAXED);
+    if (!purge_log_ok(why))
+        return;
     log_info("purge",
              "purged %d answers for %zu purges in one walk, %zu users found among their "
              "sessions (%s%s)",

@@ -42,6 +42,7 @@
 #include <openssl/x509v3.h>
 
 #include "feed.h"
+#include "tls.h"
 #include "http.h"
 #include "json.h"
 #include "jwtexp.h"
@@ -801,13 +802,12 @@ int feed_start(struct daemon *d, struct feed **out)
              r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14],
              r[15]);
     if (f->u->tls) {
-        f->ctx = SSL_CTX_new(TLS_client_method());
-        if (!f->ctx || SSL_CTX_set_default_verify_paths(f->ctx) != 1) {
+        char err[160];
+
+        if (!(f->ctx = tls_client_ctx(NULL, err, sizeof(err)))) {
             rc = -ENOMEM;
             goto fail;
         }
-        SSL_CTX_set_verify(f->ctx, SSL_VERIFY_PEER, NULL);
-        SSL_CTX_set_min_proto_version(f->ctx, TLS1_2_VERSION);
     }
     if ((rc = pthread_create(&f->thread, NULL, feed_main, f)) != 0) {
         rc = -rc;

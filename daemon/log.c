@@ -283,3 +283,30 @@ char *log_digest_hex(const void *data, size_t len, char out[LOG_DIGEST_HEX_SIZE]
     out[16] = '\0';
     return out;
 }
+
+int log_limit_pass(struct log_limit *l, const char *event)
+{
+    struct timespec ts;
+    uint64_t quiet = 0;
+    int pass = 0;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    pthread_mutex_lock(&l->mu);
+    if (ts.tv_sec != l->sec) {
+        l->sec = ts.tv_sec;
+        l->n = 0;
+    }
+    if (l->n < l->per_sec) {
+        l->n++;
+        pass = 1;
+        quiet = l->quiet;
+        l->quiet = 0;
+    } else {
+        l->quiet++;
+    }
+    pthread_mutex_unlock(&l->mu);
+    if (quiet)
+        log_warn("log_suppressed", "%llu %s lines not written (at most %u a second)",
+                 (unsigned long long)quiet, event, l->per_sec);
+    return pass;
+}

@@ -15,6 +15,7 @@
 #ifndef AUTHCACHE_LOG_H
 #define AUTHCACHE_LOG_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -45,6 +46,28 @@ const char *log_level_name(enum log_level level);
  * tested against a guessed secret without that key. Thread-safe.
  */
 char *log_digest_hex(const void *data, size_t len, char out[LOG_DIGEST_HEX_SIZE]);
+
+/*
+ * A rate limit for one kind of line (one per event name), for lines whose number others control (a
+ * flood of forged messages on the bus): at most per_sec lines in each second of the monotonic
+ * clock. The lines refused are counted; the next one let through is preceded by one
+ * "log_suppressed" line saying how many of its kind were not written. Thread-safe (a mutex, taken
+ * only to log).
+ */
+struct log_limit {
+    pthread_mutex_t mu;
+    unsigned per_sec, n; /* the limit; lines written in second sec */
+    int64_t sec;
+    uint64_t quiet; /* refused since the last line written */
+};
+#define LOG_LIMIT_INIT(per)                                                                        \
+    {                                                                                              \
+        .mu = PTHREAD_MUTEX_INITIALIZER, .per_sec = (per)                                          \
+    }
+
+/* 1 if a line of event's kind may be written now (the "log_suppressed" line, if due, is written
+ * first), 0 if not (counted). */
+int log_limit_pass(struct log_limit *l, const char *event);
 
 /* The level the macros compare against; written only by log_init. */
 extern enum log_level log__level;

@@ -227,9 +227,9 @@ int main(int argc, char **argv)
             sids_adopt_at(d.sids, daemon_mono_ms());
     }
     /* The bus before anything can purge: workers and the admin listener publish through d.bus. */
-    if (cfg.bus.enabled && (rc = bus_start(&d, &d.bus)) < 0) {
-        fprintf(stderr, "authcached: --bus: cannot start its thread: %s\n", strerror(-rc));
-        return 1;
+    if (cfg.bus.enabled && (rc = bus_start(&d, &d.bus, err, sizeof(err))) < 0) {
+        fprintf(stderr, "authcached: --bus: %s\n", err);
+        return rc == -EINVAL ? 2 : 1;
     }
     if ((rc = purger_start(&d, &d.purger)) < 0) {
         fprintf(stderr, "authcached: cannot start the purge thread: %s\n", strerror(-rc));

@@ -1,8 +1,7 @@
 /*
  * resp.h — RESP2, the Redis protocol, in resp.c: resp_command writes a command, resp_parse reads
  * one reply. Pure functions: no I/O, no allocation, no state between calls. Used by the purge bus
- * (bus.c) for SUBSCRIBE, PUBLISH and PUBSUB NUMSUB; general enough for any command and reply
- * (XADD, XREAD, AUTH, ...).
+ * (bus.c) for AUTH, XADD, XREAD and XINFO STREAM; general enough for any command and reply.
  *
  * A reply is read into a flat array of items in pre-order: an array's item is followed by its
  * elements, each followed by its own elements if it is an array. items[i].next is the index just

@@ -41,6 +41,34 @@ int tls_global_init(char *err, size_t errlen)
     return 0;
 }
 
+SSL_CTX *tls_client_ctx(const char *ca_file, char *err, size_t errlen)
+{
+    SSL_CTX *c = SSL_CTX_new(TLS_client_method());
+    int ok;
+
+    if (!c) {
+        snprintf(err, errlen, "cannot create a TLS context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+    SSL_CTX_set_verify(c, SSL_VERIFY_PEER, NULL);
+    ok = ca_file && *ca_file ? SSL_CTX_load_verify_locations(c, ca_file, NULL)
+                             : SSL_CTX_set_default_verify_paths(c);
+    if (ok != 1) {
+        unsigned long e = ERR_get_error();
+
+        if (ca_file && *ca_file)
+            snprintf(err, errlen, "cannot load CA certificates from %s: %s", ca_file,
+                     e ? ERR_reason_error_string(e) : "unknown error");
+        else
+            snprintf(err, errlen, "cannot load the system's trusted certificates");
+        ERR_clear_error();
+        SSL_CTX_free(c);
+        return NULL;
+    }
+    return c;
+}
+
 struct tls_conn *tls_new(const char *host)
 {
     struct tls_conn *t = calloc(1, sizeof(*t));

@@ -10,6 +10,7 @@
 #ifndef AUTHCACHE_TLS_H
 #define AUTHCACHE_TLS_H
 
+#include <openssl/ssl.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -17,6 +18,12 @@ struct tls_conn;
 
 /* Once per process. 0, or -1 with a one-line reason. */
 int tls_global_init(char *err, size_t errlen);
+
+/* A client context for the threads that run OpenSSL on their own sockets (the authentik feed, the
+ * purge bus): TLS 1.2 or later, peers verified against the PEM certificates of ca_file, or the
+ * system's store (SSL_CERT_FILE / SSL_CERT_DIR honoured) when ca_file is NULL or "". The caller
+ * still names the host on each SSL (SSL_set1_host). NULL with a one-line reason in err. */
+SSL_CTX *tls_client_ctx(const char *ca_file, char *err, size_t errlen);
 
 /* A client connection to host (SNI and the name the certificate must carry). NULL: out of memory.
  */

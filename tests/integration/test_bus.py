@@ -1,13 +1,18 @@
-"""test_bus.py — the purge bus (--bus redis://...) end to end: two authcached nodes (own segments,
-one --hash-key-file, one channel) in front of one test IdP, and a real redis-server (Debian's
-`redis-server`, started here on a free loopback port without persistence, never the system service).
+"""test_bus.py — the purge bus (--bus redis://...) end to end: two or three authcached nodes (own
+segments, one --hash-key-file, one stream) in front of one test IdP, and a real redis-server
+(Debian's `redis-server`, started here on a free loopback port with its append-only file in a
+temporary directory, never the system service).
 
 A purge on node A — by session, by user, of everything through the admin API, and a sign-out
 through the sign-out path — makes node B answer `miss` within 500 ms; with Redis stopped both
 nodes keep answering from their caches, /metrics says authcache_bus_connected 0, and a purge made
-on A meanwhile reaches B once Redis is back; garbage published on the channel is counted as bad
-and changes nothing; and a raw subscriber that heard every message of the run never saw a cookie
-value (nor its hex, base64 or URL encoding).
+on A meanwhile reaches B once Redis is back; garbage added to the stream is counted as bad and
+changes nothing; 1 000 purges on A while every Redis connection is killed every 10 ms and Redis
+restarts once all reach B and C; a node stopped while the stream is trimmed past it (--bus-maxlen)
+counts a gap and serves nothing it held, not even stale while the IdP fails; rediss:// carries
+purges with a CA that verifies and is refused, said once, with one that does not; and the stream
+that held every message of the run never held a cookie value (nor its hex, base64 or URL
+encoding).
 
 With --bus-auth-file (a Redis of its own per case, started with `--requirepass` and an ACL user):
 two nodes with the password file, and two with a `user:password` file, share a purge; a wrong
@@ -22,7 +27,10 @@ Run from the repo root: python3 tests/integration/test_bus.py [CASE...]
 import base64
 import os
 import shutil
+import signal
 import socket
+import ssl
+import subprocess
 import sys
 import tempfile
 import threading
@@ -31,18 +39,17 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from daemon_util import admin_get, admin_post, cookie, daemon, expect, fa, metric  # noqa: E402
+from daemon_util import admin_get, admin_post, cookie, daemon, describe, expect, fa, metric  # noqa: E402
 import daemon_util  # noqa: E402
 from harness import case, check, eq  # noqa: E402
 
 SIGN_OUT = "/outpost.goauthentik.io/sign_out"
 REDIS_BIN = shutil.which("redis-server")
-CHANNEL = f"authcache-it-{os.getpid()}"
+CHANNEL = f"authcache-it-{os.getpid()}"  # the stream
 PROPAGATE_S = 0.5  # a purge on A must show on B within this
 
 REDIS = None     # the running Redis
 KEY_FILE = None  # the hash key both nodes share
-SPY = None       # a raw subscriber recording every message on the channel
 COOKIES = []     # every cookie value a case used: none may appear on the bus
 
 
@@ -61,20 +68,35 @@ def resp_command(*args):
 
 
 class Redis:
-    """redis-server on a loopback port, no persistence; stop() and start() again on that port.
-    extra: more redis-server arguments; auth: the AUTH arguments call() sends first."""
+    """redis-server on a loopback port, its append-only file in a directory of its own (a restart
+    keeps the stream); stop() and start() again on that port. extra: more redis-server arguments;
+    auth: the AUTH arguments call() sends first; tls: (ca, cert, key) to listen with TLS only."""
 
-    def __init__(self, extra=(), auth=()):
+    def __init__(self, extra=(), auth=(), tls=None):
         self.port = harness.free_port()
         self.proc = None
-        self.extra, self.auth = list(extra), list(auth)
+        self.extra, self.auth, self.tls = list(extra), list(auth), tls
+        self.dir = tempfile.mkdtemp(prefix="authcache-redis-")
         self.start()
 
     def start(self):
-        self.proc = harness.start([REDIS_BIN, "--save", "", "--appendonly", "no", "--port",
-                                   str(self.port), "--bind", "127.0.0.1", "--daemonize", "no"]
-                                  + self.extra, name="redis")
+        ports = ["--port", str(self.port)]
+        if self.tls:
+            ca, cert, key = self.tls
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert,
+                     "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "no"]
+        self.proc = harness.start([REDIS_BIN, "--save", "", "--appendonly", "yes",
+                                   "--appendfsync", "always", "--dir", self.dir, "--bind",
+                                   "127.0.0.1", "--daemonize", "no"] + ports + self.extra,
+                                  name="redis")
         harness.wait_for(self.ping, timeout=10, what="redis-server answering PING")
+
+    def connect(self):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+        if self.tls:
+            ctx = ssl.create_default_context(cafile=self.tls[0])
+            s = ctx.wrap_socket(s, server_hostname="localhost")
+        return s
 
     def stop(self):
         self.proc.stop()
@@ -87,7 +109,7 @@ class Redis:
 
     def call(self, *args):
         """One command; the raw reply (read until a CRLF-terminated line or bulk is complete)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+        with self.connect() as s:
             if self.auth:
                 s.sendall(resp_command(b"AUTH", *self.auth))
                 check(s.recv(64) == b"+OK\r\n", "the test's own AUTH to redis")
@@ -100,54 +122,41 @@ class Redis:
                 data += chunk
             return data
 
-    def publish(self, payload):
-        """PUBLISH payload (bytes) on the channel; the number of subscribers that got it."""
-        r = self.call(b"PUBLISH", CHANNEL.encode(), payload)
-        check(r.startswith(b":"), "PUBLISH answered with an integer", r)
-        return int(r[1:].strip())
-
-
-class Spy:
-    """A raw RESP subscriber on the channel, in a thread: .data holds every byte Redis sent it.
-    Reconnects when Redis restarts, unless .paused."""
-
-    def __init__(self, port):
-        self.port, self.data, self.stop, self.paused = port, bytearray(), False, False
-        self.lock = threading.Lock()
-        self.t = threading.Thread(target=self.run, daemon=True)
-        self.t.start()
-        harness.wait_for(lambda: b"subscribe" in self.snapshot(), what="the spy subscribed")
-
-    def run(self):
-        while not self.stop:
-            if self.paused:
-                time.sleep(0.02)
-                continue
+    def call_all(self, *args):
+        """One command whose reply may be long: read until Redis is silent for 0.3 s."""
+        with self.connect() as s:
+            s.sendall(resp_command(*args))
+            s.settimeout(0.3)
+            data = b""
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.sendall(resp_command(b"SUBSCRIBE", CHANNEL.encode()))
-                    s.settimeout(0.2)
-                    while not self.stop and not self.paused:
-                        try:
-                            chunk = s.recv(65536)
-                        except socket.timeout:
-                            continue
-                        if not chunk:
-                            break
-                        with self.lock:
-                            self.data += chunk
-            except OSError:
-                time.sleep(0.1)
+                while True:
+                    chunk = s.recv(1 << 20)
+                    if not chunk:
+                        break
+                    data += chunk
+            except (socket.timeout, ssl.SSLError):
+                pass
+            return data
 
-    def snapshot(self):
-        with self.lock:
-            return bytes(self.data)
+    def xadd(self, *fields, stream=CHANNEL):
+        """XADD an entry of fields (bytes) to the stream; its id."""
+        r = self.call(b"XADD", stream.encode(), b"*", *fields)
+        check(r.startswith(b"$"), "XADD answered with an id", r)
+        return r.split(b"\r\n")[1]
+
+    def kill_clients(self):
+        """CLIENT KILL TYPE normal (every client but this one); quiet while Redis is away."""
+        try:
+            self.call(b"CLIENT", b"KILL", b"TYPE", b"normal")
+        except OSError:
+            pass
 
 
 # ---------------------------------------------------------------- nodes
 
-def node_flags():
-    return {"--hash-key-file": KEY_FILE, "--bus": f"redis://127.0.0.1:{REDIS.port}/{CHANNEL}"}
+def node_flags(r=None, **more):
+    r = r or REDIS
+    return {"--hash-key-file": KEY_FILE, "--bus": f"redis://127.0.0.1:{r.port}/{CHANNEL}"} | more
 
 
 def bus_metric(d, name):
@@ -281,8 +290,6 @@ def sign_out_of_a_session_unknown_here_reaches_the_other():
 
 @case
 def redis_down_nodes_serve_and_queue():
-    """Also: A holds what it queued until the channel has its 3 subscribers again (A, B and the
-    spy, which stays away a while here), so a slower node does not miss it."""
     v, w = session("bus-down", "dora"), session("bus-down2", "dora2")
     a_cm, b_cm = nodes()
     with a_cm as a, b_cm as b:
@@ -290,10 +297,6 @@ def redis_down_nodes_serve_and_queue():
         for d in (a, b):
             cache_on(d, "app1.test", v, "dora")
             cache_on(d, "app1.test", w, "dora2")
-        purge(a, "user=nobody-at-all")  # its PUBLISH tells A there are 3 subscribers
-        harness.wait_for(lambda: bus_metric(a, "published_total") == 1, timeout=1,
-                         what="A's first purge published")
-        SPY.paused = True
         REDIS.stop()
         try:
             wait_connected(a, b, want=0, timeout=5)
@@ -305,24 +308,135 @@ def redis_down_nodes_serve_and_queue():
             expect(fa(b, "app1.test", "/", v), 200, "hit", "dora", "B before Redis is back")
         finally:
             REDIS.start()
-        try:
-            wait_connected(a, b, timeout=10)
-            time.sleep(0.5)
-            eq(bus_metric(a, "queued"), 1, "A: the purge held while the spy is not back")
-            expect(fa(b, "app1.test", "/", v), 200, "hit", "dora", "B while A holds the purge")
-        finally:
-            SPY.paused = False
-        wait_miss(b, "app1.test", v, "dora", "B once every subscriber is back", timeout=3)
+        wait_connected(a, b, timeout=10)
+        wait_miss(b, "app1.test", v, "dora", "B once Redis is back", timeout=3)
         expect(fa(b, "app1.test", "/", w), 200, "hit", "dora2", "B: the other session")
         eq(bus_metric(a, "queued"), 0, "A: nothing waits any more")
         eq(bus_metric(a, "dropped_total"), 0, "A: nothing dropped")
-        check("bus_disconnected" in a.proc.log_text(), "A logs the loss of Redis once",
-              a.proc.log_tail())
+        for d in (a, b):
+            eq(bus_metric(d, "gaps_total"), 0, f"gaps on port {d.port}: Redis kept the stream")
         eq(a.proc.log_text().count("bus_disconnected"), 1, "bus_disconnected lines in A's log")
 
 
+def entries_added(r):
+    """XINFO STREAM's entries-added: every entry the stream ever took (0 without a stream)."""
+    reply = r.call_all(b"XINFO", b"STREAM", CHANNEL.encode())
+    if reply.startswith(b"-"):
+        return 0
+    return int(reply.split(b"entries-added\r\n:")[1].split(b"\r\n")[0])
+
+
 @case
-def garbage_on_the_channel_is_counted_and_ignored():
+def a_thousand_purges_through_killed_connections_and_a_restart():
+    """Every Redis connection killed every 10 ms (the XREAD BLOCK one is a normal client) while A
+    makes 1 000 purges, and Redis restarted once midway: B and C apply every entry A added (1 000,
+    and again the few whose XADD was answered on a connection killed before the answer came: at
+    least once), and the 20 answers they held for users purged all along the run turn into
+    misses."""
+    held = [(session(f"bus-k{i}", f"k{i}"), f"k{i}") for i in range(0, 1000, 50)]
+    held.append((session("bus-k999", "k999"), "k999"))
+    a_cm, b_cm, c_cm = daemon(node_flags()), daemon(node_flags()), daemon(node_flags())
+    with a_cm as a, b_cm as b, c_cm as c:
+        wait_connected(a, b, c)
+        for d in (b, c):
+            for v, user in held:
+                cache_on(d, "app1.test", v, user)
+        added0 = entries_added(REDIS)
+        stop = threading.Event()
+
+        def killer():
+            while not stop.is_set():
+                REDIS.kill_clients()
+                time.sleep(0.01)
+        t = threading.Thread(target=killer, daemon=True)
+        t.start()
+        t0 = time.monotonic()
+        try:
+            for i in range(1000):
+                purge(a, f"user=k{i}")
+                time.sleep(0.002)  # the purges spread over the kills
+                if i == 500:
+                    REDIS.stop()
+                    REDIS.start()
+        finally:
+            stop.set()
+            t.join()
+        made = time.monotonic() - t0
+        harness.wait_for(lambda: bus_metric(a, "published_total") == 1000, timeout=10,
+                         what="A's 1000 purges accepted by Redis")
+        added = entries_added(REDIS) - added0
+        check(added >= 1000, f"entries A added: {added} (expected at least 1000)")
+        for d in (b, c):
+            harness.wait_for(lambda: bus_metric(d, "applied_total") == added, timeout=10,
+                             what=f"{added} entries applied on port {d.port} "
+                                  f"(now {bus_metric(d, 'applied_total')})")
+        took = time.monotonic() - t0
+        eq(bus_metric(a, "dropped_total"), 0, "A: purges dropped")
+        for d in (b, c):
+            eq(bus_metric(d, "gaps_total"), 0, f"gaps on port {d.port}")
+            for v, user in held:
+                expect(fa(d, "app1.test", "/", v), 200, "miss", user,
+                       f"{user}'s answer on port {d.port} after the purges")
+        for d in (a, b, c):
+            check(d.proc.log_text().count("bus_disconnected") >= 5,
+                  f"the node at {d.port} lost Redis many times", d.proc.log_tail())
+        print(f"bus_1000_purges_made_s={made:.1f} bus_1000_purges_applied_s={took:.1f} "
+              f"bus_1000_purges_entries={added}", flush=True)
+
+
+@case
+def a_gap_past_the_retention_purges_everything_held():
+    """B stopped (SIGSTOP) while A adds 60 purges to a stream kept at about 10 entries
+    (--bus-maxlen 10, nodes of 5 entries): B counts a gap, and every answer it held asks the IdP
+    again; while the IdP fails none of them is served, not even stale."""
+    r = Redis(extra=["--stream-node-max-entries", "5"])
+    held = [(session(f"bus-gap{i}", f"g{i}"), f"g{i}") for i in range(5)]
+    grace = {"--fresh-ttl": "300ms", "--outage-grace": "60s", "--bus-maxlen": "10"}
+    try:
+        with daemon(node_flags(r, **grace)) as a, daemon(node_flags(r, **grace)) as b:
+            wait_connected(a, b)
+            for v, user in held:
+                cache_on(b, "app1.test", v, user)
+            purge(a, "user=nobody-0")  # one B reads: it stands inside the stream
+            harness.wait_for(lambda: bus_metric(b, "applied_total") == 1, timeout=2,
+                             what="B applied the first purge")
+            os.kill(b.proc.pid, signal.SIGSTOP)
+            try:
+                for i in range(1, 61):
+                    purge(a, f"user=nobody-{i}")
+                    time.sleep(0.02)  # A keeps up with a stream this short; B is stopped
+                harness.wait_for(lambda: bus_metric(a, "published_total") == 61, timeout=5,
+                                 what="A's 61 purges in the stream")
+                check(int(r.call(b"XLEN", CHANNEL.encode())[1:]) < 30,
+                      "the stream was trimmed to about --bus-maxlen")
+                r.kill_clients()  # B reconnects when it runs again
+            finally:
+                os.kill(b.proc.pid, signal.SIGCONT)
+            harness.wait_for(lambda: bus_metric(b, "gaps_total") >= 1, timeout=5,
+                             what="B counts a gap")
+            eq(bus_metric(a, "gaps_total"), 0, "A: no gap (it read every entry)")
+            check("bus_gap" in b.proc.log_text(), "B logs the gap", b.proc.log_tail())
+            idp().fault("500")
+            try:
+                time.sleep(0.4)  # past --fresh-ttl: B would serve stale now if it still held them
+                for v, user in held:
+                    rr = fa(b, "app1.test", "/", v)
+                    check(rr.header("X-Authcache") not in ("hit", "stale"),
+                          f"{user}: not served from what B held before the gap while the IdP "
+                          f"fails", describe(rr))
+            finally:
+                idp().fault("ok")
+            for v, user in held:
+                before = idp().calls(v)
+                expect(fa(b, "app1.test", "/", v), 200, "miss", user,
+                       f"{user} on B after the gap")
+                eq(idp().calls(v), before + 1, f"{user}: B asked the IdP again")
+    finally:
+        r.stop()
+
+
+@case
+def garbage_on_the_stream_is_counted_and_ignored():
     v = session("bus-junk", "jules")
     a_cm, b_cm = nodes()
     with a_cm as a, b_cm as b:
@@ -333,12 +447,15 @@ def garbage_on_the_channel_is_counted_and_ignored():
                 b"v1 0123456789abcdef session zz", b"v1 0123456789abcdef all" + b"\x00" * 2000,
                 bytes(range(256)), b"v1 0123456789abcdef all\r\n*3\r\n$7\r\nmessage\r\n", b""]
         for m in junk:
-            eq(REDIS.publish(m), 3, "subscribers that got the junk (A, B and the spy)")
+            REDIS.xadd(b"m", m)
+        REDIS.xadd(b"x", b"v1 00000000000000aa all")  # not the field the bus writes
+        REDIS.xadd(b"m", b"v1 00000000000000aa all", b"m", b"again")  # two fields
+        bad = len(junk) + 2
         # A session purge made under another hash key: well-formed, not applied.
-        REDIS.publish(b"v1 0123456789abcdef session 0000000000000000 0000000000000000")
+        REDIS.xadd(b"m", b"v1 0123456789abcdef session 0000000000000000 0000000000000000")
         for d in (a, b):
-            harness.wait_for(lambda: bus_metric(d, "bad_messages_total") == len(junk),
-                             timeout=2, what=f"{len(junk)} bad messages counted on port {d.port}")
+            harness.wait_for(lambda: bus_metric(d, "bad_messages_total") == bad,
+                             timeout=2, what=f"{bad} bad messages counted on port {d.port}")
             harness.wait_for(lambda: bus_metric(d, "key_mismatch_total") == 1, timeout=2,
                              what="the foreign session purge counted")
             eq(bus_metric(d, "applied_total"), 0, "purges applied from junk")
@@ -346,13 +463,41 @@ def garbage_on_the_channel_is_counted_and_ignored():
             eq(admin_get(d, "/healthz").status, 200, "/healthz after the junk")
         eq(bus_metric(a, "connected"), 1, "A still connected")
         # A good "all" from a stranger node still works afterwards.
-        REDIS.publish(b"v1 00000000000000aa all")
+        REDIS.xadd(b"m", b"v1 00000000000000aa all")
         wait_miss(b, "app1.test", v, "jules", "B after a valid message from another node")
 
 
 @case
+def a_flood_of_valid_purges_does_not_flood_the_log():
+    """3 000 valid purges from a stranger node: all applied, their log lines rate-limited."""
+    with daemon(node_flags()) as b:
+        wait_connected(b)
+        lines0 = len(b.proc.log_text().splitlines())
+        for i in range(0, 3000, 500):
+            cmds = b"".join(resp_command(b"XADD", CHANNEL.encode(), b"*", b"m",
+                                         f"v1 00000000000000bb user {len(f'f{j}')}:f{j}".encode())
+                            for j in range(i, i + 500))
+            with REDIS.connect() as s:
+                s.sendall(cmds)
+                got = b""
+                while got.count(b"\r\n") < 1000:
+                    got += s.recv(65536)
+        harness.wait_for(lambda: bus_metric(b, "applied_total") == 3000, timeout=10,
+                         what=f"3000 purges applied (now {bus_metric(b, 'applied_total')})")
+        time.sleep(1.1)  # the next second: the next line says how many were not written
+        REDIS.xadd(b"m", b"v1 00000000000000bb user 4:last")
+        harness.wait_for(lambda: bus_metric(b, "applied_total") == 3001, timeout=2,
+                         what="the last purge applied")
+        time.sleep(0.2)
+        lines = b.proc.log_text().splitlines()[lines0:]
+        check(len(lines) < 200, f"log lines for 3000 purges: {len(lines)} (expected < 200)")
+        check(any("log_suppressed" in l for l in lines), "one line says how many were not written",
+              "\n".join(lines[-5:]))
+
+
+@case
 def no_credential_on_the_bus():
-    seen = SPY.snapshot()
+    seen = REDIS.call_all(b"XRANGE", CHANNEL.encode(), b"-", b"+")
     check(b"session" in seen and b"user" in seen and b" all" in seen,
           "the spy heard session, user and all purges", seen[:300])
     for v in COOKIES:
@@ -498,8 +643,77 @@ def bus_auth_file_errors():
     check("AUTHCACHED_BUS_AUTH_FILE" in err, "the variable is named when it is the source", err)
 
 
+# ---------------------------------------------------------------- rediss://
+
+def make_certs(work, cn):
+    """A throwaway CA and a certificate for localhost it signed: (ca, cert, key)."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, cwd=work, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={cn}",
+            "-keyout", "ca.key", "-out", "ca.pem")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "srv.key",
+            "-out", "srv.csr")
+    with open(os.path.join(work, "ext.cnf"), "w") as f:
+        f.write("subjectAltName=DNS:localhost\n")
+    openssl("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "srv.pem")
+    return tuple(os.path.join(work, f) for f in ("ca.pem", "srv.pem", "srv.key"))
+
+
+def tls_flags(r, ca, host="localhost"):
+    return {"--hash-key-file": KEY_FILE, "--bus": f"rediss://{host}:{r.port}/{CHANNEL}",
+            "--bus-ca-file": ca}
+
+
+@case
+def rediss_verifies_the_certificate():
+    base = os.path.dirname(KEY_FILE)
+    good, other = os.path.join(base, "tls-good"), os.path.join(base, "tls-other")
+    os.makedirs(good)
+    os.makedirs(other)
+    certs = make_certs(good, "authcache bus test CA")
+    wrong_ca = make_certs(other, "another CA")[0]
+    r = Redis(tls=certs)
+    v, w = session("bus-tls", "tilda"), session("bus-tls2", "tom")
+    try:
+        with daemon(tls_flags(r, certs[0])) as a, daemon(tls_flags(r, certs[0])) as b:
+            wait_connected(a, b)
+            check("(TLS)" in a.proc.log_text(), "A says it is connected with TLS",
+                  a.proc.log_tail())
+            cache_on(b, "app1.test", v, "tilda")
+            purge(a, "user=tilda")
+            wait_miss(b, "app1.test", v, "tilda", "B after a purge on A over rediss://")
+            eq(bus_metric(b, "applied_total"), 1, "B: purges applied over TLS")
+        # A CA that did not sign the certificate, and the right CA for another host name.
+        for what, flags, why in (
+                ("a wrong CA", tls_flags(r, wrong_ca), "certificate"),
+                ("a name the certificate does not carry", tls_flags(r, certs[0], "127.0.0.1"),
+                 "certificate")):
+            with daemon(flags) as d:
+                harness.wait_for(lambda: "bus_unreachable" in d.proc.log_text(), timeout=5,
+                                 what=f"{what}: the node logs that it cannot use redis")
+                eq(bus_metric(d, "connected"), 0, f"{what}: authcache_bus_connected")
+                cache_on(d, "app1.test", w, "tom")  # serving goes on
+                time.sleep(1)  # retries
+                lines = [l for l in d.proc.log_text().splitlines() if "bus_unreachable" in l]
+                eq(len(lines), 1, f"{what}: bus_unreachable lines after retries ({lines!r})")
+                check("TLS handshake" in lines[0] and why in lines[0],
+                      f"{what}: the line says the TLS handshake failed on the certificate",
+                      lines[0])
+                eq(bus_metric(d, "connected"), 0, f"{what}: still not connected")
+        # A CA file that cannot be read: exit 2, one line naming the flag.
+        rc, out, err = harness.run([daemon_util.BIN, "--upstream", f"http://127.0.0.1:{idp().port}",
+                                    "--bus", f"rediss://localhost:{r.port}/x", "--bus-ca-file",
+                                    "/nonexistent/ca.pem"], timeout=10)
+        eq(rc, 2, "exit status for an unreadable --bus-ca-file")
+        check("--bus" in err and "/nonexistent/ca.pem" in err, "the line names the CA file", err)
+    finally:
+        r.stop()
+
+
 def setup():
-    global REDIS, KEY_FILE, SPY
+    global REDIS, KEY_FILE
     if not REDIS_BIN:
         print("redis-server is not installed (make deps)", flush=True)
         sys.exit(77)
@@ -510,7 +724,6 @@ def setup():
         f.write(os.urandom(32))
     os.chmod(KEY_FILE, 0o600)
     REDIS = Redis()
-    SPY = Spy(REDIS.port)
 
 
 if __name__ == "__main__":

@@ -556,7 +556,27 @@ static void test_errors(void)
     expect_err(ARGS(UP, "--signout-path", "logout"), NULL, "--signout-path");
     expect_err(ARGS(UP, "--signout-path", "/a?b"), NULL, "--signout-path");
     expect_err(ARGS(UP, "--bus", "http://redis"), NULL, "--bus");
-    expect_err(ARGS(UP, "--bus", "rediss://redis"), NULL, "--bus");
+    {
+        struct config c;
+
+        CHECK_INT(ok(&c,
+                     ARGS(UP, "--bus", "rediss://redis.test:6380/s", "--bus-ca-file", "/ca.pem",
+                          "--bus-maxlen", "500"),
+                     NULL),
+                  0);
+        CHECK_INT(c.bus.tls, 1);
+        CHECK_MEM(c.bus.host, strlen(c.bus.host), "redis.test", 10);
+        CHECK_INT(c.bus.port, 6380);
+        CHECK_MEM(c.bus.channel, strlen(c.bus.channel), "s", 1);
+        CHECK_MEM(c.bus_ca_file, strlen(c.bus_ca_file), "/ca.pem", 7);
+        CHECK_INT(c.bus_maxlen, 500);
+        CHECK_INT(ok(&c, ARGS(UP, "--bus", "redis://redis"), NULL), 0);
+        CHECK_INT(c.bus.tls, 0);
+        CHECK_INT(c.bus_maxlen, CONFIG_BUS_MAXLEN_DEFAULT);
+    }
+    expect_err(ARGS(UP, "--bus", "redis://redis", "--bus-ca-file", "/ca.pem"), NULL,
+               "--bus-ca-file");
+    expect_err(ARGS(UP, "--bus", "redis://redis", "--bus-maxlen", "0"), NULL, "--bus-maxlen");
     expect_err(ARGS(UP, "--bus", "redis://redis:0"), NULL, "--bus");
     expect_err(ARGS(UP, "--bus", "redis://"), NULL, "--bus");
     expect_err(ARGS(UP, "--bus", "redis://r/a b"), NULL, "--bus");
