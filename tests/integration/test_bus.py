@@ -469,7 +469,10 @@ def garbage_on_the_stream_is_counted_and_ignored():
 
 @case
 def a_flood_of_valid_purges_does_not_flood_the_log():
-    """3 000 valid purges from a stranger node: all applied, their log lines rate-limited."""
+    """3 000 valid purges from a stranger node: all applied, in a few log lines. The purge thread
+    logs one line per walk, and a walk takes every purge queued (so the 3 000 come in a handful of
+    lines); any other line a stranger can cause per message goes through log_limit (test_log),
+    which would end in a log_suppressed line."""
     with daemon(node_flags()) as b:
         wait_connected(b)
         lines0 = len(b.proc.log_text().splitlines())
@@ -484,15 +487,15 @@ def a_flood_of_valid_purges_does_not_flood_the_log():
                     got += s.recv(65536)
         harness.wait_for(lambda: bus_metric(b, "applied_total") == 3000, timeout=10,
                          what=f"3000 purges applied (now {bus_metric(b, 'applied_total')})")
-        time.sleep(1.1)  # the next second: the next line says how many were not written
+        time.sleep(1.1)  # the next second: a suppressed count, if any, is written now
         REDIS.xadd(b"m", b"v1 00000000000000bb user 4:last")
         harness.wait_for(lambda: bus_metric(b, "applied_total") == 3001, timeout=2,
                          what="the last purge applied")
         time.sleep(0.2)
         lines = b.proc.log_text().splitlines()[lines0:]
-        check(len(lines) < 200, f"log lines for 3000 purges: {len(lines)} (expected < 200)")
-        check(any("log_suppressed" in l for l in lines), "one line says how many were not written",
+        check(len(lines) < 60, f"log lines for 3001 purges: {len(lines)} (expected < 60)",
               "\n".join(lines[-5:]))
+        check(any("purge" in l for l in lines), "the purges are logged (in few lines)")
 
 
 @case
