@@ -208,8 +208,8 @@ def name_parser_finds_names_and_nothing_else():
         "a label_values variable",
     )
     # An invented name is found and reported as not exported.
-    names = metric_names("increase(authcache_bus_gaps_total[15m]) > 0")
-    eq(names, {"authcache_bus_gaps_total"}, "an invented name")
+    names = metric_names("increase(authcache_bus_invented_total[15m]) > 0")
+    eq(names, {"authcache_bus_invented_total"}, "an invented name")
     check(not names <= LIVE["names"], "the invented name is not exported")
 
 
