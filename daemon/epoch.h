@@ -67,9 +67,9 @@ int epoch_covered(struct epochs *e, uint64_t since, const char *user, size_t len
 
 /* The wall time of the latest purge that covers the user, the credential digest or everything (0:
  * none). A held answer confirmed at or before it is purged, or about to be: not to be served. An
- * answer stored later (its call sent after that purge) is confirmed after it, at least 1 ms, so
- * that it is not hidden by a purge of the same millisecond. On the hit path: two hashes, three
- * loads, and one cache line of exact stamps. */
+ * answer confirmed in the millisecond of a purge that covers it is hidden too (an IdP call more),
+ * never dated later: a purge later in that millisecond must hide it. On the hit path: two hashes,
+ * three loads, and one cache line of exact stamps. */
 int64_t epoch_last_ms(struct epochs *e, const char *user, size_t len,
                       const uint8_t cred[SHM_CRED_LEN]);
 

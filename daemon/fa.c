@@ -237,7 +237,6 @@ static void idp_failure(struct worker *w, const char *cause, int down, int local
 static int store(struct worker *w, const struct fareq *p, const struct policy_identity *id)
 {
     struct shm_answer a = {.key = p->key};
-    int64_t last;
 
     if (id->user.len > SHM_MAX_USER)
         return 0;
@@ -252,13 +251,12 @@ static int store(struct worker *w, const struct fareq *p, const struct policy_id
     a.flags = id->answer_len > id->hdrs_len ? SHM_ANSWER_ROTATES : 0;
     /* A purge of this user or session (or of everything) since the call was sent: the answer is
      * older than the purge and must not outlive it. Checked before the insert, and again after it
-     * for a purge that raced it (epoch.h says why that is enough). An answer asked for after the
-     * latest purge that covers it is confirmed after that purge, so that it is not hidden. */
+     * for a purge that raced it (epoch.h says why that is enough). An answer confirmed in the
+     * millisecond of the latest purge that covers it is hidden by it (epoch_hides: at or before)
+     * until confirmed again: never dated after its own millisecond, or a purge later in that
+     * same millisecond would not hide it (test_fa: test_purge_in_the_store_millisecond). */
     if (epoch_covered(w->d->epochs, p->epoch, a.user, a.user_len, p->key.cred))
         return 0;
-    last = epoch_last_ms(w->d->epochs, a.user, a.user_len, p->key.cred);
-    if (a.confirmed_ms <= last)
-        a.confirmed_ms = last + 1;
     if (a.session_end_ms <= w->now_ms)
         return 0;
     /* The session's index first (sids.h): a session end that finds the entry stamps the credential

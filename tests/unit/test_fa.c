@@ -589,6 +589,9 @@ static void purge(int kind, const char *session)
         daemon_purge(&d, "mallory", 7, NULL, 0, "test"); /* covers someone else */
         break;
     }
+    /* What follows is in a later millisecond: an answer confirmed in the purge's own millisecond is
+     * hidden by it (test_purge_in_the_store_millisecond), and these tests are about order. */
+    usleep(2000);
 }
 
 /* An answer asked for before a purge that covers it (by user, by session, everything) answers the
@@ -674,6 +677,7 @@ static void test_stamp_hides_before_the_scan(void)
     answer(n0, OK_ALICE);
     out(c);
     epoch_purge_user(d.epochs, "alice", 5, daemon_now_ms());
+    usleep(2000); /* the answers below are confirmed in a later millisecond than the purge */
     feed(c, check_req("ST"));
     CHECK_INT(ncalls, n0 + 2); /* not served: asked again */
     CHECK_INT(c->state, CONN_WAITING);
@@ -685,6 +689,36 @@ static void test_stamp_hides_before_the_scan(void)
     feed(c, check_req("ST"));
     HAS(out(c), "X-Authcache: hit");
     CHECK_INT(ncalls, n0 + 2);
+}
+
+/* A purge stamped in the same millisecond as an answer stored after an earlier purge (the
+ * differential test, authentik seed 1204 request 3836897: a logout marker 1 ms after a miss of the
+ * same session; the miss's answer had been given confirmed_ms = the earlier stamp + 1, a
+ * millisecond in the future, so the logout's stamp in the current millisecond did not hide it and
+ * it was served as a hit until the purge thread's walk). */
+static void test_purge_in_the_store_millisecond(void)
+{
+    struct conn *c = open_conn();
+    int n0 = ncalls, same = 0;
+
+    for (int tries = 0; tries < 50 && !same; tries++) {
+        int64_t t1 = daemon_now_ms();
+        epoch_purge_user(d.epochs, "alice", 5, t1);
+        feed(c, check_req("MS"));
+        answer(ncalls - 1, OK_ALICE);
+        HAS(out(c), "X-Authcache: miss");
+        if (daemon_now_ms() != t1)
+            continue; /* the millisecond went by: try again */
+        same = 1;
+        epoch_purge_user(d.epochs, "alice", 5, t1); /* a logout, still in that millisecond */
+        feed(c, check_req("MS"));
+        CHECK(c->state == CONN_WAITING,
+              "an answer stored before a purge of its millisecond was served (calls %d)",
+              ncalls - n0);
+        answer(ncalls - 1, OK_ALICE);
+        out(c);
+    }
+    CHECK(same, "never stored an answer within one millisecond of the purge (machine too slow)");
 }
 
 /* A session purge that finds users: every answer of every user found among the session's answers
@@ -858,6 +892,7 @@ int main(void)
     test_timers();
     test_purge_overtakes_answer();
     test_purge_overtakes_revalidation();
+    test_purge_in_the_store_millisecond();
     test_stamp_hides_before_the_scan();
     test_session_purge_finds_users();
     test_purge_thread_batches();
