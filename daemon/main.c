@@ -221,6 +221,7 @@ int main(int argc, char **argv)
     if (cfg.authentik.host[0]) {
         if (!(d.sids = sids_new(d.shm.capacity, !created))) {
             fprintf(stderr, "authcached: out of memory for the session index\n");
+            admin_stop(admin);
             return 1;
         }
         if (!created && ho_conn < 0)
@@ -229,6 +230,7 @@ int main(int argc, char **argv)
     /* The bus before anything can purge: workers and the admin listener publish through d.bus. */
     if (cfg.bus.enabled && (rc = bus_start(&d, &d.bus, err, sizeof(err))) < 0) {
         fprintf(stderr, "authcached: --bus: %s\n", err);
+        admin_stop(admin); /* not started: closes and frees (a clean exit, also under LSan) */
         return rc == -EINVAL ? 2 : 1;
     }
     if ((rc = purger_start(&d, &d.purger)) < 0) {

@@ -56,10 +56,12 @@ SSL_CTX *tls_client_ctx(const char *ca_file, char *err, size_t errlen)
                              : SSL_CTX_set_default_verify_paths(c);
     if (ok != 1) {
         unsigned long e = ERR_get_error();
+        char why[256] = "unknown error";
 
+        if (e) /* the whole error: a missing file has no reason string of its own */
+            ERR_error_string_n(e, why, sizeof(why));
         if (ca_file && *ca_file)
-            snprintf(err, errlen, "cannot load CA certificates from %s: %s", ca_file,
-                     e ? ERR_reason_error_string(e) : "unknown error");
+            snprintf(err, errlen, "cannot load CA certificates from %s: %s", ca_file, why);
         else
             snprintf(err, errlen, "cannot load the system's trusted certificates");
         ERR_clear_error();
