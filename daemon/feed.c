@@ -488,8 +488,8 @@ static long conn_read(struct feed *f, int64_t deadline)
 }
 
 /* Send an HTTP request, read the response head into f->rx; *head its length. 0 or -1. */
-static int http_exchange(struct feed *f, const char *req, size_t len, struct http_resp *resp,
-                         size_t *head)
+static int http_send_read(struct feed *f, const char *req, size_t len, struct http_resp *resp,
+                          size_t *head)
 {
     int64_t deadline = daemon_mono_ms() + FEED_IO_MS;
     int rc;
@@ -515,6 +515,20 @@ static int http_exchange(struct feed *f, const char *req, size_t len, struct htt
             return -1;
         }
     }
+}
+
+/* http_send_read of a request made by asprintf (len < 0: it failed), which carries the token:
+ * wiped and freed here whatever happens. 0 or -1. */
+static int http_exchange(struct feed *f, char *req, int len, struct http_resp *resp, size_t *head)
+{
+    int rc;
+
+    if (len < 0)
+        return -1;
+    rc = http_send_read(f, req, (size_t)len, resp, head);
+    OPENSSL_cleanse(req, (size_t)len);
+    free(req);
+    return rc;
 }
 
 static void status_fail(struct feed *f, int status, const char *what)
@@ -547,12 +561,7 @@ static int learn_outpost(struct feed *f)
                  "Authorization: Bearer %s\r\nAccept: application/json\r\n"
                  "User-Agent: authcache\r\n\r\n",
                  f->u->base_path, f->u->host_header, f->d->cfg->authentik_token);
-    if (n < 0)
-        return -1;
-    rc = http_exchange(f, req, (size_t)n, &resp, &head);
-    OPENSSL_cleanse(req, (size_t)n);
-    free(req);
-    if (rc < 0)
+    if (http_exchange(f, req, n, &resp, &head) < 0)
         return -1;
     if (resp.status != 200) {
         status_fail(f, resp.status, "/api/v3/outposts/instances/");
@@ -619,7 +628,7 @@ static int ws_open(struct feed *f)
     const struct http_hdr *h;
     char key[WS_KEY_LEN + 1], accept[WS_ACCEPT_LEN + 1], *req;
     size_t head;
-    int n, rc;
+    int n;
 
     if (conn_open(f) < 0 || ws_key_new(key) < 0)
         return -1;
@@ -630,12 +639,7 @@ static int ws_open(struct feed *f)
                  "User-Agent: authcache\r\n\r\n",
                  f->u->base_path, f->outpost, f->instance, f->u->host_header, key,
                  f->d->cfg->authentik_token);
-    if (n < 0)
-        return -1;
-    rc = http_exchange(f, req, (size_t)n, &resp, &head);
-    OPENSSL_cleanse(req, (size_t)n);
-    free(req);
-    if (rc < 0)
+    if (http_exchange(f, req, n, &resp, &head) < 0)
         return -1;
     if (resp.status != 101) {
         if (resp.status == 404)
