@@ -46,20 +46,6 @@ static unsigned raise_nofile(void)
     return rl.rlim_cur > (1u << 20) ? (1u << 20) : (unsigned)rl.rlim_cur;
 }
 
-/* chown to a group needs root or membership of that group. */
-static int may_give_group(gid_t g)
-{
-    gid_t list[256];
-    int n = getgroups(256, list);
-
-    if (geteuid() == 0 || getegid() == g)
-        return 1;
-    for (int i = 0; i < n; i++)
-        if (list[i] == g)
-            return 1;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     static struct config cfg;
@@ -176,7 +162,8 @@ int main(int argc, char **argv)
     sp.key = cfg.have_hash_key ? cfg.hash_key : NULL;
     sp.has_group = cfg.have_shm_group;
     sp.group = cfg.shm_group;
-    if (cfg.have_shm_group && !may_give_group((gid_t)cfg.shm_group)) {
+    /* chown to a group needs root or membership of that group. */
+    if (cfg.have_shm_group && geteuid() != 0 && !shm_in_my_groups(cfg.shm_group)) {
         fprintf(stderr,
                 "authcached: --shm-group %u: this daemon (uid %u) is neither root nor a member of "
                 "that group, so it cannot give the segment to it\n",

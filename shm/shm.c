@@ -1026,12 +1026,7 @@ int shm_attach_mem(struct shm *h, void *mem, size_t len, int writable)
     return adopt(h, mem, len, writable);
 }
 
-/* Whether a segment found in /dev/shm (anyone may plant a file there) is safe to use, judged on the
- * open descriptor's stat so nothing can be swapped in between. A writer needs a regular file it
- * owns that nobody else can read or write: the table holds identity headers and the hash key. A
- * reader accepts root's or its own segment that nobody else can write. -EPERM for a foreign owner,
- * -EACCES for a loose mode, -EBADF for anything but a regular file. */
-static int in_my_groups(gid_t g)
+int shm_in_my_groups(uint32_t g)
 {
     gid_t list[256];
     int n = getgroups(256, list);
@@ -1044,7 +1039,13 @@ static int in_my_groups(gid_t g)
     return 0;
 }
 
-/* A writer with --shm-group (p->has_group) also accepts group read for exactly that group. A reader
+/* Whether a segment found in /dev/shm (anyone may plant a file there) is safe to use, judged on the
+ * open descriptor's stat so nothing can be swapped in between. A writer needs a regular file it
+ * owns that nobody else can read or write: the table holds identity headers and the hash key. A
+ * reader accepts root's or its own segment that nobody else can write. -EPERM for a foreign owner,
+ * -EACCES for a loose mode, -EBADF for anything but a regular file.
+ *
+ * A writer with --shm-group (p->has_group) also accepts group read for exactly that group. A reader
  * accepts a foreign owner only through a group it is in that was given read (--shm-group): the
  * members of that group are trusted as much as the daemon's user. */
 static int owner_ok(const struct stat *st, int writable, const struct shm_params *p)
@@ -1063,7 +1064,7 @@ static int owner_ok(const struct stat *st, int writable, const struct shm_params
     }
     if (st->st_mode & 022)
         return -EACCES;
-    if (st->st_uid != me && st->st_uid != 0 && !(group_read && in_my_groups(st->st_gid)))
+    if (st->st_uid != me && st->st_uid != 0 && !(group_read && shm_in_my_groups(st->st_gid)))
         return -EPERM;
     return 0;
 }

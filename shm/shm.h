@@ -80,6 +80,10 @@ int shm_open_or_create(struct shm *h, const char *name, const struct shm_params 
  * instead of recreating the segment. */
 int shm_attach(struct shm *h, const char *name, int writable);
 
+/* 1 if the process's effective group or one of its supplementary groups is g (a reader's right to
+ * a segment of --shm-group; the daemon's right to give one to it). */
+int shm_in_my_groups(uint32_t g);
+
 /* Attach a segment given as raw bytes (fuzzing, tests): validates like shm_attach. The handle does
  * not own the memory; shm_detach only forgets it. */
 int shm_attach_mem(struct shm *h, void *mem, size_t len, int writable);
