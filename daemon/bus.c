@@ -26,8 +26,10 @@
  *    or recreated): such a gap purges everything held here (daemon_purge_received of PURGE_ALL:
  *    from that moment no answer confirmed before it is served, fresh or stale, until the IdP
  *    confirms it again) and is counted. A reply too big or malformed to read is a gap too: the
- *    next connection starts at the stream's end. A node that just started reads from the end: its
- *    segment is new, or adopted from a daemon that handed it over (docs/daemon.md, "Bus").
+ *    next connection starts at the stream's end. The position read is also marked in the segment
+ *    (shm_bus_mark): a daemon that adopts the segment (a restart, a handover) reads on from there,
+ *    BUS_REPLAY_MS before, so nothing published while no daemon read for the segment is lost; a
+ *    new segment (empty) starts at the stream's end.
  *  - This node's own entries come back on its reading connection: they move pos on and are not
  *    applied (bus_msg_decode knows the node id).
  *  - Messages carry no credential: user names, keyed digests (useless without the hash key), "all".
@@ -83,6 +85,7 @@
 #define BUS_CHECK_MS 1000        /* XINFO STREAM while up: a reader too slow for the retention */
 #define BUS_AUTH_RX 1024         /* the reply to AUTH: +OK or an error line */
 #define BUS_LOG_PER_SEC 5        /* lines of one kind about bad messages or drops, per second */
+#define BUS_REPLAY_MS 5000       /* an adopted segment: read again this much before its mark */
 
 /* What Redis may send: XREAD's entries nest 5 deep, XINFO's 3; ids, +OK or errors otherwise. */
 static const struct resp_limits rd_limits = {.max_bulk = BUS_RX_BULK_MAX, .max_depth = 5};
@@ -140,6 +143,7 @@ struct bus {
     int64_t check_at;   /* monotonic ms: the next one */
     struct bus_pos pos; /* the last entry read, kept across reconnects */
     int resync;         /* a reply could not be read: the next connection is a gap */
+    int replay;         /* pos is an adopted segment's mark: read from BUS_REPLAY_MS before it */
     struct log_limit bad_log, mismatch_log;
     char down_cause[512]; /* the cause last logged while down: a new one is logged once */
     int auth_refused;     /* the last connection failed because Redis refused AUTH */
@@ -661,6 +665,8 @@ static int on_xread(struct bus *b, const struct resp_item *r, size_t ni, char *c
         b->pos.ord++;
         on_message(b, b->entries[i].msg, b->entries[i].len);
     }
+    if (k > 0)
+        shm_bus_mark(&b->d->shm, b->pos.last.ms);
     return send_xread(b, cause, cl);
 }
 
@@ -720,6 +726,10 @@ static int on_xinfo(struct bus *b, const struct resp_item *r, size_t ni, int *up
             b->pos.known = 0; /* to the end; the gap is below */
         gap = bus_sync(&b->pos, &x);
     }
+    if (b->replay && !gap && !b->resync)
+        b->pos.last.ms = b->pos.last.ms > BUS_REPLAY_MS ? b->pos.last.ms - BUS_REPLAY_MS : 0;
+    b->replay = 0;
+    shm_bus_mark(&b->d->shm, b->pos.last.ms); /* at the end, or where it was */
     if (b->resync)
         on_gap(b, "a reply from redis this node could not read");
     else if (gap)
@@ -937,6 +947,7 @@ int bus_start(struct daemon *d, struct bus **out, char *err, size_t errlen)
 {
     struct bus *b = calloc(1, sizeof(*b));
     static const struct log_limit lim = LOG_LIMIT_INIT(BUS_LOG_PER_SEC);
+    uint64_t mark;
     int rc;
 
     *out = NULL;
@@ -960,6 +971,13 @@ int bus_start(struct daemon *d, struct bus **out, char *err, size_t errlen)
         goto fail;
     }
     bus_msg_key_id(&d->shm, b->key_id);
+    /* A segment a daemon applied bus purges to before: read on from its mark (a little before: a
+     * purge of the last moments may have been stamped but not walked when that daemon died), not
+     * from the end, which would lose what was published while no daemon read for it. */
+    if ((mark = shm_bus_mark_get(&d->shm)) > 0) {
+        b->pos.known = b->replay = 1;
+        b->pos.last.ms = mark; /* the gap check's; the reading starts before, see on_xinfo */
+    }
     /* The node id only tells a node its own messages apart: random, never 0. */
     while (b->node == 0) {
         if (getrandom(&b->node, sizeof(b->node), 0) != (ssize_t)sizeof(b->node)) {

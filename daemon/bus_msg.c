@@ -312,7 +312,7 @@ int bus_sync(struct bus_pos *pos, const struct bus_xinfo *x)
 
     if (!x) { /* no stream: a gap if it held entries this node knew */
         gap = pos->known && bus_id_cmp(&pos->last, &zero) != 0;
-        pos->known = 1;
+        pos->known = pos->ord_known = 1;
         pos->last = zero;
         pos->ord = 0;
         return gap;
@@ -320,10 +320,11 @@ int bus_sync(struct bus_pos *pos, const struct bus_xinfo *x)
     if (pos->known) {
         if (bus_id_cmp(&x->last, &pos->last) < 0) /* recreated: what it held after us is gone */
             gap = 1;
-        else if (x->has_added) /* trimming takes the oldest: more gone than we read is a gap */
+        else if (x->has_added && pos->ord_known) /* trimming takes the oldest: more gone than
+                                                     we read is a gap */
             gap = x->added < x->length || (uint64_t)x->added < pos->ord ||
                   (uint64_t)(x->added - x->length) > pos->ord;
-        else if (x->has_first) /* Redis 6: the oldest entry held came after ours */
+        else if (x->has_first) /* the oldest entry held came after ours */
             gap = bus_id_cmp(&x->first, &pos->last) > 0;
         else /* empty, and it had entries after ours */
             gap = bus_id_cmp(&x->last, &pos->last) > 0;
@@ -332,6 +333,7 @@ int bus_sync(struct bus_pos *pos, const struct bus_xinfo *x)
     }
     pos->known = 1;
     pos->last = x->last;
+    pos->ord_known = x->has_added;
     pos->ord = x->has_added ? (uint64_t)x->added : 0;
     return gap;
 }

@@ -111,6 +111,7 @@ int bus_xinfo_parse(const struct resp_item *r, size_t n, struct bus_xinfo *x);
 struct bus_pos {
     int known;
     struct bus_id last;
+    int ord_known; /* a position taken from the segment's mark has no ordinal */
     uint64_t ord;
 };
 
@@ -119,7 +120,9 @@ struct bus_pos {
  * lost (a gap: trimmed past the retention, or the stream deleted or recreated). x is NULL for a
  * stream that does not exist. Updates *pos to the position to read from and returns 1 for a gap, 0
  * for none. A gap was not read: the caller purges everything held (docs/daemon.md, "Bus").
- * Unknown position (a node that just started): read from the stream's end, no gap.
+ * Unknown position (a node that just started on a new segment): read from the stream's end, no
+ * gap. Without the ordinal (or entries-added, Redis 6) the oldest entry held coming after the
+ * position is a gap.
  */
 int bus_sync(struct bus_pos *pos, const struct bus_xinfo *x);
 

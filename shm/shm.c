@@ -1132,6 +1132,20 @@ int shm_retired(const struct shm *h)
     return __atomic_load_n(&h->hdr->retired, __ATOMIC_ACQUIRE) != 0;
 }
 
+void shm_bus_mark(struct shm *h, uint64_t ms)
+{
+    uint64_t cur = __atomic_load_n(&h->hdr->bus_read_ms, __ATOMIC_RELAXED);
+
+    while (cur < ms && !__atomic_compare_exchange_n(&h->hdr->bus_read_ms, &cur, ms, 1,
+                                                    __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+}
+
+uint64_t shm_bus_mark_get(const struct shm *h)
+{
+    return __atomic_load_n(&h->hdr->bus_read_ms, __ATOMIC_RELAXED);
+}
+
 static int64_t wall_ms(void)
 {
     struct timespec ts;

@@ -93,6 +93,13 @@ void shm_detach(struct shm *h);
 /* Whether the segment this handle maps was replaced by a newer one (reattach by name). */
 int shm_retired(const struct shm *h);
 
+/* The purge bus's mark (docs/daemon.md, "Bus"): the millisecond part of the id of the newest Redis
+ * stream entry whose purge was applied to this segment, so that a daemon that adopts the segment
+ * reads the purges made since. shm_bus_mark raises it to ms (never lowers it; lock-free, safe
+ * with two daemons on one segment during a handover); shm_bus_mark_get reads it, 0 for none. */
+void shm_bus_mark(struct shm *h, uint64_t ms);
+uint64_t shm_bus_mark_get(const struct shm *h);
+
 /*
  * Keyed digests (HMAC-SHA-256 with the segment's key, each part length-prefixed, so ("ab","c") and
  * ("a","bc") differ). shm_key_digest hashes any parts; shm_key_query is the one scheme every reader

@@ -89,7 +89,12 @@ struct shm_hdr_sh {
     uint32_t flags;           /* SHM_FLAG_* */
     uint8_t key[SHM_KEY_LEN]; /* HMAC key for credential digests (the segment is mode 0600) */
     uint32_t retired; /* set to 1 when a daemon replaces this segment: attached readers reopen */
-    uint8_t pad0_[256 - 132];
+    uint32_t pad0a_;
+    /* The purge bus's mark: the millisecond part of the newest stream entry id whose purge a daemon
+     * applied here (0: none). Only raised; the next daemon to adopt the segment reads on from it.
+     */
+    uint64_t bus_read_ms;
+    uint8_t pad0_[256 - 144];
 
     /* Log positions; each on its own line. head: next free position. tail: positions below are
      * dead. */
@@ -106,6 +111,7 @@ struct shm_hdr_sh {
 };
 _Static_assert(offsetof(struct shm_hdr_sh, key) == 96, "key offset");
 _Static_assert(offsetof(struct shm_hdr_sh, retired) == 128, "retired offset");
+_Static_assert(offsetof(struct shm_hdr_sh, bus_read_ms) == 136, "bus mark offset");
 _Static_assert(offsetof(struct shm_hdr_sh, head) == 256, "head on its own line");
 _Static_assert(offsetof(struct shm_hdr_sh, tail) == 320, "tail on its own line");
 _Static_assert(offsetof(struct shm_hdr_sh, live) == 384, "live on its own line");

@@ -436,6 +436,37 @@ def a_gap_past_the_retention_purges_everything_held():
 
 
 @case
+def a_restarted_node_reads_what_was_published_while_it_was_down():
+    """B's segment outlives B (a restart): the purge A made while no daemon read for that segment
+    reaches it when B starts again (from the segment's mark, not the stream's end), and the rest
+    of what B held stays (no gap)."""
+    v, w = session("bus-rs", "rita"), session("bus-rs2", "ruth")
+    name = daemon_util.shm_name()
+    try:
+        with daemon(node_flags()) as a:
+            with daemon(node_flags(), shm=name, keep_shm=True) as b:
+                wait_connected(a, b)
+                cache_on(b, "app1.test", v, "rita")
+                cache_on(b, "app1.test", w, "ruth")
+                purge(a, "user=nobody-rs")  # B reads it: the segment's mark
+                harness.wait_for(lambda: bus_metric(b, "applied_total") == 1, timeout=2,
+                                 what="B applied the first purge")
+            purge(a, "user=rita")  # B is down
+            harness.wait_for(lambda: bus_metric(a, "published_total") == 2, timeout=2,
+                             what="A's purge in the stream")
+            time.sleep(0.1)
+            with daemon(node_flags(), shm=name) as b:
+                wait_connected(b)
+                check("reusing" in b.proc.log_text(), "B adopted its segment", b.proc.log_tail())
+                wait_miss(b, "app1.test", v, "rita", "B restarted after a purge made while down",
+                          timeout=3)
+                expect(fa(b, "app1.test", "/", w), 200, "hit", "ruth", "B: the other answer kept")
+                eq(bus_metric(b, "gaps_total"), 0, "B: no gap")
+    finally:
+        daemon_util.remove_shm(name)
+
+
+@case
 def garbage_on_the_stream_is_counted_and_ignored():
     v = session("bus-junk", "jules")
     a_cm, b_cm = nodes()

@@ -360,6 +360,15 @@ static void test_xinfo_and_sync(void)
     CHECK_INT(bus_sync(&pos, &x), 0);
     pos.last = (struct bus_id){7, 0};
     CHECK_INT(bus_sync(&pos, &x), 1);
+    /* A position from the segment's mark has no ordinal: the oldest entry held decides. */
+    ni = xinfo_reply(buf, sizeof(buf), 100, "99-0", 510, "96-0");
+    CHECK_INT(bus_xinfo_parse(items, ni, &x), 0);
+    pos = (struct bus_pos){.known = 1, .last = {96, 0}};
+    CHECK_INT(bus_sync(&pos, &x), 0);
+    CHECK(pos.last.ms == 96 && !pos.ord_known, "reads on from the mark");
+    pos.last = (struct bus_id){95, 0};
+    CHECK_INT(bus_sync(&pos, &x), 1);
+    CHECK(pos.last.ms == 99 && pos.ord_known && pos.ord == 510, "after a gap: the end, counted");
     /* Wrong shapes */
     ni = reply("*2\r\n$6\r\nlength\r\n:1\r\n");
     CHECK_INT(bus_xinfo_parse(items, ni, &x), -EPROTO); /* no last-generated-id */

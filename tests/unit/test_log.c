@@ -155,6 +155,36 @@ static void test_levels(void)
           "missing json line: %s", out);
 }
 
+/* log_limit: 3 a second pass, the rest are counted, and the first let through in a later second
+ * comes after one line saying how many were not written. */
+static void test_limit(void)
+{
+    static struct log_limit lim = LOG_LIMIT_INIT(3);
+    static char out[8192];
+    struct timespec ts;
+    int passed = 0;
+
+    /* Start at the beginning of a second, so that the 10 calls below share it. */
+    do
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+    while (ts.tv_nsec > 100000000);
+    capture_start();
+    for (int i = 0; i < 10; i++)
+        passed += log_limit_pass(&lim, "flood");
+    CHECK_INT(passed, 3);
+    while (ts.tv_sec == lim.sec)
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+    CHECK_INT(log_limit_pass(&lim, "flood"), 1);
+    CHECK_INT(log_limit_pass(&lim, "flood"), 1);
+    capture_end(out, sizeof(out));
+    CHECK(strstr(out, " warn  log_suppressed 7 flood lines not written (at most 3 a second)\n") !=
+              NULL,
+          "the suppressed line: %s", out);
+    CHECK(strstr(out, "log_suppressed") &&
+              !strstr(strstr(out, "log_suppressed") + 1, "log_suppressed"),
+          "one suppressed line: %s", out);
+}
+
 #define THREADS 4
 #define PER_THREAD 500
 
@@ -224,5 +254,6 @@ int main(void)
     test_levels();
     test_threads();
     test_digest();
+    test_limit();
     return check_done("test_log");
 }
