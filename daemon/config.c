@@ -63,6 +63,7 @@ enum opt_id {
     OPT_USER_HEADER,
     OPT_KEY_SCOPE,
     OPT_SIGNOUT_PATH,
+    OPT_SIGNOUT_RATE,
     OPT_FRESH_TTL,
     OPT_SESSION_TTL,
     OPT_OUTAGE_GRACE,
@@ -102,6 +103,9 @@ static const struct opt opts[OPT_COUNT] = {
     [OPT_USER_HEADER] = {"user-header", "NAME", "the header naming the user"},
     [OPT_KEY_SCOPE] = {"key-scope", "host|uri", "what else the cache key includes"},
     [OPT_SIGNOUT_PATH] = {"signout-path", "PATH", "X-Forwarded-Uri under this path signs out"},
+    [OPT_SIGNOUT_RATE] = {"signout-rate", "N",
+                          "sign-outs a second sent to the IdP; more wait (default 1000, 0: no "
+                          "limit)"},
     [OPT_FRESH_TTL] = {"fresh-ttl", "DUR", "serve without asking the IdP this long (default 30s)"},
     [OPT_SESSION_TTL] = {"session-ttl", "DUR", "session lifetime from first sight (default 24h)"},
     [OPT_OUTAGE_GRACE] = {"outage-grace", "DUR",
@@ -712,6 +716,7 @@ static void set_defaults(struct config *cfg)
     strcpy(cfg->shm_name, "authcache");
     cfg->capacity = 65536;
     cfg->bus_maxlen = CONFIG_BUS_MAXLEN_DEFAULT;
+    cfg->signout_rate = CONFIG_SIGNOUT_RATE_DEFAULT;
     cfg->workers = ncpu < 1 ? 1 : ncpu > CONFIG_WORKERS_MAX ? CONFIG_WORKERS_MAX : (unsigned)ncpu;
     cfg->log_level = LOG_LEVEL_INFO;
     cfg->log_format = LOG_FORMAT_TEXT;
@@ -780,6 +785,11 @@ static int apply(struct config *cfg, struct ctx *c, const char *v, int first_of_
         return 0;
     case OPT_SIGNOUT_PATH:
         return parse_path(c, v, cfg->signout_path);
+    case OPT_SIGNOUT_RATE:
+        if (parse_uint(c, v, 0, CONFIG_SIGNOUT_RATE_MAX, &n) < 0)
+            return -1;
+        cfg->signout_rate = n;
+        return 0;
     case OPT_FRESH_TTL:
         return parse_duration_opt(c, v, 0, &cfg->fresh_ttl_ms);
     case OPT_SESSION_TTL:

@@ -26,6 +26,8 @@
 #define CONFIG_SHM_NAME_MAX 200
 #define CONFIG_CHANNEL_MAX 128 /* redis stream key */
 #define CONFIG_BUS_MAXLEN_DEFAULT 100000
+#define CONFIG_SIGNOUT_RATE_DEFAULT 1000 /* sign-outs a second sent to the IdP, per daemon */
+#define CONFIG_SIGNOUT_RATE_MAX 1000000
 #define CONFIG_BUS_MAXLEN_MIN 1
 #define CONFIG_BUS_MAXLEN_MAX 100000000
 #define CONFIG_TOKEN_MAX 1023    /* admin bearer token */
@@ -103,10 +105,11 @@ struct config {
                                   * --cookie-refresh): a background call would lose its Set-Cookie
                                   */
     char signout_path[CONFIG_PATH_MAX]; /* "" = no sign-out path */
-    int64_t fresh_ttl_ms;               /* >= 0 (0: always revalidate) */
-    int64_t session_ttl_ms;             /* > 0 */
-    int64_t outage_grace_ms;            /* >= 0 */
-    int64_t upstream_timeout_ms;        /* > 0 */
+    uint64_t signout_rate;       /* --signout-rate: sign-outs a second to the IdP, 0 = no limit */
+    int64_t fresh_ttl_ms;        /* >= 0 (0: always revalidate) */
+    int64_t session_ttl_ms;      /* > 0 */
+    int64_t outage_grace_ms;     /* >= 0 */
+    int64_t upstream_timeout_ms; /* > 0 */
     char shm_name[CONFIG_SHM_NAME_MAX + 1];
     int have_shm_group; /* --shm-group: the segment is mode 0640 for this group */
     uint32_t shm_group;

@@ -47,6 +47,10 @@ extern const double metrics_lat_bounds_ms[METRICS_LAT_BUCKETS - 1];
       "Requests that waited on another's IdP call.")                                               \
     X(idp_background, idp, background, "authcache_idp_background_total", COUNTER,                  \
       "Refresh-ahead revalidations and breaker probes.")                                           \
+    X(signouts_paced, idp, signouts_paced, "authcache_signouts_paced_total", COUNTER,              \
+      "Sign-outs that waited for their turn to the IdP (--signout-rate).")                         \
+    X(signouts_shed, idp, signouts_shed, "authcache_signouts_shed_total", COUNTER,                 \
+      "Sign-outs answered 503 unsent: their turn would come after --upstream-timeout.")            \
     X(conns_open, connections, open, "authcache_connections_open", GAUGE,                          \
       "Forward-auth client connections open.")                                                     \
     X(conns_accepted, connections, accepted, "authcache_connections_accepted_total", COUNTER,      \

@@ -7,7 +7,8 @@
  *   held but past fresh-ttl -> ask the IdP (revalidated), a held answer if it fails (stale)
  *   nothing held            -> ask the IdP (miss); concurrent misses of one key share one call
  *                              (single flight: the others JOIN it and get its outcome)
- *   sign-out / logout       -> purge what the cache knows of the session, then the IdP
+ *   sign-out / logout       -> purge what the cache knows of the session, then the IdP, at most
+ *                              --signout-rate a second (more wait their turn, or get 503)
  *   no credential, login    -> the IdP, never stored (bypass)
  *
  * What to do with the IdP's answer is policy_on_idp_answer's verdict (policy.c, a pure function);
@@ -108,9 +109,10 @@ static void req_finish(struct worker *w, uint32_t slot)
 
 void fa__conn_gone(struct worker *w, uint32_t slot, uint32_t gen)
 {
-    /* A request in a call is ended by the call; one being decided by the function deciding it.
-     * One waiting on another's flight has no one else: the flight's outcome will find its slot
-     * reused (the generation) and drop it. */
+    /* A request in a call is ended by the call; one being decided by the function deciding it;
+     * a paced one by the pace queue when its turn comes (fa__pace). One waiting on another's
+     * flight has no one else: the flight's outcome will find its slot reused (the generation)
+     * and drop it. */
     if (slot < w->max_reqs && w->reqs[slot].gen == gen && w->reqs[slot].state == REQ_JOINED)
         req_end(w, slot);
 }
@@ -464,6 +466,91 @@ void fa__tick(struct worker *w)
     }
 }
 
+/* ---- sign-outs paced (--signout-rate) ----
+ *
+ * Every sign-out is an IdP call (its answer is the IdP's own), and a flood of them, of sessions
+ * nobody holds, would otherwise take the worker's core from the hits and load the IdP. So they go
+ * to the IdP at most at this worker's share of --signout-rate: a token bucket holding one second's
+ * worth, and a FIFO of those waiting for a token. One that would wait past --upstream-timeout is
+ * answered 503 at once, unsent and nothing purged (as if the IdP had been unreachable: never a
+ * 2xx). A queued one whose client left is dropped when its turn comes, without asking the IdP. */
+
+static void pace_refill(struct worker *w)
+{
+    struct pace *q = &w->pace;
+
+    if (w->mono_ms > q->refilled_ms) {
+        q->tokens += (double)(w->mono_ms - q->refilled_ms) * q->per_ms;
+        if (q->tokens > q->burst)
+            q->tokens = q->burst;
+        q->refilled_ms = w->mono_ms;
+    }
+}
+
+void fa__pace(struct worker *w)
+{
+    struct pace *q = &w->pace;
+
+    if (q->per_ms == 0)
+        return;
+    pace_refill(w);
+    while (q->n > 0) {
+        uint32_t slot = q->head;
+        struct reqslot *s = &w->reqs[slot];
+        int late = w->mono_ms >= s->r->deadline_ms;
+        struct conn *c;
+
+        if (!late && q->tokens < 1.0)
+            break;
+        q->head = s->pace_next;
+        if (q->head == SLOT_NONE)
+            q->tail = SLOT_NONE;
+        q->n--;
+        s->state = REQ_NEW;
+        if (!(c = req_conn(w, slot))) {
+            req_end(w, slot);
+        } else if (late) {
+            M_ADD(w->m, signouts_shed, 1);
+            conn__answer_unavailable(w, c, &s->r->pc, "too many sign-outs: not sent in time");
+            req_finish(w, slot);
+        } else {
+            q->tokens -= 1.0;
+            ask_idp(w, slot, 1);
+        }
+    }
+}
+
+/* May a sign-out go to the IdP now? 1: yes (its token is taken); 0: it waits its turn (pace_wait);
+ * -1: no, more wait than this worker sends within --upstream-timeout. */
+static int pace_admit(struct worker *w)
+{
+    struct pace *q = &w->pace;
+
+    if (q->per_ms == 0)
+        return 1;
+    fa__pace(w); /* those queued first */
+    if (q->n == 0 && q->tokens >= 1.0) {
+        q->tokens -= 1.0;
+        return 1;
+    }
+    return q->n < q->max ? 0 : -1;
+}
+
+static void pace_wait(struct worker *w, uint32_t slot)
+{
+    struct pace *q = &w->pace;
+
+    w->reqs[slot].state = REQ_PACED;
+    w->reqs[slot].pace_next = SLOT_NONE;
+    if (q->tail == SLOT_NONE)
+        q->head = slot;
+    else
+        w->reqs[q->tail].pace_next = slot;
+    q->tail = slot;
+    q->n++;
+    M_ADD(w->m, signouts_paced, 1);
+}
+
 /* ---- a request ---- */
 
 /* Purge what the cache knows of pr's session, off the request path (daemon_purge_soon): the
@@ -503,7 +590,7 @@ void fa__request(struct worker *w, struct conn *c, const struct http_req *req)
     struct shm_answer a;
     struct shm_key key;
     struct fareq *p;
-    int held = 0, slot;
+    int held = 0, slot, go = 1;
 
     policy_classify(w->cfg, req, pr);
     switch (pr->kind) {
@@ -523,12 +610,15 @@ void fa__request(struct worker *w, struct conn *c, const struct http_req *req)
         }
         break;
     case POLICY_SIGNOUT:
+    case POLICY_LOGOUT:
         /* Purge, then the IdP's own answer to this very request: a sign-out never grants what
          * the IdP would not (and a 2xx that names the user purges all of that user's). */
-        purge_session(w, pr, "sign-out");
-        break;
-    case POLICY_LOGOUT:
-        purge_session(w, pr, "logout");
+        if ((go = pace_admit(w)) < 0) {
+            M_ADD(w->m, signouts_shed, 1);
+            conn__answer_unavailable(w, c, &pc, "too many sign-outs: try again");
+            return;
+        }
+        purge_session(w, pr, pr->kind == POLICY_SIGNOUT ? "sign-out" : "logout");
         break;
     default:
         break;
@@ -552,5 +642,8 @@ void fa__request(struct worker *w, struct conn *c, const struct http_req *req)
         p->result = RES_SIGNOUT;
     }
     conn__park(w, c, (uint32_t)slot, w->reqs[slot].gen);
-    ask_idp(w, (uint32_t)slot, 1);
+    if (go)
+        ask_idp(w, (uint32_t)slot, 1);
+    else
+        pace_wait(w, (uint32_t)slot);
 }

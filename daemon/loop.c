@@ -243,6 +243,10 @@ void *loop__main(void *arg)
         io_uring_cq_advance(&w->ring, n);
         if (w->nwaiting)
             conn__adopt(w);
+        if (w->pace.n) {
+            loop__clock(w);
+            fa__pace(w);
+        }
         if (w->draining) {
             conn__drain_idle(w);
             if ((w->nconns == 0 && !upstream__busy(w)) || daemon_mono_ms() > w->drain_deadline_ms)

@@ -84,6 +84,16 @@ struct worker *worker_new(struct daemon *d, unsigned id, unsigned max_conns, uns
     for (uint32_t i = 0; i < w->max_reqs; i++)
         w->reqs[i].next_free = i + 1 < w->max_reqs ? i + 1 : SLOT_NONE;
     w->req_free = 0;
+    /* This worker's share of --signout-rate; a queue no longer than what that share sends within
+     * --upstream-timeout (fa.c, "sign-outs paced"). */
+    w->pace.head = w->pace.tail = SLOT_NONE;
+    if (d->cfg->signout_rate > 0) {
+        double per_ms = (double)d->cfg->signout_rate / d->cfg->workers / 1000.0;
+        double max = per_ms * (double)d->cfg->upstream_timeout_ms;
+        w->pace.per_ms = per_ms;
+        w->pace.burst = w->pace.tokens = per_ms * 1000.0 < 1.0 ? 1.0 : per_ms * 1000.0;
+        w->pace.max = max < 1.0 ? 1 : max >= (double)w->max_reqs ? w->max_reqs : (uint32_t)max;
+    }
     for (uint32_t i = 0; i < w->max_ups; i++)
         w->ups[i].fd = -1;
     w->idle_head = SLOT_NONE;

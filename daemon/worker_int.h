@@ -122,6 +122,7 @@ enum fareq_state {
     REQ_NEW,     /* being decided (fa__request, fa__outcome): ended by that call */
     REQ_JOINED,  /* waiting on another request's single flight: fa__outcome goes on with it */
     REQ_CALLING, /* in an IdP call, which owns it until its completion */
+    REQ_PACED,   /* a sign-out waiting for its turn (--signout-rate): the pace queue owns it */
 };
 
 struct fareq {
@@ -147,6 +148,15 @@ struct reqslot {
     struct fareq *r;
     enum fareq_state state;
     uint32_t gen, next_free;
+    uint32_t pace_next; /* REQ_PACED: the next in the pace queue */
+};
+
+/* Sign-outs (and logouts) sent to the IdP at most --signout-rate a second, this worker's share: a
+ * token bucket of one second's worth, and a queue of those waiting for a token (fa.c). */
+struct pace {
+    double per_ms, tokens, burst; /* per_ms 0: no limit */
+    int64_t refilled_ms;          /* monotonic */
+    uint32_t head, tail, n, max;  /* the queue, through reqslot.pace_next */
 };
 
 /* ---- IdP calls (upstream.c) ---- */
@@ -231,6 +241,7 @@ struct worker {
      * lives on only in its IdP call, and each call has at most one) */
     struct reqslot *reqs;
     uint32_t max_reqs, req_free;
+    struct pace pace;
     /* IdP calls */
     struct up *ups;
     uint32_t max_ups, idle_head, nidle;
@@ -304,6 +315,7 @@ void fa__request(struct worker *w, struct conn *c, const struct http_req *req);
 void fa__outcome(struct worker *w, uint32_t slot, uint32_t gen, enum flight_outcome o);
 void fa__conn_gone(struct worker *w, uint32_t req_slot, uint32_t req_gen);
 void fa__tick(struct worker *w); /* the breaker's probe */
+void fa__pace(struct worker *w); /* sign-outs whose turn came go to the IdP, late ones get 503 */
 void fa__free_all(struct worker *w);
 
 /* upstream.c */

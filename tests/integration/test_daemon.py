@@ -585,6 +585,50 @@ def sign_out_purges_the_user():
 
 
 @case
+def sign_outs_paced():
+    """--signout-rate: sign-outs go to the IdP at most that many a second (burst: one second's
+    worth); more wait their turn, and those whose turn would come after --upstream-timeout get 503
+    at once, unsent. Never a 2xx of authcached's own; a cached session stays a hit throughout."""
+    held = cookie("paced-held")
+    idp().session(held, "alice-paced")
+    with daemon({"--signout-rate": "4", "--workers": "1", "--upstream-timeout": "1s"}) as d:
+        expect(fa(d, "app1.test", "/", held), 200, "miss", "alice-paced", "held session")
+        calls0 = idp().calls()
+        results, lock = [], threading.Lock()
+
+        def one(i):
+            r = fa(d, "app1.test", SIGN_OUT, cookie(f"paced-{i}"), timeout=10)
+            with lock:
+                results.append((r.status, r.header("X-Authcache")))
+
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        expect(fa(d, "app1.test", "/", held), 200, "hit", "alice-paced", "a hit during the flood")
+        for t in threads:
+            t.join(10)
+        took = time.monotonic() - t0
+        eq(len(results), 16, "sign-outs answered")
+        sent = sum(1 for st, x in results if (st, x) == (302, "signout"))
+        shed = sum(1 for st, _ in results if st == 503)
+        eq(sent + shed, 16, f"every answer the IdP's 302 or a 503: {results}")
+        check(4 <= sent <= 9, "sign-outs sent: the burst of 4 and at most 4 a second for 1 s",
+              results)
+        eq(idp().calls() - calls0, sent, "IdP calls: one per sign-out answered 302")
+        check(took < 3.0, f"every sign-out answered within --upstream-timeout (+slack): {took:.2f}s")
+        m = admin_get(d, "/metrics").body.decode()
+        check(metric(m, "authcache_signouts_paced_total") >= 1, "paced counted", m)
+        eq(metric(m, "authcache_signouts_shed_total"), shed, "shed counted")
+        # A second later the bucket holds tokens again: sign-outs one at a time go straight on.
+        time.sleep(1.2)
+        for i in range(3):
+            r = fa(d, "app1.test", SIGN_OUT, cookie(f"paced-late-{i}"))
+            eq((r.status, r.header("X-Authcache")), (302, "signout"), f"sign-out {i} after a pause")
+        expect(fa(d, "app1.test", "/", held), 200, "hit", "alice-paced", "held session after")
+
+
+@case
 def sign_out_elsewhere_finds_the_user():
     """A sign-out on a host where the session has no answer: the purge thread finds the session's
     user among the answers it removes (the session's answers on other hosts, in the same walk) and

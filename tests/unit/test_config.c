@@ -577,6 +577,19 @@ static void test_errors(void)
     expect_err(ARGS(UP, "--bus", "redis://redis", "--bus-ca-file", "/ca.pem"), NULL,
                "--bus-ca-file");
     expect_err(ARGS(UP, "--bus", "redis://redis", "--bus-maxlen", "0"), NULL, "--bus-maxlen");
+    {
+        struct config c;
+
+        CHECK_INT(ok(&c, ARGS(UP), NULL), 0);
+        CHECK_INT(c.signout_rate, CONFIG_SIGNOUT_RATE_DEFAULT);
+        CHECK_INT(ok(&c, ARGS(UP, "--signout-rate", "0"), NULL), 0);
+        CHECK_INT(c.signout_rate, 0);
+        CHECK_INT(ok(&c, ARGS(UP, "--signout-rate=250"), NULL), 0);
+        CHECK_INT(c.signout_rate, 250);
+    }
+    expect_err(ARGS(UP, "--signout-rate", "-1"), NULL, "--signout-rate");
+    expect_err(ARGS(UP, "--signout-rate", "fast"), NULL, "--signout-rate");
+    expect_err(ARGS(UP, "--signout-rate", "1000001"), NULL, "--signout-rate");
     expect_err(ARGS(UP, "--bus", "redis://redis:0"), NULL, "--bus");
     expect_err(ARGS(UP, "--bus", "redis://"), NULL, "--bus");
     expect_err(ARGS(UP, "--bus", "redis://r/a b"), NULL, "--bus");

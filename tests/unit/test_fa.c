@@ -573,6 +573,83 @@ static void test_sign_out_purges(void)
     HAS(out(c), "HTTP/1.1 302");
 }
 
+/* Sign-outs go to the IdP at most --signout-rate a second: the rest wait their turn in order, or
+ * get 503 unsent when more wait than go within --upstream-timeout; a waiting one whose client left
+ * is never sent, and one whose time ran out gets 503. Here: 1 a second, 2 may wait. */
+static void test_signouts_paced(void)
+{
+    static const char signout[] =
+        "GET /outpost.goauthentik.io/auth/traefik HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Cookie: authentik_proxy_t=P%d\r\nX-Forwarded-Host: app.test\r\n"
+        "X-Forwarded-Uri: /outpost.goauthentik.io/sign_out\r\n\r\n";
+    struct pace saved = w->pace;
+    struct conn *c[6];
+    char req[512];
+    int n0 = ncalls;
+    uint64_t paced0 = w->m->signouts_paced, shed0 = w->m->signouts_shed;
+    const char *o;
+
+    loop__clock(w);
+    w->pace.per_ms = 0.001;
+    w->pace.burst = w->pace.tokens = 1.0;
+    w->pace.max = 2;
+    w->pace.refilled_ms = w->mono_ms;
+    for (int i = 0; i < 4; i++) {
+        c[i] = open_conn();
+        snprintf(req, sizeof(req), signout, i);
+        feed(c[i], req);
+    }
+    CHECK_INT(ncalls, n0 + 1); /* the first has the token */
+    HAS(calls[n0].req, "Cookie: authentik_proxy_t=P0");
+    CHECK_INT(w->pace.n, 2);
+    CHECK_INT(w->m->signouts_paced - paced0, 2);
+    o = out(c[3]); /* a third would wait past --upstream-timeout */
+    HAS(o, "HTTP/1.1 503");
+    HAS(o, "too many sign-outs");
+    CHECK_INT(w->m->signouts_shed - shed0, 1);
+    answer(n0, REDIRECT);
+    HAS(out(c[0]), "HTTP/1.1 302");
+    CHECK_INT(c[1]->state, CONN_WAITING);
+    fa__pace(w); /* no token yet */
+    CHECK_INT(ncalls, n0 + 1);
+    w->pace.refilled_ms = w->mono_ms - 1000; /* a second later: the next in order */
+    fa__pace(w);
+    CHECK_INT(ncalls, n0 + 2);
+    HAS(calls[n0 + 1].req, "Cookie: authentik_proxy_t=P1");
+    answer(n0 + 1, REDIRECT);
+    HAS(out(c[1]), "HTTP/1.1 302");
+    conn__close(w, c[2]); /* its client left: never sent */
+    CHECK_INT(live_reqs(), 1);
+    w->pace.refilled_ms = w->mono_ms - 1000;
+    fa__pace(w);
+    CHECK_INT(ncalls, n0 + 2);
+    CHECK_INT(live_reqs(), 0);
+    CHECK_INT(w->pace.n, 0);
+    /* One that waited past its deadline: 503, unsent. */
+    w->pace.tokens = 0;
+    c[4] = open_conn();
+    snprintf(req, sizeof(req), signout, 4);
+    feed(c[4], req);
+    CHECK_INT(w->pace.n, 1);
+    w->reqs[c[4]->req_slot].r->deadline_ms = w->mono_ms - 1;
+    fa__pace(w);
+    HAS(out(c[4]), "HTTP/1.1 503");
+    CHECK_INT(ncalls, n0 + 2);
+    CHECK_INT(w->m->signouts_shed - shed0, 2);
+    CHECK_INT(live_reqs(), 0);
+    /* --signout-rate 0: no limit. */
+    w->pace.per_ms = 0;
+    c[5] = open_conn();
+    for (int i = 5; i < 8; i++) {
+        snprintf(req, sizeof(req), signout, i);
+        feed(c[5], req);
+        CHECK_INT(ncalls, n0 + 3 + (i - 5));
+        answer(ncalls - 1, REDIRECT);
+        HAS(out(c[5]), "HTTP/1.1 302");
+    }
+    w->pace = saved;
+}
+
 static void purge(int kind, const char *session)
 {
     switch (kind) {
@@ -889,6 +966,7 @@ int main(void)
     test_stale_on_5xx();
     test_breaker_counts_only_outages();
     test_sign_out_purges();
+    test_signouts_paced();
     test_timers();
     test_purge_overtakes_answer();
     test_purge_overtakes_revalidation();
