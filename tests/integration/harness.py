@@ -60,6 +60,25 @@ def free_port():
     raise RuntimeError("no free port found in 20000..31999")
 
 
+def wait_port(proc, port, timeout=10.0):
+    """Until something accepts on 127.0.0.1:port; fails if proc (a Proc) exits first or the
+    timeout passes, with the tail of its log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            pass
+        if not proc.alive():
+            raise AssertionError(f"{proc.name} exited with status {proc.popen.returncode}; "
+                                 f"log {proc.log}:\n{proc.log_tail()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{proc.name} not listening on {port} after {timeout}s; "
+                                 f"log {proc.log}:\n{proc.log_tail()}")
+        time.sleep(0.05)
+
+
 # ---------------------------------------------------------------- processes
 
 _procs = []

@@ -82,19 +82,6 @@ def find_program(name):
     return path
 
 
-def wait_port(proc, port, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            pass
-        check(proc.alive(), f"{proc.name} running", proc.log_tail())
-        check(time.monotonic() < deadline, f"{proc.name} listening on {port}", proc.log_tail())
-        time.sleep(0.05)
-
-
 def port_base():
     """Five consecutive free ports (IdP, control, oracle, authcached, admin), as the driver's
     --port-base wants them."""
@@ -181,7 +168,7 @@ http {{
     rc, out, err = harness.run(argv + ["-t", "-g", f"pid {prefix}/nginx-t.pid;"])
     check(rc == 0, f"nginx -t accepts {conf}", (out + err).strip())
     proc = harness.start(argv + ["-g", f"daemon off; pid {prefix}/nginx.pid;"], name="nginx")
-    wait_port(proc, sides[0][0])
+    harness.wait_port(proc, sides[0][0])
     return proc
 
 
@@ -213,7 +200,7 @@ http://:{listen} {{
            "XDG_CONFIG_HOME": os.path.join(home, "config")}
     proc = harness.start([exe, "run", "--config", caddyfile, "--adapter", "caddyfile"],
                          name="caddy", env=env)
-    wait_port(proc, sides[0][0])
+    harness.wait_port(proc, sides[0][0])
     return proc
 
 

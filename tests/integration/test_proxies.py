@@ -149,23 +149,6 @@ class Proxy:
         return harness.request(port or self.port, method, path, h + list(headers), body)
 
 
-def wait_port(proc, port, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            pass
-        if not proc.alive():
-            raise AssertionError(f"{proc.name} exited with status {proc.popen.returncode}; "
-                                 f"log {proc.log}:\n{proc.log_tail()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{proc.name} not listening on {port} after {timeout}s; "
-                                 f"log {proc.log}:\n{proc.log_tail()}")
-        time.sleep(0.05)
-
-
 def find_program(name):
     """$CADDY / $NGINX, else the one on PATH or in /usr/sbin, /usr/bin."""
     given = os.environ.get(name.upper())
@@ -191,7 +174,7 @@ def start_caddy():
         f.write("".join(f"{k}={v}\n" for k, v in env.items()))
     proc = harness.start([exe, "run", "--config", CADDYFILE, "--adapter", "caddyfile"],
                          name="caddy", env=env)
-    wait_port(proc, port)
+    harness.wait_port(proc, port)
     return Proxy("caddy", proc, port)
 
 
@@ -257,7 +240,7 @@ http {{
     rc, out, err = harness.run(argv + ["-t", "-g", f"pid {prefix}/nginx-t.pid;"])
     check(rc == 0, f"nginx -t accepts {conf}", (out + err).strip())
     proc = harness.start(argv + ["-g", f"daemon off; pid {prefix}/nginx.pid;"], name="nginx")
-    wait_port(proc, port)
+    harness.wait_port(proc, port)
     p = Proxy("nginx", proc, port)
     p.port10, p.error_log = port10, error_log
     return p
