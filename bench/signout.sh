@@ -14,10 +14,15 @@
 #               sign-outs of sessions the cache never saw, a new cookie value each (authcached asks
 #               the IdP once per such sign-out to learn the user; the IdP knows none, so no user
 #               is purged, and the flood should leave the cached answers alone)
+#       control the same hit traffic while the same sign-outs, at the rate the flood run just
+#               before got answered, go to the IdP itself (BENCH_DELAY_MS): what the flood's load
+#               on CPU 1 (the IdP and the flood's wrk, beside the hit traffic's wrk) does to the
+#               latency wrk measures, with the daemon doing nothing for it
 #     Per run: the hit traffic's p50/p99 and requests/s, the sign-outs/s, the daemon's CPU
 #     (utime+stime, all threads, /proc) per request (hits + sign-outs), the busiest threads
 #     of the daemon, and the share of the hit traffic that was not a hit (/v1/stats). Medians over the rounds, and per binary
-#     flood_p99_ratio = p99(flood) / p99(alone) (goal <= 1.5).
+#     flood_p99_ratio = p99(flood) / p99(alone) (goal <= 1.5), control_p99_ratio = p99(control) /
+#     p99(alone), and flood_p99_over_control = p99(flood) / p99(control): the daemon's own share.
 # (2) cross-node. redis-server on a free loopback port; per binary two authcached nodes A and B
 #     (--workers 1, one --hash-key-file, --bus redis://127.0.0.1:PORT/CHANNEL), both holding the
 #     64 000 pairs of (1) (XNODE_FILL); then bench/signout_xnode.py: XNODE_COUNT sessions, each
@@ -189,8 +194,8 @@ settle() {
     echo $((SECONDS - t0))
 }
 
-# run KEY MODE ROUND: one run of hit traffic (MODE alone) or hit traffic + sign-out flood (MODE
-# flood); appends "p50_ms p99_ms hit_rps signouts_per_s cpu_us_per_req other_cores miss_pct
+# run KEY MODE ROUND: one run of hit traffic (MODE alone), hit traffic + sign-out flood (MODE
+# flood), or hit traffic + the same sign-outs sent to the IdP instead (MODE control); appends "p50_ms p99_ms hit_rps signouts_per_s cpu_us_per_req other_cores miss_pct
 # settle_s cpu_us_per_req_with_after" to WORK/KEY.MODE.runs and prints a line. settle_s: how long
 # the daemon stayed busy after the run (settle); the last column counts its CPU meanwhile too.
 run() {
@@ -203,6 +208,17 @@ run() {
             -s bench/lua/signout.lua "http://127.0.0.1:${PORT[$key]}" >"$fout" 2>&1 &
         fpid=$!
         sleep 0.5 # the flood under way before the hit traffic starts (and after it ends)
+    elif [ "$mode" = control ]; then
+        # The same sign-outs, at the rate this binary answered them in its flood run of this
+        # round, sent to the IdP itself: the load the flood puts on CPU 1 (the IdP and the flood's
+        # wrk, beside the hit traffic's wrk) without the daemon doing anything for it.
+        local rate delay
+        rate=$(tail -n 1 "$WORK/$key.flood.runs" | awk '{ print $4 }')
+        delay=$(awk -v r="$rate" 'BEGIN { printf "%.3f", (r > 0 ? 4000 / r : 1000) }')
+        BENCH_TAG=$TAG BENCH_HOSTS=$HOSTS BENCH_DELAY_MS=$delay taskset -c "$WRK_CPU" wrk -t1 -c4 \
+            -d"$((DUR + 1))s" -s bench/lua/signout.lua "http://127.0.0.1:$IDP_PORT" >"$fout" 2>&1 &
+        fpid=$!
+        sleep 0.5
     fi
     BENCH_TAG=$TAG BENCH_POOL=h BENCH_SESSIONS=$SESSIONS BENCH_HOSTS=$HOSTS BENCH_DIST=uniform \
         taskset -c "$WRK_CPU" wrk -t1 -c32 -d"${DUR}s" --latency -s bench/lua/hit.lua \
@@ -256,16 +272,18 @@ flood() {
         warm "$name"
         : >"$WORK/$name.alone.runs"
         : >"$WORK/$name.flood.runs"
+        : >"$WORK/$name.control.runs"
     done
     for round in $(seq "$ROUNDS"); do
         for name in "${NAMES[@]}"; do
             run "$name" alone "$round"
             run "$name" flood "$round"
+            run "$name" control "$round"
         done
     done
     for name in "${NAMES[@]}"; do
         local m
-        for m in alone flood; do
+        for m in alone flood control; do
             echo "${name}_${m}_hit_p50_ms=$(median "$WORK/$name.$m.runs" 1)"
             echo "${name}_${m}_hit_p99_ms=$(median "$WORK/$name.$m.runs" 2)"
             echo "${name}_${m}_hits_per_s=$(median "$WORK/$name.$m.runs" 3)"
@@ -286,6 +304,12 @@ flood() {
         echo "${name}_flood_p99_ratio=$ratio"
         echo "${name}_flood_p99_ratio_goal=<= 1.5 ($(awk -v r="$ratio" 'BEGIN { print (r <= 1.5) ? "met" : "NOT met" }'))"
         echo "${name}_flood_p99_ratio_rounds=$(cat "$WORK/$name.ratios")"
+        # the control: the same sign-out load on CPU 1, sent to the IdP, not through the daemon
+        echo "${name}_control_signouts_per_s=$(median "$WORK/$name.control.runs" 4)"
+        echo "${name}_control_p99_ratio=$(awk -v a="$(median "$WORK/$name.alone.runs" 2)" \
+            -v f="$(median "$WORK/$name.control.runs" 2)" 'BEGIN { printf "%.2f", f / a }')"
+        echo "${name}_flood_p99_over_control=$(awk -v c="$(median "$WORK/$name.control.runs" 2)" \
+            -v f="$(median "$WORK/$name.flood.runs" 2)" 'BEGIN { printf "%.2f", f / c }')"
         echo "${name}_other_cores=$(median "$WORK/$name.alone.runs" 6) / $(median "$WORK/$name.flood.runs" 6) (alone / flood: CPU busy beyond the daemon, wrk and the IdP included)"
     done
     for name in "${NAMES[@]}"; do

@@ -21,6 +21,13 @@ function init()
     for h = 1, hosts do host_names[h] = c.host(h) end
 end
 
+-- BENCH_DELAY_MS: wait this long before each request of a connection (bench/signout.sh's
+-- control run: 4 connections at 4000 / rate ms each send about rate a second)
+local delay_ms = tonumber(env("BENCH_DELAY_MS") or "")
+if delay_ms then
+    function delay() return delay_ms end
+end
+
 function request()
     n = n + 1
     local v = string.format("%sz%02d%010d%08x%08x%08x%08x%08x", c.tag, (bench_seed or 1) % 100, n,
