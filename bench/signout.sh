@@ -212,10 +212,12 @@ run() {
         # The same sign-outs, at the rate this binary answered them in its flood run of this
         # round, sent to the IdP itself: the load the flood puts on CPU 1 (the IdP and the flood's
         # wrk, beside the hit traffic's wrk) without the daemon doing anything for it.
-        local rate delay
+        # wrk's delay is whole ms: at least 4 connections, one more per 250 a second.
+        local rate conns delay
         rate=$(tail -n 1 "$WORK/$key.flood.runs" | awk '{ print $4 }')
-        delay=$(awk -v r="$rate" 'BEGIN { printf "%.3f", (r > 0 ? 4000 / r : 1000) }')
-        BENCH_TAG=$TAG BENCH_HOSTS=$HOSTS BENCH_DELAY_MS=$delay taskset -c "$WRK_CPU" wrk -t1 -c4 \
+        conns=$(awk -v r="$rate" 'BEGIN { n = int(r / 250) + 1; print (n < 4 ? 4 : n) }')
+        delay=$(awk -v r="$rate" -v n="$conns" 'BEGIN { printf "%d", (r > 0 ? n * 1000 / r + 0.5 : 1000) }')
+        BENCH_TAG=$TAG BENCH_HOSTS=$HOSTS BENCH_DELAY_MS=$delay taskset -c "$WRK_CPU" wrk -t1 -c"$conns" \
             -d"$((DUR + 1))s" -s bench/lua/signout.lua "http://127.0.0.1:$IDP_PORT" >"$fout" 2>&1 &
         fpid=$!
         sleep 0.5

@@ -22,7 +22,7 @@ function init()
 end
 
 -- BENCH_DELAY_MS: wait this long before each request of a connection (bench/signout.sh's
--- control run: 4 connections at 4000 / rate ms each send about rate a second)
+-- control run: n connections at n * 1000 / rate ms each send about rate a second)
 local delay_ms = tonumber(env("BENCH_DELAY_MS") or "")
 if delay_ms then
     function delay() return delay_ms end
