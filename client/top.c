@@ -51,6 +51,10 @@
 #define TOP_GAUGES(X)                                                                              \
     X(CONN_OPEN, "connections", "open", "open")                                                    \
     X(BUS_QUEUED, "bus", "queued", "queued")                                                       \
+    X(BUS_BEHIND, "bus", "behind", "behind")                                                       \
+    X(BUS_LAG, "bus", "lag_seconds", "lag")                                                        \
+    X(BUS_GAPS, "bus", "gaps", "gaps")                                                             \
+    X(BUS_DROPPED, "bus", "dropped", "dropped")                                                    \
     X(BUS_ENABLED, "bus", "enabled", "")                                                           \
     X(BUS_CONNECTED, "bus", "connected", "")                                                       \
     X(CIRCUIT_OPEN, "idp", "circuit_open", "")                                                     \
@@ -504,7 +508,7 @@ static void show_idp(FILE *f, const struct top *t)
 
 static void show_bus(FILE *f, const struct top *t)
 {
-    char b[32];
+    char b[32], note[64], lag[32];
 
     if (!(t->shown[T_BUS_ENABLED] > 0)) {
         fprintf(f, "BUS  not enabled (--bus)\n");
@@ -514,6 +518,14 @@ static void show_bus(FILE *f, const struct top *t)
         rate_row(f, t, T_BUS_RECEIVED);
         rate_row(f, t, T_BUS_APPLIED);
         row(f, t, "queued", num(t->shown[T_BUS_QUEUED], b, sizeof(b)), T_BUS_QUEUED, 0, NULL);
+        snprintf(note, sizeof(note), "%s entries behind",
+                 num(t->shown[T_BUS_BEHIND], b, sizeof(b)));
+        snprintf(lag, sizeof(lag), "%.3f s", t->shown[T_BUS_LAG]);
+        row(f, t, "lag", lag, T_BUS_LAG, 0, note);
+        snprintf(note, sizeof(note), "dropped unsent %s",
+                 num(t->shown[T_BUS_DROPPED], b, sizeof(b)));
+        row(f, t, "gaps (all purged)", num(t->shown[T_BUS_GAPS], b, sizeof(b)), T_BUS_GAPS, 0,
+            note);
     }
     if (t->cur.feed) {
         fprintf(f, "AUTHENTIK FEED  %s\n",

@@ -114,7 +114,9 @@ static void prom(struct buf *b, const char *name, int kind, const char *help, lo
       "Reconnections to the bus that found purges lost to this node (everything held purged).")    \
     X(dropped, dropped, "authcache_bus_dropped_total", COUNTER,                                    \
       "Purges dropped unsent from a full queue.")                                                  \
-    X(queued, queued, "authcache_bus_queued", GAUGE, "Purges waiting for redis.")
+    X(queued, queued, "authcache_bus_queued", GAUGE, "Purges waiting for redis.")                  \
+    X(behind, behind, "authcache_bus_behind", GAUGE,                                               \
+      "Stream entries this node had not read at the last check (every second; redis >= 7).")
 
 static void metrics_text(struct daemon *d, struct buf *b)
 {
@@ -161,6 +163,11 @@ static void metrics_text(struct daemon *d, struct buf *b)
 #define X(field, key, name, kind, help) prom(b, name, kind, help, (long long)bs.field);
     BUS_FIGURES(X)
 #undef X
+    bprintf(b,
+            "# HELP authcache_bus_lag_seconds The stream's newest entry less the last one this "
+            "node read, at the last check (every second).\n# TYPE authcache_bus_lag_seconds "
+            "gauge\nauthcache_bus_lag_seconds %.3f\n",
+            (double)bs.lag_ms / 1000);
     char feed[2560];
     bprintf(b, "%.*s", (int)feed_metrics_text(d->feed, feed, sizeof(feed)), feed);
     prom(b, "authcache_ready", GAUGE, "1 while serving.",
@@ -217,6 +224,7 @@ static void stats_json(struct daemon *d, struct buf *b)
         bprintf(b, ",\"" #key "\":%lld", (long long)bs.field);
     BUS_FIGURES(X)
 #undef X
+    bprintf(b, ",\"lag_seconds\":%.3f", (double)bs.lag_ms / 1000);
     bprintf(b, "},\"workers\":%u,\"ready\":%s,\"uptime_seconds\":%lld}\n", d->nworkers,
             __atomic_load_n(&d->ready, __ATOMIC_RELAXED) ? "true" : "false",
             (long long)((daemon_now_ms() - d->started_ms) / 1000));

@@ -151,6 +151,7 @@ struct bus {
     /* Figures, read by the admin thread (relaxed atomics). */
     int connected;
     uint64_t published, received, applied, bad, key_mismatch, dropped, gaps;
+    uint64_t behind, lag_ms; /* at the last XINFO STREAM (bus_stats) */
 };
 
 #define INC(x) __atomic_add_fetch(&(x), 1, __ATOMIC_RELAXED)
@@ -725,6 +726,11 @@ static int on_xinfo(struct bus *b, const struct resp_item *r, size_t ni, int *up
         if (b->resync)
             b->pos.known = 0; /* to the end; the gap is below */
         gap = bus_sync(&b->pos, &x);
+        /* How far behind the stream this node reads (what the XREAD in flight brings included) */
+        uint64_t behind, lag_ms;
+        bus_lag(&b->pos, &x, &behind, &lag_ms);
+        __atomic_store_n(&b->behind, behind, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->lag_ms, lag_ms, __ATOMIC_RELAXED);
     }
     if (b->replay && !gap && !b->resync)
         b->pos.last.ms = b->pos.last.ms > BUS_REPLAY_MS ? b->pos.last.ms - BUS_REPLAY_MS : 0;
@@ -1084,4 +1090,6 @@ void bus_stats_get(struct bus *b, struct bus_stats *st)
     st->dropped = __atomic_load_n(&b->dropped, __ATOMIC_RELAXED);
     st->gaps = __atomic_load_n(&b->gaps, __ATOMIC_RELAXED);
     st->queued = queued_count(b);
+    st->behind = __atomic_load_n(&b->behind, __ATOMIC_RELAXED);
+    st->lag_ms = __atomic_load_n(&b->lag_ms, __ATOMIC_RELAXED);
 }

@@ -47,6 +47,8 @@ struct bus_stats {
     uint64_t dropped;      /* purges dropped from a full queue */
     uint64_t gaps;         /* reconnections that found purges lost to this node: all purged */
     uint64_t queued;       /* purges waiting for Redis (or for its acknowledgement) now */
+    uint64_t behind;       /* stream entries not read yet, at the last check (Redis >= 7) */
+    uint64_t lag_ms;       /* the newest entry's id less the last one read, at the last check */
 };
 /* The figures of b (all zero for NULL). Thread-safe. */
 void bus_stats_get(struct bus *b, struct bus_stats *st);

@@ -337,3 +337,12 @@ int bus_sync(struct bus_pos *pos, const struct bus_xinfo *x)
     pos->ord = x->has_added ? (uint64_t)x->added : 0;
     return gap;
 }
+
+void bus_lag(const struct bus_pos *pos, const struct bus_xinfo *x, uint64_t *behind,
+             uint64_t *lag_ms)
+{
+    *behind = x->has_added && pos->ord_known && x->added > 0 && (uint64_t)x->added > pos->ord
+                  ? (uint64_t)x->added - pos->ord
+                  : 0;
+    *lag_ms = x->last.ms > pos->last.ms ? x->last.ms - pos->last.ms : 0;
+}

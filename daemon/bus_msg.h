@@ -126,6 +126,12 @@ struct bus_pos {
  */
 int bus_sync(struct bus_pos *pos, const struct bus_xinfo *x);
 
+/* How far a node at pos reads behind the stream x describes: entries not read yet (0 where Redis
+ * does not count them, before 7, or pos has no ordinal) and the time between the newest entry's
+ * id and pos (ms; 0 when pos is at or past it). */
+void bus_lag(const struct bus_pos *pos, const struct bus_xinfo *x, uint64_t *behind,
+             uint64_t *lag_ms);
+
 /* The hash-key id: a keyed digest of a fixed label, equal on two nodes exactly when they hash
  * credentials with the same key (--hash-key-file), and telling nothing about the key. */
 void bus_msg_key_id(const struct shm *h, uint8_t out[SHM_CRED_LEN]);

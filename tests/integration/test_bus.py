@@ -25,7 +25,9 @@ Run from the repo root: python3 tests/integration/test_bus.py [CASE...]
 """
 
 import base64
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -167,6 +169,23 @@ def wait_connected(*nodes, timeout=10.0, want=1):
     for d in nodes:
         harness.wait_for(lambda: bus_metric(d, "connected") == want, timeout=timeout,
                          what=f"authcache_bus_connected {want} on the node at port {d.port}")
+
+
+def top_once(d):
+    """One screen of `authcache top` for node d, as plain text (stdout not a tty)."""
+    r = subprocess.run([os.path.join(harness.BUILD, "authcache"), "--shm", d.shm, "--admin",
+                        f"127.0.0.1:{d.admin}", "top", "--iterations", "1"],
+                       capture_output=True, timeout=15,
+                       env=dict(os.environ, LANG="C", LC_ALL="", LC_CTYPE=""))
+    eq(r.returncode, 0, f"top's exit status (stderr {r.stderr!r})")
+    return r.stdout.decode()
+
+
+def top_row(screen, label):
+    """The value column of top's row `label` (the text after the label, up to two spaces)."""
+    m = re.search(r"^  " + re.escape(label) + r" +(\S+(?: \S+)?)", screen, re.M)
+    check(m, f"top shows a row {label!r}", screen)
+    return m.group(1)
 
 
 def nodes():
@@ -385,6 +404,29 @@ def a_thousand_purges_through_killed_connections_and_a_restart():
 
 
 @case
+def lag_in_stats_metrics_and_top():
+    """How far a node reads behind the stream (checked every second with XINFO STREAM): in
+    /metrics (authcache_bus_behind, authcache_bus_lag_seconds), /v1/stats (bus.behind,
+    bus.lag_seconds) and `authcache top`'s BUS block; 0 once the node has read what A wrote."""
+    with daemon(node_flags()) as a, daemon(node_flags()) as b:
+        wait_connected(a, b)
+        for i in range(5):
+            purge(a, f"user=nobody-lag-{i}")
+        harness.wait_for(lambda: bus_metric(b, "applied_total") == 5, timeout=3,
+                         what="B applied A's 5 purges")
+        time.sleep(1.2)  # the next check, after B read them
+        eq(bus_metric(b, "behind"), 0, "B: entries behind")
+        eq(bus_metric(b, "lag_seconds"), 0, "B: lag")
+        bus = json.loads(admin_get(b, "/v1/stats").body)["bus"]
+        eq((bus["behind"], bus["lag_seconds"]), (0, 0), "/v1/stats bus.behind, bus.lag_seconds")
+        screen = top_once(b)
+        check("BUS  connected" in screen, "top: the bus connected", screen)
+        eq(top_row(screen, "lag"), "0.000 s", "top: B's lag")
+        check("0 entries behind" in screen, "top: entries behind", screen)
+        eq(top_row(screen, "gaps (all purged)"), "0", "top: no gap")
+
+
+@case
 def a_gap_past_the_retention_purges_everything_held():
     """B stopped (SIGSTOP) while A adds 60 purges to a stream kept at about 10 entries
     (--bus-maxlen 10, nodes of 5 entries): B counts a gap, and every answer it held asks the IdP
@@ -415,6 +457,9 @@ def a_gap_past_the_retention_purges_everything_held():
             harness.wait_for(lambda: bus_metric(b, "gaps_total") >= 1, timeout=5,
                              what="B counts a gap")
             eq(bus_metric(a, "gaps_total"), 0, "A: no gap (it read every entry)")
+            eq(top_row(top_once(b), "gaps (all purged)"), str(bus_metric(b, "gaps_total")),
+               "B's gaps in top")
+            eq(top_row(top_once(a), "gaps (all purged)"), "0", "A's gaps in top")
             check("bus_gap" in b.proc.log_text(), "B logs the gap", b.proc.log_tail())
             idp().fault("500")
             try:

@@ -369,6 +369,27 @@ static void test_xinfo_and_sync(void)
     pos.last = (struct bus_id){95, 0};
     CHECK_INT(bus_sync(&pos, &x), 1);
     CHECK(pos.last.ms == 99 && pos.ord_known && pos.ord == 510, "after a gap: the end, counted");
+    /* How far behind: 12 entries and 30 ms; none at the end; entries unknown without an ordinal
+     * (a mark) or without entries-added (Redis 6); never negative. */
+    {
+        uint64_t behind, lag;
+        ni = xinfo_reply(buf, sizeof(buf), 100, "130-0", 522, "96-0");
+        CHECK_INT(bus_xinfo_parse(items, ni, &x), 0);
+        pos = (struct bus_pos){.known = 1, .last = {100, 0}, .ord_known = 1, .ord = 510};
+        bus_lag(&pos, &x, &behind, &lag);
+        CHECK(behind == 12 && lag == 30, "12 entries and 30 ms behind: %llu, %llu",
+              (unsigned long long)behind, (unsigned long long)lag);
+        pos = (struct bus_pos){.known = 1, .last = {130, 0}, .ord_known = 1, .ord = 522};
+        bus_lag(&pos, &x, &behind, &lag);
+        CHECK(behind == 0 && lag == 0, "at the end");
+        pos = (struct bus_pos){.known = 1, .last = {125, 0}};
+        bus_lag(&pos, &x, &behind, &lag);
+        CHECK(behind == 0 && lag == 5, "from a mark: time only");
+        x.has_added = 0;
+        pos = (struct bus_pos){.known = 1, .last = {140, 0}, .ord_known = 1, .ord = 530};
+        bus_lag(&pos, &x, &behind, &lag);
+        CHECK(behind == 0 && lag == 0, "ahead (own entries read first), Redis 6");
+    }
     /* Wrong shapes */
     ni = reply("*2\r\n$6\r\nlength\r\n:1\r\n");
     CHECK_INT(bus_xinfo_parse(items, ni, &x), -EPROTO); /* no last-generated-id */
