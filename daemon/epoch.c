@@ -167,7 +167,7 @@ int epoch_purge_cred(struct epochs *e, const uint8_t cred[SHM_CRED_LEN], int64_t
                 continue;
             x = &e->exact[r.set * EPOCH_EXACT_WAYS + i]; /* zero since it was freed */
             __atomic_store_n(&s->cred[i], r.key, __ATOMIC_SEQ_CST);
-            e->nexact++;
+            __atomic_add_fetch(&e->nexact, 1, __ATOMIC_RELAXED); /* epoch_exact_count */
         }
     }
     if (x) {
@@ -230,7 +230,7 @@ void epoch_walked(struct epochs *e, const uint64_t *creds, size_t n, uint64_t up
         x->flags = 0;
         __atomic_store_n(&e->set[r.set].cred[(size_t)(x - e->exact) % EPOCH_EXACT_WAYS], 0,
                          __ATOMIC_SEQ_CST);
-        e->nexact--;
+        __atomic_sub_fetch(&e->nexact, 1, __ATOMIC_RELAXED);
     }
     pthread_mutex_unlock(&e->mu);
 }

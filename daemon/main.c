@@ -214,15 +214,17 @@ int main(int argc, char **argv)
         if (!created && ho_conn < 0)
             sids_adopt_at(d.sids, daemon_mono_ms());
     }
+    /* The purge thread before the bus, whose first read may bring purges at once (an adopted
+     * segment reads on from its mark) and hands them to d.purger. */
+    if ((rc = purger_start(&d, &d.purger)) < 0) {
+        fprintf(stderr, "authcached: cannot start the purge thread: %s\n", strerror(-rc));
+        return 1;
+    }
     /* The bus before anything can purge: workers and the admin listener publish through d.bus. */
     if (cfg.bus.enabled && (rc = bus_start(&d, &d.bus, err, sizeof(err))) < 0) {
         fprintf(stderr, "authcached: --bus: %s\n", err);
         admin_stop(admin); /* not started: closes and frees (a clean exit, also under LSan) */
         return rc == -EINVAL ? 2 : 1;
-    }
-    if ((rc = purger_start(&d, &d.purger)) < 0) {
-        fprintf(stderr, "authcached: cannot start the purge thread: %s\n", strerror(-rc));
-        return 1;
     }
     if (cfg.authentik.host[0] && (rc = feed_start(&d, &d.feed)) < 0) {
         fprintf(stderr, "authcached: --authentik-url: cannot start its thread: %s\n",
