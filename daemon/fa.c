@@ -528,7 +528,10 @@ static int pace_admit(struct worker *w)
 
     if (q->per_ms == 0)
         return 1;
-    fa__pace(w); /* those queued first */
+    /* Only the tokens: releasing those queued from here could answer another connection and
+     * resume its pipelined input inside this request's parse (w->preq, w->hdrs). The loop
+     * releases them (fa__pace); meanwhile this one queues behind them. */
+    pace_refill(w);
     if (q->n == 0 && q->tokens >= 1.0) {
         q->tokens -= 1.0;
         return 1;

@@ -315,7 +315,8 @@ void fa__request(struct worker *w, struct conn *c, const struct http_req *req);
 void fa__outcome(struct worker *w, uint32_t slot, uint32_t gen, enum flight_outcome o);
 void fa__conn_gone(struct worker *w, uint32_t req_slot, uint32_t req_gen);
 void fa__tick(struct worker *w); /* the breaker's probe */
-void fa__pace(struct worker *w); /* sign-outs whose turn came go to the IdP, late ones get 503 */
+void fa__pace(struct worker *w); /* sign-outs whose turn came go to the IdP, late ones get 503;
+                                  * from the loop only, never inside a request's parse */
 void fa__free_all(struct worker *w);
 
 /* upstream.c */

@@ -637,6 +637,40 @@ static void test_signouts_paced(void)
     CHECK_INT(ncalls, n0 + 2);
     CHECK_INT(w->m->signouts_shed - shed0, 2);
     CHECK_INT(live_reqs(), 0);
+    /* A sign-out's arrival releases none queued: that could answer another connection and
+     * parse its pipelined request inside this one's (the parse's scratch is the worker's). X
+     * waits with a check pipelined behind it, its time run out; Y's sign-out arrives: nothing of
+     * X's happens until the loop's turn (fa__pace), and Y's request is Y's. */
+    w->pace.tokens = 0;
+    c[0] = open_conn();
+    snprintf(req, sizeof(req), signout, 20);
+    {
+        char both[1024];
+        snprintf(both, sizeof(both), "%s%s", req, check_req("PX"));
+        feed(c[0], both);
+    }
+    CHECK_INT(w->pace.n, 1);
+    w->reqs[c[0]->req_slot].r->deadline_ms = w->mono_ms - 1;
+    w->pace.tokens = 1.0;
+    w->pace.refilled_ms = w->mono_ms + 1000000; /* no refill in this step */
+    c[1] = open_conn();
+    snprintf(req, sizeof(req), signout, 21);
+    feed(c[1], req);
+    CHECK_INT(ncalls, n0 + 2); /* X's pipelined check not parsed yet, Y queued behind X */
+    CHECK_INT(w->pace.n, 2);
+    CHECK_INT(c[0]->state, CONN_WAITING);
+    w->pace.refilled_ms = w->mono_ms;
+    fa__pace(w); /* X: 503 and its check goes on; Y: the token */
+    HAS(out(c[0]), "HTTP/1.1 503");
+    CHECK_INT(ncalls, n0 + 4);
+    HAS(calls[n0 + 2].req, "Cookie: authentik_proxy_t=PX");
+    HAS(calls[n0 + 3].req, "Cookie: authentik_proxy_t=P21");
+    answer(n0 + 2, OK_ALICE);
+    answer(n0 + 3, REDIRECT);
+    HAS(out(c[0]), "X-Authcache: miss");
+    HAS(out(c[1]), "HTTP/1.1 302");
+    CHECK_INT(live_reqs(), 0);
+    n0 += 2;
     /* --signout-rate 0: no limit. */
     w->pace.per_ms = 0;
     c[5] = open_conn();
