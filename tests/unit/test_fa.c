@@ -645,7 +645,7 @@ static void test_signouts_paced(void)
     c[0] = open_conn();
     snprintf(req, sizeof(req), signout, 20);
     {
-        char both[1024];
+        char both[sizeof(req) + 1024];
         snprintf(both, sizeof(both), "%s%s", req, check_req("PX"));
         feed(c[0], both);
     }
