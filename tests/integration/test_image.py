@@ -8,6 +8,7 @@ Exit 77 when mmdebstrap/umoci/unshare are missing. Run from the repo root as roo
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -74,9 +75,12 @@ def containerized_daemon_answers_miss_then_hit():
               f"exec chroot --userspec={uid}:{gid} {ROOTFS} " + " ".join(entry) +
               f" --upstream http://127.0.0.1:{daemon_util.IDP.port} --listen 127.0.0.1:{port}"
               f" --admin 127.0.0.1:{admin} --shm {shm} --workers 1")
-    proc = harness.start(["unshare", "--mount", "--pid", "--fork", "--propagation", "private",
-                          "sh", "-c", script], ready_url=f"http://127.0.0.1:{admin}/readyz",
+    # --kill-child: should the test stop unshare (or die), its child (authcached, pid 1 of the
+    # new namespace) gets SIGTERM; else it lived on, reparented (the test also stops it itself).
+    proc = harness.start(["unshare", "--mount", "--pid", "--fork", "--kill-child=SIGTERM",
+                          "--propagation", "private", "sh", "-c", script], ready_url=f"http://127.0.0.1:{admin}/readyz",
                          timeout=15, name="authcached-in-image")
+    inside = []
     try:
         d = type("D", (), {"port": port})()
         v = cookie("img")
@@ -86,11 +90,22 @@ def containerized_daemon_answers_miss_then_hit():
         out = subprocess.run(["ps", "-o", "uid=,comm=", "--ppid", str(proc.pid)], capture_output=True,
                              text=True).stdout
         pids = subprocess.run(["pgrep", "-x", "authcached"], capture_output=True, text=True).stdout.split()
-        uids = [open(f"/proc/{p}/status").read().split("Uid:")[1].split()[0] for p in pids
-                if os.path.realpath(f"/proc/{p}/root") == os.path.realpath(ROOTFS)]
+        inside = [p for p in pids if os.path.realpath(f"/proc/{p}/root") == os.path.realpath(ROOTFS)]
+        uids = [open(f"/proc/{p}/status").read().split("Uid:")[1].split()[0] for p in inside]
         eq(uids, ["65532"], f"uid of the authcached inside the image ({out.strip()})")
     finally:
-        proc.stop()
+        for p in inside:  # SIGTERM to the daemon itself: it drains and exits, and unshare with it
+            try:
+                os.kill(int(p), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        try:
+            rc = proc.popen.wait(10)
+        except subprocess.TimeoutExpired:
+            rc = proc.stop()
+        eq(rc, 0, "unshare's exit status once authcached stopped (by itself, on its SIGTERM)")
+        left = [p for p in inside if os.path.exists(f"/proc/{p}")]
+        eq(left, [], "no authcached of the image left running")
 
 
 if __name__ == "__main__":
