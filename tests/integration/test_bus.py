@@ -250,8 +250,9 @@ def purge_by_session_reaches_the_other_node():
         eq(bus_metric(b, "published_total"), 0, "B: a received purge is never published again")
         eq(bus_metric(b, "key_mismatch_total"), 0, "B: the same hash key")
         print(f"bus_propagation_session_ms={took * 1000:.0f}", flush=True)
-        check("via bus from node" in b.proc.log_text(), "B logs the purge as via bus",
-              b.proc.log_tail())
+        # logged by B's purge thread after its walk (the stamp above hid the answer at once)
+        harness.wait_for(lambda: "via bus from node" in b.proc.log_text(), timeout=5,
+                         what="B logs the purge as via bus")
 
 
 @case
@@ -568,10 +569,12 @@ def a_flood_of_valid_purges_does_not_flood_the_log():
         harness.wait_for(lambda: bus_metric(b, "applied_total") == 3001, timeout=2,
                          what="the last purge applied")
         time.sleep(0.2)
+        # the purge thread logs after its walks (SCHED_IDLE: late on a busy machine)
+        harness.wait_for(lambda: "purge" in "".join(b.proc.log_text().splitlines()[lines0:]),
+                         timeout=5, what="the purges are logged (in few lines)")
         lines = b.proc.log_text().splitlines()[lines0:]
         check(len(lines) < 60, f"log lines for 3001 purges: {len(lines)} (expected < 60)",
               "\n".join(lines[-5:]))
-        check(any("purge" in l for l in lines), "the purges are logged (in few lines)")
 
 
 @case

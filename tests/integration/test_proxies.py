@@ -363,7 +363,7 @@ def check_sign_out(px, want_status):
     eq(r.status, want_status, "sign-out answer (the IdP's own: it ends sam's sessions, redirects)")
     eq(app.count(), n, "the application is not asked")
     eq(delta(before, results()), {"signout": 1}, "authcached's answer on the sign-out route")
-    harness.wait_for(lambda: metrics()["authcache_purges_total"] - purges >= 2, timeout=2,
+    harness.wait_for(lambda: metrics()["authcache_purges_total"] - purges >= 2, timeout=5,
                      what="both of sam's answers purged (by the purge thread)")
     idp.session(f"{px.name}-sam-2", "sam")  # signed in again: the IdP must be asked
     app_saw(px.get("app1.test", "/", f"{px.name}-sam-2"), "sam's other session after sign-out")
