@@ -22,7 +22,7 @@
 
 #define ROUNDS 7
 #define ITERS 200000
-#define BIG_HEAD 32768 /* = MAX_HEADER in daemon/worker.c */
+#define BIG_HEAD 32768 /* = MAX_HEADER in daemon/worker_int.h */
 
 static const char req_msg[] =
     "GET /outpost.goauthentik.io/auth/traefik HTTP/1.1\r\n"

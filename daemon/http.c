@@ -552,19 +552,10 @@ static int head_may_be_done(const char *buf, size_t last_len, size_t end)
     if (p[-1] == '\r' && p < e && *p != '\n') /* the CR that ended the previous piece */
         return 1;
     for (;;) {
-        while (e - p >= 8) {
-            uint64_t x = load64(p);
-            if (has_below(x, 0x20) | has_byte(x, 0x7f))
-                break;
-            p += 8;
-        }
-        while (p < e && is_class(*p, C_FIELD))
-            p++;
+        p = scan_field(p, e); /* past field-value bytes and HTAB */
         if (p == e)
             return 0;
         switch (*p) {
-        case '\t':
-            break;
         case '\r':
             if (p + 1 < e && p[1] != '\n')
                 return 1;

@@ -1,8 +1,9 @@
 /*
  * pct.h — percent-decoding (RFC 3986 2.1) as query strings use it, and the hex digits it is made
  * of: the one copy for the request path (http.c's query lookups), the admin API's query values
- * (admin.c) and the JSON \u escapes (json.c: JWT payloads, the authentik feed). Header-only: each
- * is a few instructions on a hot path and needs no state.
+ * (admin.c), the JSON \u escapes (json.c: JWT payloads, the authentik feed) and authentik's hex
+ * session hashes (sids.c). Header-only: each is a few instructions on a hot path and needs no
+ * state.
  */
 #ifndef AUTHCACHE_PCT_H
 #define AUTHCACHE_PCT_H

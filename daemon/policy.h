@@ -2,8 +2,8 @@
  * policy.h — what a forward-auth request means and what bytes answer it, with no I/O: classify a
  * parsed request (credential, key scope, sign-out and login-flow markers), build the request to the
  * IdP, pick the identity headers out of the IdP's answer, and write every answer authcached sends.
- * The worker (worker.c) does the I/O and the timing; everything here is a pure function of its
- * arguments, so it is unit-tested directly (tests/unit/test_policy.c).
+ * The worker (conn.c, fa.c, upstream.c) does the I/O and the timing; everything here is a pure
+ * function of its arguments, so it is unit-tested directly (tests/unit/test_policy.c).
  */
 #ifndef AUTHCACHE_POLICY_H
 #define AUTHCACHE_POLICY_H

@@ -21,6 +21,7 @@
 
 #include <openssl/sha.h>
 
+#include "pct.h"
 #include "sids.h"
 
 #define SIDS_PARTS 16
@@ -161,13 +162,10 @@ static int lookup_key(struct sids *s, uint64_t key, int64_t now_ms, uint8_t (*cr
     return lossy;
 }
 
-static int hexval(char c)
+/* A digit of authentik's hash, which it writes in lowercase hex: an upper-case one is not its. */
+static int hash_hexval(char c)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1; /* authentik sends lowercase; anything else is not its hash */
+    return c >= 'A' && c <= 'F' ? -1 : pct_hexval(c);
 }
 
 unsigned sids_lookup(struct sids *s, const char *id, int64_t now_ms, uint8_t (*creds)[SHM_CRED_LEN],
@@ -179,12 +177,12 @@ unsigned sids_lookup(struct sids *s, const char *id, int64_t now_ms, uint8_t (*c
 
     *lossy = sids_adopt_due(s) != 0;
     for (size_t i = 0; hex && i < len; i++)
-        hex = hexval(id[i]) >= 0;
+        hex = hash_hexval(id[i]) >= 0;
     if (hex) { /* the SHA-256 of the sid: its first 8 bytes are the key */
         uint64_t k = 0;
 
         for (int i = 0; i < 16; i++)
-            k = k << 4 | (uint64_t)hexval(id[i]);
+            k = k << 4 | (uint64_t)hash_hexval(id[i]);
         *lossy |= lookup_key(s, k, now_ms, creds, cap, &n);
     }
     *lossy |= lookup_key(s, sids_key(id, len), now_ms, creds, cap, &n); /* the sid itself */

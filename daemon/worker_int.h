@@ -292,11 +292,9 @@ void conn__recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe);
 void conn__sent(struct worker *w, struct conn *c, int res);
 void conn__flush(struct worker *w); /* submit the turn's sends */
 void conn__close(struct worker *w, struct conn *c);
-void conn__expire(struct worker *w); /* close connections past their deadline */
-void conn__drain_idle(struct worker *w);
-void conn__adopt(struct worker *w);
-/* give waiting accepted connections the slots freed */ /* close those with nothing in progress
-                                                         */
+void conn__expire(struct worker *w);     /* close connections past their deadline */
+void conn__drain_idle(struct worker *w); /* draining: close those with nothing in progress */
+void conn__adopt(struct worker *w);      /* give waiting accepted connections the slots freed */
 struct conn *conn__get(struct worker *w, uint32_t slot, uint32_t gen); /* open, or NULL */
 void conn__park(struct worker *w, struct conn *c, uint32_t req_slot, uint32_t req_gen);
 void conn__resume(struct worker *w, struct conn *c); /* its request is answered: go on */

@@ -4,7 +4,7 @@ requests answered 4xx and closed without reaching the IdP or the cache; the per-
 limit; a flood of never-seen cookies at 10x --capacity that must not grow the segment or the
 daemon's memory, nor push out a hot set, nor call the IdP more than once per credential.
 
-Limits it relies on (daemon/worker.c, docs/daemon.md "Threads and I/O"), none of them a flag:
+Limits it relies on (daemon/worker_int.h, docs/daemon.md "Threads and I/O"), none of them a flag:
 10 s to send a whole request header, 120 s idle keep-alive, 32 KiB request header section, 256
 header fields, (open-files limit - 128) / (workers + 1) connections per worker.
 
@@ -37,10 +37,10 @@ from harness import case, check, eq  # noqa: E402
 
 AUTH = harness.AUTH_TRAEFIK
 HOST = "app1.test"
-HEADER_TIMEOUT_S = 10.0   # worker.c HEADER_TIMEOUT_MS: a whole request header within 10 s
-IDLE_TIMEOUT_S = 120.0    # worker.c IDLE_TIMEOUT_MS: an idle keep-alive connection lives 120 s
-MAX_HEADER = 32768        # worker.c MAX_HEADER: a bigger header section is 431
-MAX_FIELDS = 256          # worker.c MAX_HDRS: more header fields is 431
+HEADER_TIMEOUT_S = 10.0   # worker_int.h HEADER_TIMEOUT_MS: a whole request header within 10 s
+IDLE_TIMEOUT_S = 120.0    # worker_int.h IDLE_TIMEOUT_MS: an idle keep-alive connection lives 120 s
+MAX_HEADER = 32768        # worker_int.h MAX_HEADER: a bigger header section is 431
+MAX_FIELDS = 256          # worker_int.h MAX_HDRS: more header fields is 431
 # Long enough that nothing here turns `revalidated` or expires while a case runs.
 FLAGS = {"--fresh-ttl": "60s", "--session-ttl": "120s", "--workers": "2"}
 
@@ -737,7 +737,7 @@ def connection_burst_while_paused():
     """5000 connections queued while the daemon is stopped (SIGSTOP: a paused VM, a CPU-throttled
     container), then SIGCONT: each worker's multishot accept then takes more connections at once
     than its completion queue holds (2048), which ends the multishot accept. It must be armed again
-    (worker.c on_tick), else that worker's listener is never accepted from again: every later
+    (loop.c on_tick), else that worker's listener is never accepted from again: every later
     connection the kernel hashes to it hangs, while /readyz still says 200."""
     ck = cookie("burst")
     idp().session(ck, "bert")
